@@ -1,0 +1,87 @@
+// Package datasync keeps local directories and S3 prefixes in sync, both ways.
+// It knows nothing of yggdrasil or podman: it takes an S3 endpoint and a set of
+// mappings and runs a pass over each mapping every interval.
+package datasync
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Direction says which way a mapping moves data.
+type Direction string
+
+const (
+	// Egress uploads a local directory to a bucket prefix.
+	Egress Direction = "egress"
+	// Ingress downloads a bucket prefix into a local directory.
+	Ingress Direction = "ingress"
+)
+
+// Endpoint is how to reach the S3 server and who to be there.
+type Endpoint struct {
+	Host      string // host name or IP address, without scheme
+	Port      int    // 0 means the scheme's default port
+	Secure    bool   // https when true
+	Region    string // "" or "ignore" lets the client discover it
+	AccessKey string
+	SecretKey string
+	CAPEM     []byte // extra trusted CA certificates (PEM), added to the system roots
+}
+
+// String describes the endpoint without its secrets, for logs.
+func (e Endpoint) String() string {
+	scheme := "http"
+	if e.Secure {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://%s:%d (region %q)", scheme, e.Host, e.Port, e.Region)
+}
+
+// Mapping is one directory kept in sync with one bucket prefix.
+type Mapping struct {
+	ID        string    // stable identity across configurations; keys the journal
+	Direction Direction //
+	Root      string    // absolute directory nothing may be read from or written to outside of (the workload's /export)
+	LocalDir  string    // absolute directory inside Root
+	Bucket    string    //
+	Prefix    string    // object key prefix, without leading or trailing slash
+	MaxBytes  int64     // ingress quota for LocalDir in bytes; 0 means Options.DefaultQuota
+}
+
+// Options tune an Engine. Zero values take the documented defaults.
+type Options struct {
+	StateDir       string            // where the journal lives (required)
+	Interval       time.Duration     // time between passes of a mapping; default 15s
+	Concurrency    int               // parallel transfers; default suits a 2-core device
+	DefaultQuota   int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
+	MinFreeBytes   int64             // ingress keeps at least this much free on the file system
+	MinFreePercent float64           // ... and at least this share of it
+	Transport      http.RoundTripper // optional, for tests (counting requests)
+}
+
+// MappingStatus is what a mapping has done, for heartbeats and the CLI.
+type MappingStatus struct {
+	ID        string    `json:"id"`
+	Direction Direction `json:"direction"`
+	LocalDir  string    `json:"local_dir"`
+	Bucket    string    `json:"bucket"`
+	Prefix    string    `json:"prefix"`
+
+	LastAttempt time.Time `json:"last_attempt,omitempty"`
+	LastSuccess time.Time `json:"last_success,omitempty"`
+	// FilesTotal and BytesTotal count what moved since the engine started.
+	FilesTotal int64 `json:"files_total"`
+	BytesTotal int64 `json:"bytes_total"`
+	// FilesLastPass and BytesLastPass count what moved in the last pass.
+	FilesLastPass int64 `json:"files_last_pass"`
+	BytesLastPass int64 `json:"bytes_last_pass"`
+	// Pending counts files known to differ and not yet moved.
+	Pending int64 `json:"pending"`
+	// Refused counts files the disk guard or the key checks would not write.
+	Refused   int64  `json:"refused"`
+	LastError string `json:"last_error,omitempty"`
+	// OldestPending is when the oldest change not yet synced was first seen.
+	OldestPending time.Time `json:"oldest_pending,omitempty"`
+}
