@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// edgeDevice is the part of flotta's EdgeDevice resource this tool reads.
+type edgeDevice struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Storage *struct {
+			S3 *struct {
+				ConfigMapName string `json:"configMapName"`
+				SecretName    string `json:"secretName"`
+			} `json:"s3"`
+		} `json:"storage"`
+	} `json:"spec"`
+}
+
+// edgeWorkload is the part of flotta's EdgeWorkload resource this tool reads.
+type edgeWorkload struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Type string        `json:"type"`
+		Data *workloadData `json:"data"`
+		Pod  struct {
+			Spec corev1.PodSpec `json:"spec"`
+		} `json:"pod"`
+	} `json:"spec"`
+}
+
+// objects is every resource read from the input files, by kind.
+type objects struct {
+	devices    []edgeDevice
+	workloads  []edgeWorkload
+	configMaps []corev1.ConfigMap
+	secrets    []corev1.Secret
+}
+
+// readObjects decodes every YAML (or JSON) document of the given files.
+func readObjects(paths []string) (*objects, error) {
+	all := &objects{}
+	for _, p := range paths {
+		if err := all.readFile(p); err != nil {
+			return nil, err
+		}
+	}
+	return all, nil
+}
+
+func (o *objects) readFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(f))
+	for n := 1; ; n++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: document %d: %w", path, n, err)
+		}
+		if err := o.add(doc); err != nil {
+			return fmt.Errorf("%s: document %d: %w", path, n, err)
+		}
+	}
+}
+
+func (o *objects) add(doc []byte) error {
+	var meta metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &meta); err != nil {
+		return err
+	}
+	var err error
+	switch meta.Kind {
+	case "":
+		return nil // an empty document between separators
+	case "EdgeDevice":
+		var d edgeDevice
+		if err = yaml.Unmarshal(doc, &d); err == nil {
+			o.devices = append(o.devices, d)
+		}
+	case "EdgeWorkload":
+		var w edgeWorkload
+		if err = yaml.Unmarshal(doc, &w); err == nil {
+			o.workloads = append(o.workloads, w)
+		}
+	case "ConfigMap":
+		var c corev1.ConfigMap
+		if err = yaml.Unmarshal(doc, &c); err == nil {
+			o.configMaps = append(o.configMaps, c)
+		}
+	case "Secret":
+		var s corev1.Secret
+		if err = yaml.Unmarshal(doc, &s); err == nil {
+			o.secrets = append(o.secrets, s)
+		}
+	default:
+		return fmt.Errorf("unsupported kind %q (want EdgeDevice, EdgeWorkload, ConfigMap or Secret)", meta.Kind)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", meta.Kind, err)
+	}
+	return nil
+}
+
+func (o *objects) configMap(namespace, name string) *corev1.ConfigMap {
+	for i := range o.configMaps {
+		if c := &o.configMaps[i]; c.Name == name && c.Namespace == namespace {
+			return c
+		}
+	}
+	return nil
+}
+
+func (o *objects) secret(namespace, name string) *corev1.Secret {
+	for i := range o.secrets {
+		if s := &o.secrets[i]; s.Name == name && s.Namespace == namespace {
+			return s
+		}
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// s3Storage is configuration.storage.s3 of the configuration message; the
+// aws_* fields carry base64 of the real values, as flotta sends them.
+type s3Storage struct {
+	BucketHost         string `json:"bucket_host"`
+	BucketPort         int    `json:"bucket_port,omitempty"`
+	BucketName         string `json:"bucket_name"`
+	BucketRegion       string `json:"bucket_region"`
+	AwsAccessKeyID     string `json:"aws_access_key_id"`
+	AwsSecretAccessKey string `json:"aws_secret_access_key"`
+	AwsCaBundle        string `json:"aws_ca_bundle,omitempty"`
+}
+
+// resolveStorage applies the control plane's rule: the device's Object
+// Bucket Claim (ConfigMap and Secret named like the device) wins over the
+// external storage named in spec.storage.s3. It returns nil when the device
+// has neither, which leaves sync off on the device.
+func resolveStorage(dev *edgeDevice, objs *objects) (*s3Storage, error) {
+	ns := dev.Namespace
+	if cm, sec := objs.configMap(ns, dev.Name), objs.secret(ns, dev.Name); cm != nil && sec != nil {
+		st, err := storageFrom(cm, sec, false)
+		if err != nil {
+			return nil, fmt.Errorf("object bucket claim %s/%s: %w", ns, dev.Name, err)
+		}
+		return st, nil
+	}
+	if dev.Spec.Storage == nil || dev.Spec.Storage.S3 == nil {
+		return nil, nil
+	}
+	ref := dev.Spec.Storage.S3
+	if ref.ConfigMapName == "" || ref.SecretName == "" {
+		return nil, fmt.Errorf("EdgeDevice %s/%s: spec.storage.s3 needs both configMapName and secretName", ns, dev.Name)
+	}
+	cm := objs.configMap(ns, ref.ConfigMapName)
+	if cm == nil {
+		return nil, fmt.Errorf("EdgeDevice %s/%s: ConfigMap %s/%s not found", ns, dev.Name, ns, ref.ConfigMapName)
+	}
+	sec := objs.secret(ns, ref.SecretName)
+	if sec == nil {
+		return nil, fmt.Errorf("EdgeDevice %s/%s: Secret %s/%s not found", ns, dev.Name, ns, ref.SecretName)
+	}
+	st, err := storageFrom(cm, sec, true)
+	if err != nil {
+		return nil, fmt.Errorf("external storage of EdgeDevice %s/%s: %w", ns, dev.Name, err)
+	}
+	return st, nil
+}
+
+// storageFrom reads a bucket's ConfigMap and Secret. External storage must
+// name its region and may carry a CA (tls.crt); an OBC's region is "ignore".
+func storageFrom(cm *corev1.ConfigMap, sec *corev1.Secret, external bool) (*s3Storage, error) {
+	var missing []string
+	need := func(kind, key, val string) string {
+		if strings.TrimSpace(val) == "" {
+			missing = append(missing, kind+" key "+key)
+		}
+		return strings.TrimSpace(val)
+	}
+	st := &s3Storage{
+		BucketName:   need("ConfigMap "+cm.Name, "BUCKET_NAME", cm.Data["BUCKET_NAME"]),
+		BucketHost:   need("ConfigMap "+cm.Name, "BUCKET_HOST", cm.Data["BUCKET_HOST"]),
+		BucketRegion: "ignore",
+	}
+	port := need("ConfigMap "+cm.Name, "BUCKET_PORT", cm.Data["BUCKET_PORT"])
+	if external {
+		st.BucketRegion = need("ConfigMap "+cm.Name, "BUCKET_REGION", cm.Data["BUCKET_REGION"])
+	}
+	access := need("Secret "+sec.Name, "AWS_ACCESS_KEY_ID", secretValue(sec, "AWS_ACCESS_KEY_ID"))
+	secret := need("Secret "+sec.Name, "AWS_SECRET_ACCESS_KEY", secretValue(sec, "AWS_SECRET_ACCESS_KEY"))
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("missing %s", strings.Join(missing, ", "))
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return nil, fmt.Errorf("ConfigMap %s: BUCKET_PORT %q is not a port number", cm.Name, port)
+	}
+	st.BucketPort = p
+	st.AwsAccessKeyID = base64.StdEncoding.EncodeToString([]byte(access))
+	st.AwsSecretAccessKey = base64.StdEncoding.EncodeToString([]byte(secret))
+	if ca := secretValue(sec, "tls.crt"); external && ca != "" {
+		if !strings.Contains(ca, "-----BEGIN CERTIFICATE-----") {
+			return nil, fmt.Errorf("Secret %s: tls.crt is not a PEM certificate", sec.Name)
+		}
+		st.AwsCaBundle = base64.StdEncoding.EncodeToString([]byte(ca))
+	}
+	return st, nil
+}
+
+// secretValue returns a Secret's value whether given as data (already
+// base64-decoded by the Kubernetes types) or as stringData.
+func secretValue(s *corev1.Secret, key string) string {
+	if v, ok := s.Data[key]; ok {
+		return string(v)
+	}
+	return s.StringData[key]
+}
