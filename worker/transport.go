@@ -37,12 +37,13 @@ func SocketPath(addr string) (string, error) {
 	return p, nil
 }
 
-// DialDispatcher connects to yggd's Dispatcher at a socket address such as
-// "unix:@yggd-dispatcher-abc123". The connection is made lazily.
-func DialDispatcher(addr string) (*grpc.ClientConn, error) {
+// Dial connects to a gRPC service on a unix socket address such as yggd's
+// "unix:@yggd-dispatcher-abc123" or a worker's "@ygg-device-xyz". The
+// connection is made lazily.
+func Dial(addr string) (*grpc.ClientConn, error) {
 	path, err := SocketPath(addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial dispatcher: %w", err)
+		return nil, fmt.Errorf("dial: %w", err)
 	}
 	conn, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -51,7 +52,7 @@ func DialDispatcher(addr string) (*grpc.ClientConn, error) {
 			return d.DialContext(ctx, "unix", path)
 		}))
 	if err != nil {
-		return nil, fmt.Errorf("dial dispatcher %s: %w", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	return conn, nil
 }

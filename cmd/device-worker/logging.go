@@ -29,6 +29,7 @@ func newLogger(level string) (*zap.Logger, error) {
 	cfg.Sampling = nil
 	cfg.EncoderConfig.TimeKey = "time"
 	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	cfg.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder
 	log, err := cfg.Build()
 	if err != nil {
 		return nil, fmt.Errorf("build logger: %w", err)

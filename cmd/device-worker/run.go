@@ -24,7 +24,7 @@ func run(ctx context.Context, s settings, log *zap.Logger, wl worker.Workloads, 
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
 		zap.Duration("sync_interval", s.syncInterval))
 
-	conn, err := worker.DialDispatcher(s.socketAddr)
+	conn, err := worker.Dial(s.socketAddr)
 	if err != nil {
 		return err
 	}
