@@ -1,0 +1,37 @@
+// Command device-worker is the Flotta device agent as a yggdrasil worker:
+// yggd starts it, it registers as the "device" handler, receives the device
+// configuration, runs the workloads and synchronises their data, and sends
+// heartbeats.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	s, err := parseSettings(os.Args[1:], os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "device-worker: %v\n", err)
+		os.Exit(2)
+	}
+	log, err := newLogger(s.logLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "device-worker: %v\n", err)
+		os.Exit(2)
+	}
+	defer func() { _ = log.Sync() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	wl := newUnwiredWorkloads(log, s.podmanSocket)
+	ds := newUnwiredDataSync(log, s.syncInterval)
+	if err := run(ctx, s, log, wl, ds); err != nil {
+		log.Error("device-worker stopped on error", zapError(err))
+		_ = log.Sync()
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestSettingsFromEnvironmentAndFlags(t *testing.T) {
+	env := envOf(map[string]string{
+		"YGG_SOCKET_ADDR": "unix:@yggd-dispatcher-x", "YGG_CLIENT_ID": "dev1", "YGG_LOG_LEVEL": "DEBUG",
+		"FLOTTA_DATA_DIR": "/tmp/d", "FLOTTA_SYNC_INTERVAL": "2s",
+	})
+	s, err := parseSettings(nil, env)
+	require.NoError(t, err)
+	assert.Equal(t, settings{socketAddr: "unix:@yggd-dispatcher-x", clientID: "dev1", logLevel: "DEBUG",
+		dataDir: "/tmp/d", podmanSocket: defaultPodmanSocket, syncInterval: 2 * time.Second}, s)
+
+	s, err = parseSettings([]string{"--data-dir", "/other", "--sync-interval", "1m"}, env)
+	require.NoError(t, err)
+	assert.Equal(t, "/other", s.dataDir, "a flag wins over the environment")
+	assert.Equal(t, time.Minute, s.syncInterval)
+}
+
+func TestSettingsErrors(t *testing.T) {
+	_, err := parseSettings(nil, envOf(nil))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "YGG_SOCKET_ADDR is not set")
+
+	_, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_SYNC_INTERVAL": "soon"}))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "sync interval")
+}
+
+func TestLogLevels(t *testing.T) {
+	for _, l := range []string{"ERROR", "WARN", "INFO", "DEBUG", "TRACE", "info"} {
+		_, err := newLogger(l)
+		assert.NoError(t, err, l)
+	}
+	_, err := newLogger("LOUD")
+	assert.Error(t, err)
+}

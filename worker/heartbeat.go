@@ -1,0 +1,177 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/project-flotta/flotta-device-worker/podman"
+	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
+	"github.com/project-flotta/flotta-device-worker/worker/config"
+)
+
+// HeartbeatDirective is the directive of heartbeat messages.
+const HeartbeatDirective = "heartbeat"
+
+// Heartbeat is the content of a heartbeat message.
+type Heartbeat struct {
+	// Status is "up", or "degraded" when a workload crashed, a mapping
+	// reports an error, or the last configuration did not apply.
+	Status    string                   `json:"status"`
+	Version   string                   `json:"version"`
+	Workloads []WorkloadHeartbeat      `json:"workloads"`
+	Events    []podman.Event           `json:"events"`
+	DataSync  []datasync.MappingStatus `json:"data_sync"`
+}
+
+// WorkloadHeartbeat is one workload in a heartbeat.
+type WorkloadHeartbeat struct {
+	Name    string `json:"name"`
+	Status  string `json:"status"`
+	Message string `json:"message,omitempty"`
+	// LastDataUpload is the latest time all the workload's mappings had
+	// succeeded (RFC3339); empty when some never did.
+	LastDataUpload string `json:"last_data_upload,omitempty"`
+}
+
+// Heartbeat statuses.
+const (
+	StatusUp       = "up"
+	StatusDegraded = "degraded"
+)
+
+// runHeartbeats sends a heartbeat every period of the configuration in
+// force, and right after a configuration was applied.
+func (w *Worker) runHeartbeats(ctx context.Context) {
+	t := time.NewTimer(w.heartbeatPeriod())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.sendHeartbeat(ctx)
+		case <-w.heartbeatNow:
+			w.sendHeartbeat(ctx)
+		case <-w.rearm:
+		}
+		t.Stop()
+		t.Reset(w.heartbeatPeriod())
+	}
+}
+
+func (w *Worker) heartbeatPeriod() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h := config.Heartbeat{}
+	if w.desired != nil {
+		h = w.desired.Configuration.Heartbeat
+	}
+	return time.Duration(h.Period()) * time.Second
+}
+
+// sendHeartbeat delivers one heartbeat; its events are forgotten only once
+// it was delivered.
+func (w *Worker) sendHeartbeat(ctx context.Context) {
+	w.mu.Lock()
+	paused := w.paused
+	w.mu.Unlock()
+	if paused {
+		return
+	}
+	hb, end := w.buildHeartbeat()
+	content, err := json.Marshal(hb)
+	if err != nil {
+		w.log.Error("cannot encode heartbeat", zap.Error(err))
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.opts.SendTimeout)
+	defer cancel()
+	_, err = w.opts.Dispatcher.Send(ctx, &yggdrasil.Data{
+		MessageId: newMessageID(),
+		Directive: HeartbeatDirective,
+		Content:   content,
+	})
+	if err != nil {
+		w.log.Warn("heartbeat not delivered; events kept for the next one", zap.Error(err))
+		return
+	}
+	w.events.drop(end)
+	w.log.Debug("heartbeat sent", zap.String("status", hb.Status), zap.String("version", hb.Version), zap.Int("events", len(hb.Events)))
+}
+
+// buildHeartbeat gathers the current state; end is the event sequence
+// number to drop through once delivered.
+func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
+	w.events.add(w.wl.Events()...)
+	statuses := w.wl.Statuses()
+	mappings := w.ds.Status()
+	events, end := w.events.peek()
+
+	w.mu.Lock()
+	version := ""
+	if w.applied != nil {
+		version = w.applied.Version
+	}
+	applyFailed := w.applyErr != nil
+	mappingsOf := w.mappingsOf
+	w.mu.Unlock()
+
+	hb := Heartbeat{
+		Status:    StatusUp,
+		Version:   version,
+		Workloads: make([]WorkloadHeartbeat, 0, len(statuses)),
+		Events:    events,
+		DataSync:  append([]datasync.MappingStatus{}, mappings...),
+	}
+	if applyFailed {
+		hb.Status = StatusDegraded
+	}
+	byID := make(map[string]datasync.MappingStatus, len(mappings))
+	for _, m := range mappings {
+		byID[m.ID] = m
+		if m.LastError != "" {
+			hb.Status = StatusDegraded
+		}
+	}
+	for _, s := range statuses {
+		if s.State == podman.Crashed {
+			hb.Status = StatusDegraded
+		}
+		wh := WorkloadHeartbeat{Name: s.Name, Status: string(s.State), Message: s.Message}
+		if t := lastDataUpload(mappingsOf[s.Name], byID); !t.IsZero() {
+			wh.LastDataUpload = t.UTC().Format(time.RFC3339)
+		}
+		hb.Workloads = append(hb.Workloads, wh)
+	}
+	return hb, end
+}
+
+// lastDataUpload is the latest time all the given mappings had succeeded:
+// the earliest of their last successes, or zero when one never succeeded or
+// the workload has no mappings.
+func lastDataUpload(ids []string, byID map[string]datasync.MappingStatus) time.Time {
+	var min time.Time
+	for _, id := range ids {
+		s, ok := byID[id]
+		if !ok || s.LastSuccess.IsZero() {
+			return time.Time{}
+		}
+		if min.IsZero() || s.LastSuccess.Before(min) {
+			min = s.LastSuccess
+		}
+	}
+	return min
+}
+
+// newMessageID returns a random UUID-shaped message id.
+func newMessageID() string {
+	b := randomBytes(16)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

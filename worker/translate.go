@@ -1,0 +1,82 @@
+package worker
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/project-flotta/flotta-device-worker/podman"
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
+	"github.com/project-flotta/flotta-device-worker/worker/config"
+)
+
+// Plan is a configuration message translated into the inputs of the
+// workload runner and the synchroniser.
+type Plan struct {
+	Workloads []podman.Workload
+	// Endpoint is nil when the device has no storage.
+	Endpoint *datasync.Endpoint
+	// Mappings is empty when the device has no storage.
+	Mappings []datasync.Mapping
+	// MappingsOf lists, per workload name, the IDs of its mappings.
+	MappingsOf map[string][]string
+	// Warnings are things worth telling the control plane that do not make
+	// the configuration invalid.
+	Warnings []string
+}
+
+// MappingID is the stable identity of a data path: the workload, the
+// direction and the local path (egress source or ingress target), for
+// example "os-stats/egress/stats".
+func MappingID(workload string, dir datasync.Direction, localPath string) string {
+	return workload + "/" + string(dir) + "/" + localPath
+}
+
+// Translate turns a validated message into a Plan. Each workload's /export
+// is volumesDir/<workload>.
+func Translate(m *config.Message, volumesDir string) (Plan, error) {
+	p := Plan{Workloads: make([]podman.Workload, 0, len(m.Workloads)), MappingsOf: map[string][]string{}}
+	var bucket string
+	if st := m.Configuration.Storage; st != nil && st.S3 != nil {
+		ep, err := st.S3.Endpoint()
+		if err != nil {
+			return Plan{}, fmt.Errorf("configuration.storage.s3.%w", err)
+		}
+		p.Endpoint, bucket = ep, st.S3.BucketName
+	}
+	for _, w := range m.Workloads {
+		p.Workloads = append(p.Workloads, podman.Workload{
+			Name:          w.Name,
+			Namespace:     w.Namespace,
+			Labels:        w.Labels,
+			Annotations:   w.Annotations,
+			Specification: w.Specification,
+		})
+		if w.Data == nil {
+			continue
+		}
+		if p.Endpoint == nil {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("workload %s declares data paths but the device has no storage; they are not synchronised", w.Name))
+			continue
+		}
+		root := filepath.Join(volumesDir, w.Name)
+		add := func(dir datasync.Direction, local, prefix string) {
+			id := MappingID(w.Name, dir, config.CleanPath(local))
+			p.Mappings = append(p.Mappings, datasync.Mapping{
+				ID:        id,
+				Direction: dir,
+				Root:      root,
+				LocalDir:  filepath.Join(root, filepath.FromSlash(config.CleanPath(local))),
+				Bucket:    bucket,
+				Prefix:    config.CleanPath(prefix),
+			})
+			p.MappingsOf[w.Name] = append(p.MappingsOf[w.Name], id)
+		}
+		for _, e := range w.Data.Egress {
+			add(datasync.Egress, e.Source, e.Target)
+		}
+		for _, i := range w.Data.Ingress {
+			add(datasync.Ingress, i.Target, i.Source)
+		}
+	}
+	return p, nil
+}

@@ -1,0 +1,45 @@
+package worker_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
+	"github.com/project-flotta/flotta-device-worker/worker"
+	"github.com/project-flotta/flotta-device-worker/worker/config"
+)
+
+func TestTranslateBidirectional(t *testing.T) {
+	m, err := config.Parse(message(t, "bidirectional.json"))
+	require.NoError(t, err)
+	p, err := worker.Translate(m, "/data/volumes")
+	require.NoError(t, err)
+
+	require.NotNil(t, p.Endpoint)
+	assert.Equal(t, datasync.Endpoint{Host: "127.0.0.1", Port: 7070, Secure: false, Region: "ignore", AccessKey: "minioadmin", SecretKey: "minioadmin"}, *p.Endpoint)
+	root := "/data/volumes/collector"
+	assert.Equal(t, []datasync.Mapping{
+		{ID: "collector/egress/local/upload/log", Direction: datasync.Egress, Root: root, LocalDir: filepath.Join(root, "local/upload/log"), Bucket: "device-bucket-6", Prefix: "remote/log"},
+		{ID: "collector/egress/local/upload/telemetry", Direction: datasync.Egress, Root: root, LocalDir: filepath.Join(root, "local/upload/telemetry"), Bucket: "device-bucket-6", Prefix: "remote/telemetry"},
+		{ID: "collector/ingress/local/download/data", Direction: datasync.Ingress, Root: root, LocalDir: filepath.Join(root, "local/download/data"), Bucket: "device-bucket-6", Prefix: "remote/data"},
+	}, p.Mappings)
+	assert.Equal(t, map[string][]string{"collector": {
+		"collector/egress/local/upload/log", "collector/egress/local/upload/telemetry", "collector/ingress/local/download/data",
+	}}, p.MappingsOf)
+	assert.Empty(t, p.Warnings)
+}
+
+func TestTranslateWithoutStorage(t *testing.T) {
+	m, err := config.Parse([]byte(`{"workloads":[{"name":"w","specification":"containers: []","data":{"egress":[{"source":"a","target":"b"}]}}]}`))
+	require.NoError(t, err)
+	p, err := worker.Translate(m, "/v")
+	require.NoError(t, err)
+	assert.Nil(t, p.Endpoint)
+	assert.Empty(t, p.Mappings)
+	require.Len(t, p.Workloads, 1)
+	require.Len(t, p.Warnings, 1)
+	assert.Contains(t, p.Warnings[0], "no storage")
+}
