@@ -13,6 +13,7 @@ VERSITYGW_VERSION := v1.8.0
 CMDS := $(notdir $(wildcard cmd/*))
 
 .PHONY: all build test test-unit lint proto proto-check tools versitygw clean
+.PHONY: rpm-tarball rpm install uninstall clean-rpm
 
 all: build
 
@@ -57,3 +58,74 @@ $(BIN)/versitygw:
 
 clean:
 	rm -rf $(BIN)/device-worker $(BIN)/flotta-sync $(BIN)/devdispatcher
+
+# ---- packaging (flotta-device-worker.spec, packaging/) ----
+SPEC := flotta-device-worker.spec
+RPM_NAME := flotta-device-worker
+RPM_VERSION := $(shell sed -n 's/^Version:[[:space:]]*//p' $(SPEC))
+# What goes into the tarball: a committed tree (uncommitted changes are not packaged).
+RPM_REF ?= HEAD
+DIST := $(CURDIR)/dist
+RPM_TARBALL := $(DIST)/$(RPM_NAME)-$(RPM_VERSION).tar.gz
+RPM_TOPDIR := $(CURDIR)/rpmbuild
+RPMBUILD_FLAGS ?=
+GO_CMD_PATH = $(shell command -v $(GO))
+
+## rpm-tarball: dist/flotta-device-worker-<version>.tar.gz = git archive $(RPM_REF) + vendor/
+rpm-tarball:
+	@git cat-file -e $(RPM_REF):cmd/device-worker 2>/dev/null || { echo "rpm-tarball: cmd/device-worker is not in $(RPM_REF) (the tarball packages committed files only)"; exit 1; }
+	rm -rf $(DIST)/$(RPM_NAME)-$(RPM_VERSION) $(RPM_TARBALL)
+	@mkdir -p $(DIST)/$(RPM_NAME)-$(RPM_VERSION)
+	git archive --format=tar $(RPM_REF) | tar -x -C $(DIST)/$(RPM_NAME)-$(RPM_VERSION)
+	cd $(DIST)/$(RPM_NAME)-$(RPM_VERSION) && $(GO) mod vendor
+	tar -C $(DIST) --sort=name --owner=0 --group=0 --numeric-owner \
+		--mtime="@$$(git log -1 --format=%ct $(RPM_REF))" \
+		-czf $(RPM_TARBALL) $(RPM_NAME)-$(RPM_VERSION)
+	rm -rf $(DIST)/$(RPM_NAME)-$(RPM_VERSION)
+	@echo "$(RPM_TARBALL)"
+
+## rpm: binary and source RPMs into rpmbuild/{RPMS,SRPMS} (--nodeps: Go is not an rpm on Debian)
+rpm: rpm-tarball
+	@mkdir -p $(RPM_TOPDIR)
+	rpmbuild -ba --nodeps \
+		--define "_topdir $(RPM_TOPDIR)" \
+		--define "_sourcedir $(DIST)" \
+		--define "gobin $(GO_CMD_PATH)" \
+		$(RPMBUILD_FLAGS) $(SPEC)
+
+# install/uninstall lay out the same files as the RPM. The data dir is left
+# to tmpfiles.d (created at boot, or now when installing to the live system).
+DESTDIR ?=
+PREFIX ?= /usr
+LIBEXECDIR ?= $(PREFIX)/libexec
+SYSCONFDIR ?= /etc
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+WORKER_BIN := $(LIBEXECDIR)/yggdrasil/device-worker
+WORKER_TOML := $(SYSCONFDIR)/yggdrasil/workers/device.toml
+TMPFILES_CONF := $(TMPFILESDIR)/$(RPM_NAME).conf
+
+## install: device-worker, its yggdrasil worker toml and tmpfiles.d conf under DESTDIR/PREFIX
+install: build
+	install -D -m 0755 $(BIN)/device-worker $(DESTDIR)$(WORKER_BIN)
+	install -D -m 0644 packaging/$(RPM_NAME).tmpfiles.conf $(DESTDIR)$(TMPFILES_CONF)
+	@# The toml's exec must name the installed binary; like %config(noreplace),
+	@# an edited toml is kept and the new one written next to it as .new.
+	@mkdir -p $(DESTDIR)$(SYSCONFDIR)/yggdrasil/workers
+	sed 's|^exec = .*|exec = "$(WORKER_BIN)"|' packaging/device.toml > $(DESTDIR)$(WORKER_TOML).tmp
+	@if [ -e $(DESTDIR)$(WORKER_TOML) ] && ! cmp -s $(DESTDIR)$(WORKER_TOML) $(DESTDIR)$(WORKER_TOML).tmp; then \
+		mv $(DESTDIR)$(WORKER_TOML).tmp $(DESTDIR)$(WORKER_TOML).new; chmod 0644 $(DESTDIR)$(WORKER_TOML).new; \
+		echo "install: kept $(DESTDIR)$(WORKER_TOML); new version in $(DESTDIR)$(WORKER_TOML).new"; \
+	else \
+		mv $(DESTDIR)$(WORKER_TOML).tmp $(DESTDIR)$(WORKER_TOML); chmod 0644 $(DESTDIR)$(WORKER_TOML); \
+	fi
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-tmpfiles >/dev/null; then \
+		echo "systemd-tmpfiles --create $(TMPFILES_CONF)"; systemd-tmpfiles --create $(TMPFILES_CONF) || true; \
+	fi
+
+## uninstall: remove what install laid out; the data dir (/var/local/yggdrasil/device) is kept
+uninstall:
+	rm -f $(DESTDIR)$(WORKER_BIN) $(DESTDIR)$(WORKER_TOML) $(DESTDIR)$(WORKER_TOML).new $(DESTDIR)$(TMPFILES_CONF)
+
+## clean-rpm: remove rpmbuild/ and dist/
+clean-rpm:
+	rm -rf $(RPM_TOPDIR) $(DIST)
