@@ -12,7 +12,7 @@ VERSITYGW_VERSION := v1.8.0
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test test-unit lint proto proto-check tools versitygw clean
+.PHONY: all build test test-unit lint proto proto-check tools versitygw bench clean
 .PHONY: rpm-tarball rpm install uninstall clean-rpm
 
 all: build
@@ -55,6 +55,11 @@ proto-check: proto
 versitygw: $(BIN)/versitygw
 $(BIN)/versitygw:
 	GOBIN=$(BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+## bench: flotta-sync against rclone, aws s3 sync and a raw minio-go loop (see README)
+BENCH_FLAGS ?=
+bench: build versitygw
+	$(GO) run ./bench -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S).txt $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BIN)/device-worker $(BIN)/flotta-sync $(BIN)/devdispatcher
