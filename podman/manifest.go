@@ -37,6 +37,10 @@ type Manifest struct {
 	Name string // workload (and pod) name
 	YAML []byte // Kubernetes Pod manifest, apiVersion v1, kind Pod
 	Hash string // hex digest of YAML without the hash label; also in LabelManifestHash
+
+	Containers     []string             // names of the spec's containers
+	InitContainers []string             // names of the spec's init containers
+	RestartPolicy  corev1.RestartPolicy // as in the spec; empty means Always
 }
 
 // ExportVolumeName is the name of the /export volume of workload name.
@@ -75,7 +79,14 @@ func BuildManifest(w Workload, opts ManifestOptions) (Manifest, error) {
 	if err != nil {
 		return Manifest{}, fmt.Errorf("workload %q: render manifest: %w", w.Name, err)
 	}
-	return Manifest{Name: w.Name, YAML: out, Hash: hash}, nil
+	m := Manifest{Name: w.Name, YAML: out, Hash: hash, RestartPolicy: spec.RestartPolicy}
+	for _, c := range spec.InitContainers {
+		m.InitContainers = append(m.InitContainers, c.Name)
+	}
+	for _, c := range spec.Containers {
+		m.Containers = append(m.Containers, c.Name)
+	}
+	return m, nil
 }
 
 // parseWorkload checks the workload's name and decodes its PodSpec strictly.
