@@ -5,7 +5,7 @@ go 1.26.8
 require (
 	github.com/containers/podman/v4 v4.9.5
 	github.com/stretchr/testify v1.12.1
-	go.uber.org/zap v1.26.0
+	go.uber.org/zap v1.28.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 	k8s.io/api v0.37.2

@@ -101,13 +101,8 @@ func (m *Manager) Apply(ctx context.Context, ws []Workload) error {
 	}
 	m.mu.Unlock()
 
-	var errs []error
-	for _, w := range ws {
-		if err := buildErrs[w.Name]; err != nil {
-			errs = append(errs, err)
-		}
-	}
-	errs = append(errs, m.saveManifests(manifests)...)
+	// Build errors are part of every reconcile's result.
+	errs := m.saveManifests(manifests)
 
 	m.mu.Lock()
 	m.desired, m.buildErrs, m.applied, m.fingerprint = manifests, buildErrs, true, fp

@@ -64,7 +64,7 @@ func BuildManifest(w Workload, opts ManifestOptions) (Manifest, error) {
 	pod.Name = w.Name
 	pod.Namespace = w.Namespace
 	pod.Labels = ownedLabels(w)
-	pod.Annotations = copyMap(w.Annotations)
+	pod.Annotations = initContainerType(copyMap(w.Annotations), spec)
 	addExport(&pod.Spec, w.Name, VolumeDir(opts.VolumesDir, w.Name))
 	setEnv(&pod.Spec, DeviceIDEnv, opts.DeviceID)
 
@@ -104,6 +104,28 @@ func parseWorkload(w Workload) (*corev1.PodSpec, error) {
 		return nil, err
 	}
 	return &spec, nil
+}
+
+// InitContainerTypeAnnotation is podman's pod annotation choosing how kube
+// init containers run: "once" (podman's default: removed after the first
+// pod start) or "always" (kept, run again whenever the pod starts).
+const InitContainerTypeAnnotation = "io.podman.annotations.init.container.type"
+
+// initContainerType makes init containers "always" unless the workload chose:
+// they then run again when a dead pod is restarted, as on a Kubernetes pod
+// restart, and podman 4.3's race removing "once" init containers that are
+// still running cannot fail the play.
+func initContainerType(annotations map[string]string, spec *corev1.PodSpec) map[string]string {
+	if len(spec.InitContainers) == 0 {
+		return annotations
+	}
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	if _, set := annotations[InitContainerTypeAnnotation]; !set {
+		annotations[InitContainerTypeAnnotation] = "always"
+	}
+	return annotations
 }
 
 // ownedLabels is the workload's labels plus the manager's ownership labels,

@@ -33,6 +33,9 @@ func (m *Manager) publish(p *pass, desired []Manifest, buildErrs map[string]erro
 		}
 		if e := p.errs[name]; e != nil {
 			st.Message = e.Error()
+			if st.State == Deploying {
+				st.State = Crashed // the deployment failed; retried next pass
+			}
 		}
 		statuses = append(statuses, st)
 	}

@@ -51,7 +51,7 @@ func (m *Manager) reconcile(ctx context.Context) (err error) {
 	found, err := m.eng.ListPods(ctx)
 	if err != nil {
 		m.publishUnreachable(desired, buildErrs, err)
-		return err
+		return errors.Join(err, joinWorkloadErrors(buildErrs))
 	}
 	if !applied {
 		m.publishObserved(found)

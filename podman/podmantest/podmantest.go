@@ -168,7 +168,8 @@ func (s *Service) ensureImage() error {
 	if err := writeBusyboxRootfs(tarPath); err != nil {
 		return fmt.Errorf("build busybox rootfs: %w", err)
 	}
-	if _, err := s.Podman("import", "--change", `CMD ["/bin/sh"]`, tarPath, s.Image); err != nil {
+	if _, err := s.Podman("import", "--change", `CMD ["/bin/sh"]`,
+		"--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", tarPath, s.Image); err != nil {
 		// Tolerate a concurrent import of the same image.
 		if _, again := s.Podman("image", "exists", s.Image); again == nil {
 			return nil
