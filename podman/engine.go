@@ -185,7 +185,9 @@ func (e *bindingsEngine) StartPod(ctx context.Context, id string) error {
 }
 
 // RemovePod stops pod id (containers get stopTimeout seconds) and removes it
-// with its containers. A pod that is already gone is not an error.
+// with its containers. A pod that is already gone is not an error. Removal is
+// tried a few times: podman 4.3 can still hold a just-stopped container's
+// mounts ("device or resource busy") while its cleanup runs.
 func (e *bindingsEngine) RemovePod(ctx context.Context, id string) error {
 	c, done, err := e.call(ctx, callTimeout)
 	if err != nil {
@@ -195,6 +197,23 @@ func (e *bindingsEngine) RemovePod(ctx context.Context, id string) error {
 	// Stop first so containers get a graceful shutdown; whatever fails to stop
 	// is killed by the forced removal below, so a stop error is not fatal.
 	_, _ = pods.Stop(c, id, new(pods.StopOptions).WithTimeout(stopTimeout))
+	for attempt := 1; ; attempt++ {
+		err = removePod(c, id)
+		if err == nil || attempt == removeAttempts {
+			return err
+		}
+		select {
+		case <-c.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		}
+	}
+}
+
+// removeAttempts bounds RemovePod's tries.
+const removeAttempts = 4
+
+func removePod(c context.Context, id string) error {
 	report, err := pods.Remove(c, id, new(pods.RemoveOptions).WithForce(true))
 	if err != nil {
 		if isNotFound(err) {
