@@ -297,6 +297,10 @@ func TestManagerReportsErrors(t *testing.T) {
 	require.NoError(t, err)
 	st := e.waitState(t, "missing", podman.Running)
 	assert.Empty(t, st.Message)
+	// An unchanged Apply reports the current result, not the stale error.
+	err = e.m.Apply(ctx, []podman.Workload{good, missing, invalid})
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), `workload "missing"`)
 }
 
 // TestManagerSocketDown checks that a manager whose podman service is down

@@ -24,7 +24,11 @@ const (
 func (m *Manager) Reconcile(ctx context.Context) error {
 	m.pass.Lock()
 	defer m.pass.Unlock()
-	return m.reconcile(ctx)
+	err := m.reconcile(ctx)
+	m.mu.Lock()
+	m.lastErr = err // what an unchanged Apply reports from now on
+	m.mu.Unlock()
+	return err
 }
 
 // pass collects what one reconcile pass did.
