@@ -27,6 +27,10 @@ type WorkloadStatus struct {
 	Name    string `json:"name"`
 	State   State  `json:"status"`
 	Message string `json:"message,omitempty"`
+	// PodID and ManifestHash identify the pod observed for the workload
+	// (empty when there is none); they are not part of the heartbeat.
+	PodID        string `json:"-"`
+	ManifestHash string `json:"-"`
 }
 
 // Event is something worth telling the control plane ("info" or "warn").
