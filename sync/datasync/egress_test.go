@@ -91,7 +91,7 @@ func TestEgressFileRewrittenDuringUpload(t *testing.T) {
 				f := newFixture(t)
 				f.write("out/f", bytes.Repeat([]byte("a"), size))
 				f.configure(f.egress("e1", "out", "p"))
-				time.Sleep(20 * time.Millisecond) // the rewrite below gets a new mtime
+				time.Sleep(20 * time.Millisecond)                                       // the rewrite below gets a new mtime
 				rewrite := func() { f.write("out/f", bytes.Repeat([]byte("b"), size)) } // same size
 				var once sync.Once
 				if when == "before body" {

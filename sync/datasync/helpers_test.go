@@ -23,13 +23,13 @@ const bucket = "device-bucket"
 
 // fixture is an engine talking to a fresh versitygw through a counting transport.
 type fixture struct {
-	t       *testing.T
-	srv     *s3test.Server
-	eng     *Engine
-	count   *s3client.Counter
-	root    string // the workload's /export
-	state   string
-	opts    Options
+	t     *testing.T
+	srv   *s3test.Server
+	eng   *Engine
+	count *s3client.Counter
+	root  string // the workload's /export
+	state string
+	opts  Options
 	// midBody, when set, runs once a PUT request body has been partly sent.
 	midBody atomic.Pointer[func()]
 	ep      *Endpoint
