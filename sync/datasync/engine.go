@@ -376,7 +376,8 @@ type passStats struct {
 	pending  int64
 	refused  int64
 	failed   int64
-	firstErr error
+	firstErr error // of a failure
+	refusal  error // the first refusal
 }
 
 func (p *passStats) moved(n int64) {
@@ -391,8 +392,8 @@ func (p *passStats) addPending() { p.mu.Lock(); p.pending++; p.mu.Unlock() }
 func (p *passStats) refuse(err error) {
 	p.mu.Lock()
 	p.refused++
-	if p.firstErr == nil {
-		p.firstErr = err
+	if p.refusal == nil {
+		p.refusal = err
 	}
 	p.mu.Unlock()
 }
@@ -474,8 +475,8 @@ func (e *Engine) finishPass(ms *mapState, st *passStats, started time.Time, err 
 	switch {
 	case err != nil:
 		s.LastError = err.Error()
-	case st.firstErr != nil:
-		s.LastError = st.firstErr.Error() // refusals: the pass did what it could
+	case st.refusal != nil:
+		s.LastError = st.refusal.Error() // the pass did what it could
 	default:
 		s.LastError = ""
 	}

@@ -181,3 +181,15 @@ func (b *hookedBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// interpose puts w between the engine's client and its transport (under the
+// request counter) by rebuilding the client.
+func (f *fixture) interpose(w func(http.RoundTripper) http.RoundTripper) {
+	f.t.Helper()
+	base := f.opts.WrapTransport
+	f.eng.opts.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return base(w(rt)) }
+	f.eng.mu.Lock()
+	f.eng.ep = nil
+	f.eng.mu.Unlock()
+	require.NoError(f.t, f.eng.Configure(f.ep, f.mapping))
+}
