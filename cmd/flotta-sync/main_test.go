@@ -20,7 +20,7 @@ func TestPushPull(t *testing.T) {
 	srv := s3test.Start(t, s3test.WithBuckets("bkt"))
 	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
-	src, dst, state := t.TempDir(), t.TempDir(), t.TempDir()
+	src, dst, state := t.TempDir(), filepath.Join(t.TempDir(), "not", "yet"), t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "d", "a"), []byte("hello"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "b"), bytes.Repeat([]byte("x"), 2048), 0o644))

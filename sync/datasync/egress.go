@@ -45,7 +45,7 @@ func (p *pass) egress(ctx context.Context, adopt bool) error {
 		return nil // nothing written yet: normal
 	}
 	if err != nil {
-		return fmt.Errorf("open %s: %w", p.m.LocalDir, err)
+		return fmt.Errorf("source directory: %w", err)
 	}
 	defer dir.Close()
 	if adopt {

@@ -33,7 +33,7 @@ type downJob struct {
 func (p *pass) ingress(ctx context.Context) error {
 	dir, err := safefs.Open(p.m.Root, p.m.LocalDir, true)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", p.m.LocalDir, err)
+		return fmt.Errorf("target directory: %w", err)
 	}
 	defer dir.Close()
 	p.ms.mu.Lock()
@@ -54,6 +54,7 @@ func (p *pass) ingress(ctx context.Context) error {
 	}
 
 	w := p.e.jr.NewWriter(p.m.ID, journal.Files)
+	w.BeforeCommit = dir.SyncDirs
 	jobs := make(chan downJob)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

@@ -13,6 +13,11 @@ type Writer struct {
 	mapping string
 	table   Table
 
+	// BeforeCommit, when set, runs before each commit; an error keeps the
+	// batch out of the journal. Ingress syncs directories there, so that the
+	// journal never records a rename the disk could still lose.
+	BeforeCommit func() error
+
 	mu      sync.Mutex
 	pending []Entry
 	err     error
@@ -53,7 +58,14 @@ func (w *Writer) Flush() error {
 		w.timer = nil
 	}
 	if len(w.pending) > 0 {
-		if err := w.db.Put(w.mapping, w.table, w.pending); err != nil && w.err == nil {
+		var err error
+		if w.BeforeCommit != nil {
+			err = w.BeforeCommit()
+		}
+		if err == nil {
+			err = w.db.Put(w.mapping, w.table, w.pending)
+		}
+		if err != nil && w.err == nil {
 			w.err = err
 		}
 		w.pending = w.pending[:0]

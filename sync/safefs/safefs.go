@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
@@ -26,6 +27,9 @@ var ErrUnsafe = errors.New("unsafe path")
 type Dir struct {
 	root *os.Root
 	path string
+
+	mu    sync.Mutex
+	dirty map[string]bool // directories with renames not yet synced
 }
 
 // Open opens dir, which must be root or lie inside it with no symlinked
@@ -34,6 +38,11 @@ func Open(root, dir string, create bool) (*Dir, error) {
 	rel, err := filepath.Rel(root, dir)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
 		return nil, fmt.Errorf("%w: %s is not inside %s", ErrUnsafe, dir, root)
+	}
+	if create && rel == "." {
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
 	}
 	r, err := os.OpenRoot(root)
 	if err != nil {
@@ -150,7 +159,7 @@ func (d *Dir) Create(rel string) (*Temp, error) {
 }
 
 // Commit flushes the file to disk, sets its mtime and renames it to its final
-// name, then syncs the directory so the rename survives a crash.
+// name. The rename is durable once SyncDirs returned.
 func (t *Temp) Commit(mtime time.Time) error {
 	if err := t.Sync(); err != nil {
 		t.Abort()
@@ -174,9 +183,33 @@ func (t *Temp) Commit(mtime time.Time) error {
 		t.Abort()
 		return fmt.Errorf("rename into %s: %w", t.rel, err)
 	}
-	if dir, err := t.d.root.Open(path.Dir(t.rel)); err == nil {
-		_ = dir.Sync()
-		dir.Close()
+	t.d.mu.Lock()
+	if t.d.dirty == nil {
+		t.d.dirty = map[string]bool{}
+	}
+	t.d.dirty[path.Dir(t.rel)] = true
+	t.d.mu.Unlock()
+	return nil
+}
+
+// SyncDirs makes the renames of committed files durable: it syncs every
+// directory that received one since the last call. Callers record a file as
+// written only after this.
+func (d *Dir) SyncDirs() error {
+	d.mu.Lock()
+	dirty := d.dirty
+	d.dirty = nil
+	d.mu.Unlock()
+	for p := range dirty {
+		f, err := d.root.Open(p)
+		if err != nil {
+			return fmt.Errorf("sync directory %s: %w", p, err)
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync directory %s: %w", p, err)
+		}
 	}
 	return nil
 }
