@@ -59,7 +59,22 @@ type Options struct {
 	MinFreeBytes   int64             // ingress keeps at least this much free on the file system
 	MinFreePercent float64           // ... and at least this share of it
 	Transport      http.RoundTripper // optional, for tests (counting requests)
+	// WrapTransport, when set, wraps the transport the engine builds (or
+	// Transport), e.g. to count requests while keeping the engine's TLS setup.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// KeepUnknownMappings keeps the journal of mappings that Configure does not
+	// name; by default it is dropped (the mapping was removed). The CLI, which
+	// configures one mapping per run, keeps them.
+	KeepUnknownMappings bool
 }
+
+// Defaults of Options.
+const (
+	DefaultInterval       = 15 * time.Second
+	DefaultConcurrency    = 8         // transfers are I/O bound: a 2-core device keeps 8 busy
+	DefaultMinFreeBytes   = 512 << 20 // MinFreeBytes 0 means this; negative means none
+	DefaultMinFreePercent = 5.0       // MinFreePercent 0 means this; negative means none
+)
 
 // MappingStatus is what a mapping has done, for heartbeats and the CLI.
 type MappingStatus struct {

@@ -1,0 +1,282 @@
+// Command flotta-sync runs one pass of the device worker's sync engine:
+//
+//	flotta-sync push DIR s3://BUCKET/PREFIX   upload new and changed files
+//	flotta-sync pull s3://BUCKET/PREFIX DIR   download new and changed objects
+//
+// It keeps the same journal as the worker (under --state), so a second run
+// moves only what changed. Credentials come from AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
+
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+)
+
+const usage = `usage:
+  flotta-sync push DIR s3://BUCKET/PREFIX [flags]
+  flotta-sync pull s3://BUCKET/PREFIX DIR [flags]
+
+flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+type config struct {
+	dir         datasync.Direction
+	local       string
+	bucket      string
+	prefix      string
+	endpoint    string
+	region      string
+	caFile      string
+	state       string
+	concurrency int
+	maxBytes    int64
+	minFree     int64
+	verbose     bool
+}
+
+func parse(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("flotta-sync", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs.StringVar(&c.endpoint, "endpoint", os.Getenv("AWS_ENDPOINT_URL"), "S3 endpoint URL, http:// or https:// (default $AWS_ENDPOINT_URL)")
+	fs.StringVar(&c.region, "region", "us-east-1", "S3 region (\"\" discovers it)")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates trusted in addition to the system roots")
+	fs.StringVar(&c.state, "state", "", "journal directory (default $XDG_STATE_HOME/flotta-sync or ~/.local/state/flotta-sync)")
+	fs.IntVar(&c.concurrency, "concurrency", datasync.DefaultConcurrency, "parallel transfers")
+	fs.Int64Var(&c.maxBytes, "max-bytes", 0, "pull: bytes DIR may hold (0 = no quota)")
+	fs.Int64Var(&c.minFree, "min-free", -1, "pull: bytes to keep free on DIR's file system (-1 = engine default: max(512 MiB, 5%))")
+	fs.BoolVar(&c.verbose, "v", false, "log every pass")
+	if len(args) == 0 {
+		fs.Usage()
+		return nil, errors.New("missing command")
+	}
+	cmd := args[0]
+	// Flags may come before, between or after the two operands.
+	var pos []string
+	rest := args[1:]
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(pos) != 2 {
+		fs.Usage()
+		return nil, fmt.Errorf("%s needs two operands, got %d", cmd, len(pos))
+	}
+	var s3url string
+	switch cmd {
+	case "push":
+		c.dir, c.local, s3url = datasync.Egress, pos[0], pos[1]
+	case "pull":
+		c.dir, s3url, c.local = datasync.Ingress, pos[0], pos[1]
+	default:
+		fs.Usage()
+		return nil, fmt.Errorf("unknown command %q", cmd)
+	}
+	u, err := url.Parse(s3url)
+	if err != nil || u.Scheme != "s3" || u.Host == "" {
+		return nil, fmt.Errorf("%q is not s3://BUCKET/PREFIX", s3url)
+	}
+	c.bucket, c.prefix = u.Host, strings.Trim(u.Path, "/")
+	if c.local, err = filepath.Abs(c.local); err != nil {
+		return nil, err
+	}
+	if c.endpoint == "" {
+		return nil, errors.New("--endpoint is required")
+	}
+	return c, nil
+}
+
+func endpoint(c *config) (*datasync.Endpoint, error) {
+	u, err := url.Parse(c.endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return nil, fmt.Errorf("--endpoint %q: want http://HOST[:PORT] or https://HOST[:PORT]", c.endpoint)
+	}
+	ep := &datasync.Endpoint{Host: u.Hostname(), Secure: u.Scheme == "https", Region: c.region,
+		AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY")}
+	if p := u.Port(); p != "" {
+		if ep.Port, err = strconv.Atoi(p); err != nil {
+			return nil, fmt.Errorf("--endpoint port %q: %w", p, err)
+		}
+	}
+	if ep.AccessKey == "" || ep.SecretKey == "" {
+		return nil, errors.New("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set")
+	}
+	if c.caFile != "" {
+		if ep.CAPEM, err = os.ReadFile(c.caFile); err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+	}
+	return ep, nil
+}
+
+func stateDir(c *config) (string, error) {
+	if c.state != "" {
+		return c.state, nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "flotta-sync"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no --state and no home directory: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "flotta-sync"), nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	c, err := parse(args, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "flotta-sync:", err)
+		return 2
+	}
+	ep, err := endpoint(c)
+	if err != nil {
+		fmt.Fprintln(stderr, "flotta-sync:", err)
+		return 2
+	}
+	state, err := stateDir(c)
+	if err != nil {
+		fmt.Fprintln(stderr, "flotta-sync:", err)
+		return 2
+	}
+	level := zapcore.WarnLevel
+	if c.verbose {
+		level = zapcore.InfoLevel
+	}
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
+		zapcore.AddSync(stderr), level))
+	defer func() { _ = log.Sync() }()
+
+	// The engine reads 0 as "its default" and a negative value as "none".
+	minFree, minFreePct := int64(0), 0.0
+	if c.minFree >= 0 {
+		minFree, minFreePct = max(c.minFree, 1), -1
+	}
+	counter := &s3client.Counter{}
+	eng, err := datasync.New(datasync.Options{
+		StateDir:            state,
+		Concurrency:         c.concurrency,
+		DefaultQuota:        c.maxBytes,
+		MinFreeBytes:        minFree,
+		MinFreePercent:      minFreePct,
+		KeepUnknownMappings: true,
+		WrapTransport:       func(rt http.RoundTripper) http.RoundTripper { counter.Next = rt; return counter },
+	}, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "flotta-sync:", err)
+		return 1
+	}
+	defer eng.Close()
+	id := mappingID(c, ep)
+	m := datasync.Mapping{ID: id, Direction: c.dir, Root: c.local, LocalDir: c.local, Bucket: c.bucket, Prefix: c.prefix}
+	if err := eng.Configure(ep, []datasync.Mapping{m}); err != nil {
+		fmt.Fprintln(stderr, "flotta-sync:", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	done := make(chan struct{})
+	if isTerminal(stderr) {
+		go progress(stderr, counter, start, done)
+	}
+	err = eng.SyncNow(ctx, id)
+	close(done)
+
+	st := eng.Status()[0]
+	verb := map[datasync.Direction]string{datasync.Egress: "uploaded", datasync.Ingress: "downloaded"}[c.dir]
+	fmt.Fprintf(stderr, "%s %d files, %s; %d S3 requests; %s", verb, st.FilesLastPass, humanBytes(st.BytesLastPass),
+		counter.Requests(), time.Since(start).Round(time.Millisecond))
+	if st.Pending > 0 {
+		fmt.Fprintf(stderr, "; %d pending", st.Pending)
+	}
+	if st.Refused > 0 {
+		fmt.Fprintf(stderr, "; %d refused", st.Refused)
+	}
+	fmt.Fprintln(stderr)
+	switch {
+	case err != nil:
+		fmt.Fprintln(stderr, "flotta-sync:", err)
+		return 1
+	case st.Pending > 0 || st.Refused > 0:
+		fmt.Fprintln(stderr, "flotta-sync:", st.LastError)
+		return 1
+	}
+	return 0
+}
+
+// mappingID names the journal of one (direction, server, bucket, prefix, dir).
+func mappingID(c *config, ep *datasync.Endpoint) string {
+	h := sha256.Sum256([]byte(strings.Join([]string{string(c.dir), ep.Host, strconv.Itoa(ep.Port), c.bucket, c.prefix, c.local}, "\x00")))
+	return "cli-" + hex.EncodeToString(h[:8])
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func progress(w io.Writer, c *s3client.Counter, start time.Time, done <-chan struct{}) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			fmt.Fprint(w, "\r\033[K")
+			return
+		case <-t.C:
+			fmt.Fprintf(w, "\r\033[K%d S3 requests, %s", c.Requests(), time.Since(start).Round(time.Second))
+		}
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3test"
+)
+
+func TestPushPull(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithBuckets("bkt"))
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
+	src, dst, state := t.TempDir(), filepath.Join(t.TempDir(), "not", "yet"), t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "d", "a"), []byte("hello"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "b"), bytes.Repeat([]byte("x"), 2048), 0o644))
+	time.Sleep(60 * time.Millisecond)
+
+	var out bytes.Buffer
+	code := run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out)
+	require.Equal(t, 0, code, out.String())
+	assert.Regexp(t, `uploaded 2 files, 2\.0 KiB; \d+ S3 requests`, out.String())
+
+	out.Reset()
+	code = run([]string{"push", "--endpoint", srv.URL(), "--state", state, src, "s3://bkt/some/prefix"}, &out)
+	require.Equal(t, 0, code, out.String())
+	assert.Contains(t, out.String(), "uploaded 0 files, 0 B; 0 S3 requests")
+
+	out.Reset()
+	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--concurrency", "2", "--min-free", "0"}, &out)
+	require.Equal(t, 0, code, out.String())
+	got, err := os.ReadFile(filepath.Join(dst, "d", "a"))
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(got))
+	assert.Contains(t, out.String(), "downloaded 2 files")
+
+	// Quota: nothing new fits, yet nothing new is needed.
+	out.Reset()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "big"), bytes.Repeat([]byte("y"), 10000), 0o644))
+	time.Sleep(60 * time.Millisecond)
+	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out))
+	out.Reset()
+	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--max-bytes", "5000"}, &out)
+	assert.Equal(t, 1, code, "a refused download is a failure for the CLI")
+	assert.Contains(t, out.String(), "1 refused")
+}
+
+func TestFailures(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithBuckets("bkt"))
+	src, state := t.TempDir(), t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644))
+	var out bytes.Buffer
+
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	assert.Equal(t, 2, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL()}, &out))
+	assert.Contains(t, out.String(), "AWS_ACCESS_KEY_ID")
+
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+	out.Reset()
+	assert.Equal(t, 1, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--state", state}, &out))
+	assert.NotContains(t, out.String(), "not-the-secret")
+
+	for _, args := range [][]string{
+		{"push", src},
+		{"copy", src, "s3://bkt/p"},
+		{"push", src, "http://b/p", "--endpoint", srv.URL()},
+		{"push", src, "s3://bkt/p", "--endpoint", "ftp://x"},
+	} {
+		out.Reset()
+		assert.Equal(t, 2, run(args, &out), "%v", args)
+	}
+}
+
+func TestTLSCAFile(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithTLS(), s3test.WithBuckets("bkt"))
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
+	src, state := t.TempDir(), t.TempDir()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(ca, srv.CAPEM, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("tls"), 0o644))
+	time.Sleep(60 * time.Millisecond)
+	var out bytes.Buffer
+	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--ca-file", ca, "--state", state}, &out), out.String())
+	_, err := srv.Client().StatObject(context.Background(), "bkt", "p/a", minio.StatObjectOptions{})
+	require.NoError(t, err)
+	assert.Regexp(t, regexp.MustCompile(`uploaded 1 files`), out.String())
+}

@@ -1,0 +1,178 @@
+package datasync
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEgressFirstChangedUnchanged(t *testing.T) {
+	f := newFixture(t)
+	f.write("stats/a.txt", []byte("alpha"))
+	f.write("stats/sub/deep/b.bin", bytes.Repeat([]byte{7}, 100000))
+	f.write("stats/empty", nil)
+	f.write("outside/secret", []byte("never uploaded"))
+	require.NoError(t, os.Symlink(filepath.Join(f.root, "outside"), filepath.Join(f.root, "stats/link")))
+	require.NoError(t, os.Symlink(filepath.Join(f.root, "outside/secret"), filepath.Join(f.root, "stats/flink")))
+	f.configure(f.egress("e1", "stats", "dev/statistics"))
+
+	require.NoError(t, f.syncNow())
+	assert.ElementsMatch(t, []string{"dev/statistics/a.txt", "dev/statistics/sub/deep/b.bin", "dev/statistics/empty"},
+		f.listKeys("dev/"))
+	assert.Equal(t, []byte("alpha"), f.mustGet("dev/statistics/a.txt"))
+	assert.Equal(t, bytes.Repeat([]byte{7}, 100000), f.mustGet("dev/statistics/sub/deep/b.bin"))
+	info, err := f.stat("dev/statistics/a.txt")
+	require.NoError(t, err)
+	assert.Equal(t, "8ed3f6ad685b959ead7022518e1af76cd816f8e8ec7ccdda1ed4018e8f2223f8", lookup(info.UserMetadata, metaSHA256))
+	assert.NotEmpty(t, lookup(info.UserMetadata, metaMtime))
+	st := f.status("e1")
+	assert.Equal(t, int64(3), st.FilesLastPass)
+	assert.Equal(t, int64(100005), st.BytesLastPass)
+	assert.Empty(t, st.LastError)
+	assert.False(t, st.LastSuccess.IsZero())
+
+	// Idle: nothing changed, not a single request.
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Zero(t, f.count.Requests(), "idle egress pass must make no S3 request")
+	assert.Zero(t, f.status("e1").FilesLastPass)
+	assert.Equal(t, int64(3), f.status("e1").FilesTotal)
+
+	// One file changed (same size), one new: exactly two uploads.
+	time.Sleep(20 * time.Millisecond)
+	f.write("stats/a.txt", []byte("ALPHA"))
+	f.write("stats/sub/c.txt", []byte("new"))
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, int64(2), f.count.Requests())
+	assert.Equal(t, []byte("ALPHA"), f.mustGet("dev/statistics/a.txt"))
+	assert.Equal(t, []byte("new"), f.mustGet("dev/statistics/sub/c.txt"))
+
+	// Egress never deletes objects.
+	require.NoError(t, os.Remove(filepath.Join(f.root, "stats/a.txt")))
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, []byte("ALPHA"), f.mustGet("dev/statistics/a.txt"))
+}
+
+func lookup(m map[string]string, key string) string {
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
+}
+
+func TestEgressMissingDirectoryIsNormal(t *testing.T) {
+	f := newFixture(t)
+	f.configure(f.egress("e1", "not/yet", "p"))
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Zero(t, f.count.Requests())
+	assert.Empty(t, f.status("e1").LastError)
+}
+
+// TestEgressFileRewrittenDuringUpload: the file changes after it was opened
+// and hashed (before the body is sent, or while it is being sent). The upload
+// must fail before the server commits anything, then succeed on the next pass
+// with the new content.
+func TestEgressFileRewrittenDuringUpload(t *testing.T) {
+	for _, size := range []int{300 << 10, 17 << 20} {
+		for _, when := range []string{"before body", "mid body"} {
+			t.Run(fmt.Sprintf("%d bytes %s", size, when), func(t *testing.T) {
+				f := newFixture(t)
+				f.write("out/f", bytes.Repeat([]byte("a"), size))
+				f.configure(f.egress("e1", "out", "p"))
+				time.Sleep(20 * time.Millisecond)                                       // the rewrite below gets a new mtime
+				rewrite := func() { f.write("out/f", bytes.Repeat([]byte("b"), size)) } // same size
+				var once sync.Once
+				if when == "before body" {
+					f.eng.beforeUpload = func(string) { once.Do(rewrite) }
+				} else {
+					fn := func() { once.Do(rewrite) }
+					f.midBody.Store(&fn)
+				}
+				require.NoError(t, f.syncNow(), "a file still being written is pending, not an error")
+				_, err := f.stat("p/f")
+				assert.Error(t, err, "no object may be committed from a changing file")
+				st := f.status("e1")
+				assert.Equal(t, int64(1), st.Pending)
+				assert.False(t, st.OldestPending.IsZero())
+				assert.Zero(t, st.FilesLastPass)
+
+				f.eng.beforeUpload = nil
+				f.midBody.Store(nil)
+				require.NoError(t, f.syncNow())
+				assert.Equal(t, bytes.Repeat([]byte("b"), size), f.mustGet("p/f"))
+				assert.Zero(t, f.status("e1").Pending)
+				assert.True(t, f.status("e1").OldestPending.IsZero())
+			})
+		}
+	}
+}
+
+// TestEgressAdoptsAfterLostJournal: a reinstall loses the journal; objects
+// already uploaded are adopted, not uploaded again.
+func TestEgressAdoptsAfterLostJournal(t *testing.T) {
+	f := newFixture(t)
+	for i := range 20 {
+		f.write(filepath.Join("out", "d", string(rune('a'+i))), bytes.Repeat([]byte{byte(i)}, 1000+i))
+	}
+	f.configure(f.egress("e1", "out", "p"))
+	require.NoError(t, f.syncNow())
+	require.Len(t, f.listKeys("p/"), 20)
+
+	require.NoError(t, f.eng.Close())
+	require.NoError(t, os.RemoveAll(f.state))
+	time.Sleep(20 * time.Millisecond)
+	f.write("out/d/a", []byte("changed while the journal was gone"))
+	f.start()
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, int64(1), f.count.Writes(), "only the changed file is uploaded")
+	assert.Equal(t, int64(1), f.status("e1").FilesLastPass)
+	assert.Equal(t, []byte("changed while the journal was gone"), f.mustGet("p/d/a"))
+
+	// From now on the journal knows everything: idle again.
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Zero(t, f.count.Requests())
+}
+
+// TestEgressAdoptsByChecksumMetadata: a multipart object's ETag is not an MD5,
+// so adoption reads the checksum stored as metadata.
+func TestEgressAdoptsByChecksumMetadata(t *testing.T) {
+	f := newFixture(t)
+	f.write("out/big", bytes.Repeat([]byte("z"), 17<<20))
+	f.configure(f.egress("e1", "out", "p"))
+	require.NoError(t, f.syncNow())
+	info, err := f.stat("p/big")
+	require.NoError(t, err)
+	require.Contains(t, info.ETag, "-", "expected a multipart ETag")
+
+	require.NoError(t, f.eng.Close())
+	require.NoError(t, os.RemoveAll(f.state))
+	f.start()
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Zero(t, f.count.Writes())
+}
+
+func TestEgressJournalFollowsMappingChanges(t *testing.T) {
+	f := newFixture(t)
+	f.write("out/x", []byte("x"))
+	f.configure(f.egress("e1", "out", "p1"))
+	require.NoError(t, f.syncNow())
+	// Same id, new prefix: the old journal says nothing about p2.
+	f.configure(f.egress("e1", "out", "p2"))
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, []byte("x"), f.mustGet("p2/x"))
+}

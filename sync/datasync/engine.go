@@ -1,0 +1,583 @@
+package datasync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"go.uber.org/zap"
+
+	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
+	"github.com/project-flotta/flotta-device-worker/sync/journal"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+)
+
+// ErrUnknownMapping is returned by SyncNow for an id Configure did not name.
+var ErrUnknownMapping = errors.New("unknown mapping")
+
+// Engine runs passes over mappings. Its methods are safe for concurrent use.
+type Engine struct {
+	opts Options
+	log  *zap.Logger
+	jr   *journal.DB
+	sem  chan struct{} // one slot per transfer in flight, engine-wide
+
+	// test hooks
+	free           diskguard.FreeFunc
+	beforeUpload   func(rel string)
+	settle         time.Duration
+	backoffBase    time.Duration
+	backoffCeiling time.Duration
+
+	mu       sync.Mutex
+	ep       *Endpoint
+	client   *minio.Client
+	maps     map[string]*mapState
+	base     context.Context // cancelled by Close and RemoveAll
+	cancel   context.CancelFunc
+	passes   sync.WaitGroup
+	closed   bool
+	runCount int // passes started, for tests
+}
+
+// mapState is one mapping and what the engine remembers of it in memory:
+// status and per-file retry backoff (the journal holds everything else).
+type mapState struct {
+	m      Mapping
+	pass   sync.Mutex // held for a whole pass: never two passes of one mapping
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu           sync.Mutex // guards the fields below
+	status       MappingStatus
+	retry        map[string]*retryState
+	swept        bool // ingress: temp files of a previous run removed
+	symlinkNoted bool // egress: a skipped symlink was logged
+}
+
+type retryState struct {
+	first    time.Time // when the change was first seen and failed
+	attempts int
+	next     time.Time
+}
+
+// New opens the journal under opts.StateDir and returns an Engine with no
+// mappings.
+func New(opts Options, log *zap.Logger) (*Engine, error) {
+	if opts.StateDir == "" {
+		return nil, errors.New("datasync: Options.StateDir is required")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = DefaultInterval
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultConcurrency
+	}
+	switch {
+	case opts.MinFreeBytes == 0:
+		opts.MinFreeBytes = DefaultMinFreeBytes
+	case opts.MinFreeBytes < 0:
+		opts.MinFreeBytes = 0
+	}
+	switch {
+	case opts.MinFreePercent == 0:
+		opts.MinFreePercent = DefaultMinFreePercent
+	case opts.MinFreePercent < 0:
+		opts.MinFreePercent = 0
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	jr, err := journal.Open(filepath.Join(opts.StateDir, "sync-journal.db"))
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		opts: opts, log: log, jr: jr,
+		sem:            make(chan struct{}, opts.Concurrency),
+		free:           diskguard.Statfs,
+		settle:         50 * time.Millisecond,
+		backoffBase:    opts.Interval,
+		backoffCeiling: 30 * time.Minute,
+		maps:           map[string]*mapState{},
+	}
+	e.base, e.cancel = context.WithCancel(context.Background())
+	return e, nil
+}
+
+// Configure replaces the endpoint and the set of mappings. A nil endpoint
+// turns sync off (mappings stay listed in Status but no pass runs). Mappings
+// that keep their ID keep their status and journal; the journal of mappings
+// no longer named is dropped (unless Options.KeepUnknownMappings). Calling it
+// again with the same arguments costs next to nothing.
+func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
+	ms = slices.Clone(ms)
+	seen := map[string]bool{}
+	for i := range ms {
+		m := &ms[i]
+		if err := validate(m); err != nil {
+			return err
+		}
+		if seen[m.ID] {
+			return fmt.Errorf("mapping %s: duplicate id", m.ID)
+		}
+		seen[m.ID] = true
+	}
+
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return errors.New("datasync: engine closed")
+	}
+	if !sameEndpoint(e.ep, ep) {
+		var client *minio.Client
+		if ep != nil {
+			var err error
+			client, err = s3client.New(s3client.Config{
+				Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
+				AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
+				Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency,
+			})
+			if err != nil {
+				e.mu.Unlock()
+				return err
+			}
+			cp := *ep
+			cp.CAPEM = slices.Clone(ep.CAPEM)
+			ep = &cp
+		}
+		e.ep, e.client = ep, client
+		e.log.Info("sync endpoint configured", zap.Stringer("endpoint", endpointString{ep}))
+	}
+	var removed []*mapState
+	next := make(map[string]*mapState, len(ms))
+	for _, m := range ms {
+		if old := e.maps[m.ID]; old != nil {
+			old.mu.Lock()
+			old.m = m
+			old.status.Direction, old.status.LocalDir, old.status.Bucket, old.status.Prefix = m.Direction, m.LocalDir, m.Bucket, m.Prefix
+			old.mu.Unlock()
+			next[m.ID] = old
+			continue
+		}
+		ms := &mapState{m: m, retry: map[string]*retryState{},
+			status: MappingStatus{ID: m.ID, Direction: m.Direction, LocalDir: m.LocalDir, Bucket: m.Bucket, Prefix: m.Prefix}}
+		ms.ctx, ms.cancel = context.WithCancel(e.base)
+		next[m.ID] = ms
+	}
+	for id, old := range e.maps {
+		if next[id] == nil {
+			old.cancel()
+			removed = append(removed, old)
+		}
+	}
+	e.maps = next
+	e.mu.Unlock()
+
+	// Wait for removed mappings' passes to stop before forgetting them.
+	for _, old := range removed {
+		old.pass.Lock()
+		old.pass.Unlock() //nolint:staticcheck // waiting for the pass to end
+		e.log.Info("sync mapping removed", zap.String("mapping", old.m.ID))
+	}
+	if e.opts.KeepUnknownMappings {
+		return nil
+	}
+	known, err := e.jr.Mappings()
+	if err != nil {
+		return fmt.Errorf("list journal: %w", err)
+	}
+	for _, id := range known {
+		if !seen[id] {
+			if err := e.jr.Drop(id); err != nil {
+				return fmt.Errorf("drop journal of %s: %w", id, err)
+			}
+		}
+	}
+	return nil
+}
+
+func validate(m *Mapping) error {
+	if m.ID == "" {
+		return errors.New("mapping without id")
+	}
+	if m.Direction != Egress && m.Direction != Ingress {
+		return fmt.Errorf("mapping %s: direction %q", m.ID, m.Direction)
+	}
+	if !filepath.IsAbs(m.Root) || !filepath.IsAbs(m.LocalDir) {
+		return fmt.Errorf("mapping %s: root and local dir must be absolute", m.ID)
+	}
+	m.Root, m.LocalDir = filepath.Clean(m.Root), filepath.Clean(m.LocalDir)
+	if rel, err := filepath.Rel(m.Root, m.LocalDir); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("mapping %s: %s is outside %s", m.ID, m.LocalDir, m.Root)
+	}
+	if m.Bucket == "" {
+		return fmt.Errorf("mapping %s: no bucket", m.ID)
+	}
+	m.Prefix = strings.Trim(m.Prefix, "/")
+	return nil
+}
+
+func sameEndpoint(a, b *Endpoint) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Host == b.Host && a.Port == b.Port && a.Secure == b.Secure && a.Region == b.Region &&
+		a.AccessKey == b.AccessKey && a.SecretKey == b.SecretKey && string(a.CAPEM) == string(b.CAPEM)
+}
+
+type endpointString struct{ ep *Endpoint }
+
+func (s endpointString) String() string {
+	if s.ep == nil {
+		return "none (sync off)"
+	}
+	return s.ep.String()
+}
+
+// Run runs a pass of every mapping each Interval (plus up to 10% jitter) until
+// ctx is done, then waits for the passes in flight and returns nil. A mapping
+// still busy with its previous pass is skipped for that round.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		for _, ms := range e.mappings(nil) {
+			if !ms.pass.TryLock() {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer ms.pass.Unlock()
+				if err := e.passLocked(ctx, ms, false); err != nil && ctx.Err() == nil {
+					e.log.Debug("sync pass failed", zap.String("mapping", ms.m.ID), zap.Error(err))
+				}
+			}()
+		}
+		jitter := time.Duration(rand.Int64N(int64(e.opts.Interval)/10 + 1))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(e.opts.Interval + jitter):
+		}
+	}
+}
+
+// SyncNow runs one pass of the given mappings (all when none are given) now,
+// ignoring retry backoff, and waits for them. A pass already running is waited
+// for first, so SyncNow always covers changes made before it was called.
+func (e *Engine) SyncNow(ctx context.Context, ids ...string) error {
+	list := e.mappings(ids)
+	if len(ids) > 0 && len(list) != len(ids) {
+		for _, id := range ids {
+			if !slices.ContainsFunc(list, func(ms *mapState) bool { return ms.m.ID == id }) {
+				return fmt.Errorf("sync %s: %w", id, ErrUnknownMapping)
+			}
+		}
+	}
+	errs := make([]error, len(list))
+	var wg sync.WaitGroup
+	for i, ms := range list {
+		wg.Go(func() {
+			ms.pass.Lock()
+			defer ms.pass.Unlock()
+			errs[i] = e.passLocked(ctx, ms, true)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// mappings returns the named mapping states (all when ids is empty), by id.
+func (e *Engine) mappings(ids []string) []*mapState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*mapState
+	for id, ms := range e.maps {
+		if len(ids) == 0 || slices.Contains(ids, id) {
+			out = append(out, ms)
+		}
+	}
+	slices.SortFunc(out, func(a, b *mapState) int { return strings.Compare(a.m.ID, b.m.ID) })
+	return out
+}
+
+// Status reports every configured mapping, by id.
+func (e *Engine) Status() []MappingStatus {
+	list := e.mappings(nil)
+	out := make([]MappingStatus, 0, len(list))
+	for _, ms := range list {
+		ms.mu.Lock()
+		out = append(out, ms.status)
+		ms.mu.Unlock()
+	}
+	return out
+}
+
+// RemoveAll stops every mapping, waits for their passes and deletes all
+// journal state (the device was unregistered). The engine stays usable.
+func (e *Engine) RemoveAll() error {
+	e.mu.Lock()
+	e.cancel()
+	maps := e.maps
+	e.maps = map[string]*mapState{}
+	e.base, e.cancel = context.WithCancel(context.Background())
+	e.mu.Unlock()
+	for _, ms := range maps {
+		ms.pass.Lock()
+		ms.pass.Unlock() //nolint:staticcheck // waiting for the pass to end
+	}
+	e.passes.Wait()
+	ids, err := e.jr.Mappings()
+	if err != nil {
+		return fmt.Errorf("remove sync state: %w", err)
+	}
+	for _, id := range ids {
+		if err := e.jr.Drop(id); err != nil {
+			return fmt.Errorf("remove sync state of %s: %w", id, err)
+		}
+	}
+	e.log.Info("sync state removed")
+	return nil
+}
+
+// Close stops passes in flight, waits for them and closes the journal.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.cancel()
+	maps := e.maps
+	e.mu.Unlock()
+	for _, ms := range maps {
+		ms.pass.Lock()
+		ms.pass.Unlock() //nolint:staticcheck // waiting for the pass to end
+	}
+	e.passes.Wait()
+	return e.jr.Close()
+}
+
+// passStats collects what one pass did; its methods are safe for concurrent use.
+type passStats struct {
+	mu       sync.Mutex
+	files    int64
+	bytes    int64
+	pending  int64
+	refused  int64
+	failed   int64
+	firstErr error // of a failure
+	refusal  error // the first refusal
+}
+
+func (p *passStats) moved(n int64) {
+	p.mu.Lock()
+	p.files++
+	p.bytes += n
+	p.mu.Unlock()
+}
+
+func (p *passStats) addPending() { p.mu.Lock(); p.pending++; p.mu.Unlock() }
+
+func (p *passStats) refuse(err error) {
+	p.mu.Lock()
+	p.refused++
+	if p.refusal == nil {
+		p.refusal = err
+	}
+	p.mu.Unlock()
+}
+
+func (p *passStats) fail(err error) {
+	p.mu.Lock()
+	p.failed++
+	p.pending++
+	if p.firstErr == nil {
+		p.firstErr = err
+	}
+	p.mu.Unlock()
+}
+
+// passLocked runs one pass of ms; the caller holds ms.pass.
+func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return errors.New("datasync: engine closed")
+	}
+	client, ep := e.client, e.ep
+	ms.mu.Lock()
+	m := ms.m
+	ms.mu.Unlock()
+	e.passes.Add(1)
+	e.runCount++
+	e.mu.Unlock()
+	defer e.passes.Done()
+	if client == nil {
+		return nil // sync off
+	}
+
+	// The pass stops when the caller's ctx ends or the mapping is removed.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(ms.ctx, func() { cancel(context.Canceled) })
+	defer stop()
+
+	started := time.Now()
+	ms.mu.Lock()
+	ms.status.LastAttempt = started
+	ms.mu.Unlock()
+
+	st := &passStats{}
+	var err error
+	fp := strings.Join([]string{string(m.Direction), ep.Host, fmt.Sprint(ep.Port), m.Bucket, m.Prefix, m.LocalDir}, "\x00")
+	listed, err := e.jr.Prepare(m.ID, fp)
+	if err == nil {
+		p := &pass{e: e, ms: ms, m: m, client: client, force: force, stats: st, started: started}
+		if m.Direction == Egress {
+			err = p.egress(ctx, !listed)
+		} else {
+			err = p.ingress(ctx)
+		}
+	}
+	if err == nil && st.failed > 0 {
+		err = fmt.Errorf("%s %s: %d files failed, first: %w", m.Direction, m.ID, st.failed, st.firstErr)
+	}
+	e.finishPass(ms, st, started, err)
+	return err
+}
+
+func (e *Engine) finishPass(ms *mapState, st *passStats, started time.Time, err error) {
+	now := time.Now()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	s := &ms.status
+	s.FilesLastPass, s.BytesLastPass = st.files, st.bytes
+	s.FilesTotal += st.files
+	s.BytesTotal += st.bytes
+	s.Pending, s.Refused = st.pending, st.refused
+	s.OldestPending = time.Time{}
+	for _, r := range ms.retry {
+		if s.OldestPending.IsZero() || r.first.Before(s.OldestPending) {
+			s.OldestPending = r.first
+		}
+	}
+	switch {
+	case err != nil:
+		s.LastError = err.Error()
+	case st.refusal != nil:
+		s.LastError = st.refusal.Error() // the pass did what it could
+	default:
+		s.LastError = ""
+	}
+	if err == nil {
+		s.LastSuccess = now
+	}
+	fields := []zap.Field{zap.String("mapping", ms.m.ID), zap.String("direction", string(ms.m.Direction)),
+		zap.Int64("files", st.files), zap.Int64("bytes", st.bytes), zap.Int64("pending", st.pending),
+		zap.Int64("refused", st.refused), zap.Duration("took", now.Sub(started))}
+	switch {
+	case err != nil:
+		e.log.Warn("sync pass failed", append(fields, zap.Error(err))...)
+	case st.files > 0 || st.refused > 0 || st.pending > 0:
+		e.log.Info("sync pass done", fields...)
+	default:
+		e.log.Debug("sync pass idle", fields...)
+	}
+}
+
+// due reports whether key may be tried now (its backoff has passed).
+func (p *pass) due(key string) bool {
+	if p.force {
+		return true
+	}
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	r := p.ms.retry[key]
+	return r == nil || !p.started.Before(r.next)
+}
+
+// failed records a failure of key and schedules its next try with
+// exponential backoff; transient says the next pass may try again at once.
+func (p *pass) failed(key string, transient bool) {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	r := p.ms.retry[key]
+	if r == nil {
+		r = &retryState{first: p.started}
+		p.ms.retry[key] = r
+	}
+	if transient {
+		r.next = time.Time{}
+		return
+	}
+	r.attempts++
+	d := p.e.backoffBase << min(r.attempts-1, 16)
+	d = min(d, p.e.backoffCeiling)
+	r.next = time.Now().Add(d)
+}
+
+func (p *pass) succeeded(key string) {
+	p.ms.mu.Lock()
+	delete(p.ms.retry, key)
+	p.ms.mu.Unlock()
+}
+
+// pass is the context of one pass of one mapping.
+type pass struct {
+	e       *Engine
+	ms      *mapState
+	m       Mapping
+	client  *minio.Client
+	force   bool
+	stats   *passStats
+	started time.Time
+}
+
+// execute runs do for every job from jobs, at most Options.Concurrency at a
+// time engine-wide, and returns when jobs is closed and all are done.
+func execute[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(T)) {
+	var wg sync.WaitGroup
+	for j := range jobs {
+		select {
+		case e.sem <- struct{}{}:
+		case <-ctx.Done():
+			continue // drain: the planner stops on ctx too
+		}
+		wg.Go(func() {
+			defer func() { <-e.sem }()
+			do(j)
+		})
+	}
+	wg.Wait()
+}
+
+// serverWide reports whether err means the server cannot be used at all right
+// now (unreachable, credentials refused, bucket missing), so the rest of the
+// pass is pointless.
+func serverWide(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var er minio.ErrorResponse
+	if errors.As(err, &er) {
+		switch er.Code {
+		case "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+			"InvalidBucketName", "AuthorizationHeaderMalformed", "InvalidToken", "ExpiredToken":
+			return true
+		}
+		return er.StatusCode >= 500
+	}
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) // *url.Error, net.Error: the server is not answering
+}

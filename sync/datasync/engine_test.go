@@ -1,0 +1,163 @@
+package datasync
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3test"
+)
+
+func TestCredentialRotation(t *testing.T) {
+	f := newFixture(t)
+	f.write("out/a", []byte("a"))
+	good := *f.ep
+	f.ep.SecretKey = "wrong-secret"
+	f.configure(f.egress("e1", "out", "p"))
+	err := f.syncNow()
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "wrong-secret", "secrets never appear in errors")
+	st := f.status("e1")
+	assert.NotEmpty(t, st.LastError)
+	assert.True(t, st.LastSuccess.IsZero())
+
+	f.ep = &good
+	f.configure(f.egress("e1", "out", "p")) // new keys, no restart
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, []byte("a"), f.mustGet("p/a"))
+	assert.Empty(t, f.status("e1").LastError)
+	assert.False(t, f.status("e1").LastSuccess.IsZero())
+}
+
+func TestServerDownThenBack(t *testing.T) {
+	f := newFixture(t)
+	f.put("in/obj", []byte("from the server"))
+	f.write("out/a", []byte("a"))
+	f.write("out/b", []byte("b"))
+	f.configure(f.egress("e1", "out", "p"), f.ingress("i1", "dl", "in"))
+	f.srv.Stop()
+
+	require.Error(t, f.syncNow())
+	for _, id := range []string{"e1", "i1"} {
+		st := f.status(id)
+		assert.NotEmpty(t, st.LastError, id)
+		assert.True(t, st.LastSuccess.IsZero(), id)
+	}
+
+	f.srv.Restart()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, []byte("a"), f.mustGet("p/a"))
+	assert.Equal(t, []byte("b"), f.mustGet("p/b"))
+	assert.Equal(t, []byte("from the server"), f.read("dl/obj"))
+	for _, id := range []string{"e1", "i1"} {
+		assert.Empty(t, f.status(id).LastError, id)
+		assert.Zero(t, f.status(id).Pending, id)
+	}
+}
+
+func TestTLSWithPrivateCA(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithTLS(), s3test.WithBuckets(bucket))
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "out"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "out", "a"), []byte("secure"), 0o644))
+	time.Sleep(60 * time.Millisecond)
+	m := Mapping{ID: "e1", Direction: Egress, Root: root, LocalDir: filepath.Join(root, "out"), Bucket: bucket, Prefix: "p"}
+	ep := Endpoint{Host: srv.Host, Port: srv.Port, Secure: true, Region: s3test.Region,
+		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
+
+	eng, err := New(Options{StateDir: t.TempDir()}, nil)
+	require.NoError(t, err)
+	defer eng.Close()
+	require.NoError(t, eng.Configure(&ep, []Mapping{m}))
+	err = eng.SyncNow(context.Background())
+	require.Error(t, err, "an unknown CA must be refused")
+	assert.Contains(t, eng.Status()[0].LastError, "certificate")
+
+	ep.CAPEM = srv.CAPEM
+	require.NoError(t, eng.Configure(&ep, []Mapping{m}))
+	require.NoError(t, eng.SyncNow(context.Background()))
+	o, err := srv.Client().StatObject(context.Background(), bucket, "p/a", minioStat())
+	require.NoError(t, err)
+	assert.Equal(t, int64(6), o.Size)
+}
+
+func TestRunSyncsEveryIntervalAndRemoveAll(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.Interval = 50 * time.Millisecond })
+	f.configure(f.egress("e1", "out", "p"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.eng.Run(ctx) }()
+	f.write("out/late", []byte("written while running"))
+	require.Eventually(t, func() bool { _, err := f.get("p/late"); return err == nil }, 10*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+
+	ids, err := f.eng.jr.Mappings()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"e1"}, ids)
+	require.NoError(t, f.eng.RemoveAll())
+	ids, err = f.eng.jr.Mappings()
+	require.NoError(t, err)
+	assert.Empty(t, ids)
+	assert.Empty(t, f.eng.Status())
+	// Still usable afterwards.
+	f.configure(f.egress("e2", "out", "p2"))
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, []byte("written while running"), f.mustGet("p2/late"))
+}
+
+func TestConfigureDropsRemovedMappingsAndSyncOff(t *testing.T) {
+	f := newFixture(t)
+	f.write("out/a", []byte("a"))
+	f.configure(f.egress("e1", "out", "p"), f.egress("e2", "out", "q"))
+	require.NoError(t, f.syncNow())
+	f.configure(f.egress("e2", "out", "q"))
+	ids, err := f.eng.jr.Mappings()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"e2"}, ids)
+	assert.ErrorIs(t, f.eng.SyncNow(context.Background(), "e1"), ErrUnknownMapping)
+
+	// No endpoint: sync off, passes do nothing.
+	require.NoError(t, f.eng.Configure(nil, f.mapping))
+	f.count.Reset()
+	f.write("out/b", []byte("b"))
+	require.NoError(t, f.syncNow())
+	_, err = f.get("q/b")
+	assert.Error(t, err)
+}
+
+func TestNeverTwoPassesOfOneMapping(t *testing.T) {
+	f := newFixture(t)
+	f.write("out/a", []byte("a"))
+	f.configure(f.egress("e1", "out", "p"))
+	var active, most atomic.Int32
+	release := make(chan struct{})
+	f.eng.beforeUpload = func(string) {
+		// only the first pass uploads; hold it while others queue up
+		n := active.Add(1)
+		if n > most.Load() {
+			most.Store(n)
+		}
+		<-release
+		active.Add(-1)
+	}
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { errs <- f.syncNow() }()
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	for range 3 {
+		require.NoError(t, <-errs)
+	}
+	assert.Equal(t, int32(1), most.Load())
+	f.eng.mu.Lock()
+	defer f.eng.mu.Unlock()
+	assert.Equal(t, 3, f.eng.runCount, "SyncNow waits for a running pass, then runs its own")
+}

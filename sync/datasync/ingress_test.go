@@ -1,0 +1,276 @@
+package datasync
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestIngressFirstChangedUnchanged(t *testing.T) {
+	f := newFixture(t)
+	f.put("remote/data/a.txt", []byte("alpha"))
+	f.put("remote/data/sub/b.bin", bytes.Repeat([]byte{1}, 70000))
+	f.put("remote/data/dir/", nil) // a "directory" marker: skipped
+	f.put("remote/other", []byte("not under the prefix"))
+	f.configure(f.ingress("i1", "local/download/data", "remote/data"))
+
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, []byte("alpha"), f.read("local/download/data/a.txt"))
+	assert.Equal(t, bytes.Repeat([]byte{1}, 70000), f.read("local/download/data/sub/b.bin"))
+	assert.NoDirExists(t, filepath.Join(f.root, "local/download/data/dir"))
+	info, err := f.stat("remote/data/a.txt")
+	require.NoError(t, err)
+	fi, err := os.Stat(filepath.Join(f.root, "local/download/data/a.txt"))
+	require.NoError(t, err)
+	assert.True(t, fi.ModTime().Equal(info.LastModified), "mtime %v, LastModified %v", fi.ModTime(), info.LastModified)
+	st := f.status("i1")
+	assert.Equal(t, int64(2), st.FilesLastPass)
+	assert.Equal(t, int64(70005), st.BytesLastPass)
+
+	// Idle: one LIST page, nothing else.
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, int64(1), f.count.Requests())
+
+	// The workload changes its copy; the object did not change: left alone.
+	f.write("local/download/data/a.txt", []byte("local edit"))
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, []byte("local edit"), f.read("local/download/data/a.txt"))
+
+	// The object changes: the local file is replaced.
+	f.put("remote/data/a.txt", []byte("alpha v2"))
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, []byte("alpha v2"), f.read("local/download/data/a.txt"))
+	assert.Equal(t, int64(1), f.status("i1").FilesLastPass)
+
+	// Ingress never deletes local files.
+	_, err = f.srv.Client().StatObject(context.Background(), bucket, "remote/data/sub/b.bin", minioStat())
+	require.NoError(t, err)
+	require.NoError(t, f.srv.Client().RemoveObject(context.Background(), bucket, "remote/data/sub/b.bin", minioRemove()))
+	require.NoError(t, f.syncNow())
+	assert.FileExists(t, filepath.Join(f.root, "local/download/data/sub/b.bin"))
+}
+
+func TestIngressPaginates(t *testing.T) {
+	f := newFixture(t)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range 1005 {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f.put("p/"+strings.Repeat("x", i%7)+"-"+itoa(i), []byte(itoa(i)))
+		})
+	}
+	wg.Wait()
+	f.configure(f.ingress("i1", "in", "p"))
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, int64(1005), f.status("i1").FilesLastPass)
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, int64(2), f.count.Requests(), "an idle pass costs ⌈N/1000⌉ LIST requests")
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// injectList adds entries with the given keys to every LIST response: the
+// posix backend of versitygw cleans keys (it stores files), so a hostile
+// server is played by rewriting its answers.
+type injectList struct {
+	next http.RoundTripper
+	keys []string
+}
+
+func (il *injectList) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := il.next.RoundTrip(r)
+	if err != nil || r.URL.Query().Get("list-type") != "2" || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	// Keys travel URL-encoded (XML cannot carry a NUL).
+	var extra strings.Builder
+	if !bytes.Contains(body, []byte("<EncodingType>url</EncodingType>")) {
+		extra.WriteString("<EncodingType>url</EncodingType>")
+	}
+	for _, k := range il.keys {
+		k = url.QueryEscape(k)
+		fmt.Fprintf(&extra, "<Contents><Key>%s</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"+
+			"<ETag>&quot;0a2a1cabd7b0c4b2b27b57a9b0f1e0b1&quot;</ETag><Size>4</Size><StorageClass>STANDARD</StorageClass></Contents>", k)
+	}
+	body = bytes.Replace(body, []byte("</ListBucketResult>"), []byte(extra.String()+"</ListBucketResult>"), 1)
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+func TestIngressRefusesHostileKeys(t *testing.T) {
+	f := newFixture(t)
+	hostile := []string{"p/../x", "p//etc/x", "p/a/../../x", "p/a\x00b", "p/.flotta-tmp-1", "p/a/./b"}
+	hostile[3] = "p/a\x00b"
+	hostile[3] = "p/a" + string(rune(0)) + "b"
+	f.put("p/good", []byte("ok"))
+	// A symlinked directory inside the target pointing out of Root.
+	outside := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(f.root, "in"), 0o755))
+	require.NoError(t, os.Symlink(outside, filepath.Join(f.root, "in", "link")))
+	f.put("p/link/evil", []byte("evil"))
+	f.configure(f.ingress("i1", "in", "p"))
+	f.interpose(func(rt http.RoundTripper) http.RoundTripper { return &injectList{next: rt, keys: hostile} })
+
+	f.count.Reset()
+	require.NoError(t, f.syncNow(), "refusals are reported, not failures")
+	assert.Equal(t, int64(2), f.count.Requests(), "LIST and the one good GET: hostile keys are never fetched")
+	assert.Equal(t, []byte("ok"), f.read("in/good"))
+	entries, err := os.ReadDir(outside)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "nothing may be written through the symlink")
+	assert.NoFileExists(t, filepath.Join(filepath.Dir(f.root), "x"))
+	st := f.status("i1")
+	assert.Equal(t, int64(len(hostile)+1), st.Refused)
+	assert.NotEmpty(t, st.LastError)
+
+	// Refusals are remembered: the next pass downloads nothing and reports the same.
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, int64(1), f.count.Requests())
+	assert.Equal(t, int64(len(hostile)+1), f.status("i1").Refused)
+	assert.Zero(t, f.status("i1").FilesLastPass)
+}
+
+func TestIngressQuota(t *testing.T) {
+	f := newFixture(t)
+	f.put("p/a", bytes.Repeat([]byte("a"), 100))
+	f.put("p/b", bytes.Repeat([]byte("b"), 100))
+	f.put("p/c", bytes.Repeat([]byte("c"), 30))
+	m := f.ingress("i1", "in", "p")
+	m.MaxBytes = 150
+	f.configure(m)
+	require.NoError(t, f.syncNow())
+	st := f.status("i1")
+	assert.Equal(t, int64(1), st.Refused, "one of the 100-byte objects does not fit")
+	assert.Contains(t, st.LastError, "quota")
+	assert.Equal(t, int64(2), st.FilesLastPass)
+	var total int64
+	for _, n := range []string{"a", "b", "c"} {
+		if fi, err := os.Stat(filepath.Join(f.root, "in", n)); err == nil {
+			total += fi.Size()
+		}
+	}
+	assert.Equal(t, int64(130), total)
+
+	// Room made: the refused object comes on the next pass.
+	m.MaxBytes = 1000
+	f.configure(m)
+	require.NoError(t, f.syncNow())
+	assert.Zero(t, f.status("i1").Refused)
+	assert.Empty(t, f.status("i1").LastError)
+	assert.Equal(t, int64(1), f.status("i1").FilesLastPass)
+}
+
+func TestIngressMinimumFreeSpace(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.MinFreeBytes = 1000; o.MinFreePercent = -1 })
+	f.eng.free = func(string) (uint64, uint64, error) { return 1100, 1 << 20, nil }
+	f.put("p/small", bytes.Repeat([]byte("s"), 50))
+	f.put("p/large", bytes.Repeat([]byte("l"), 500))
+	f.configure(f.ingress("i1", "in", "p"))
+	require.NoError(t, f.syncNow())
+	assert.FileExists(t, filepath.Join(f.root, "in/small"))
+	assert.NoFileExists(t, filepath.Join(f.root, "in/large"))
+	st := f.status("i1")
+	assert.Equal(t, int64(1), st.Refused)
+	assert.Contains(t, st.LastError, "free space")
+}
+
+// cutBody cuts GET response bodies after n bytes, like a crash or a dropped
+// connection in the middle of a download.
+type cutBody struct {
+	next http.RoundTripper
+	n    int64
+}
+
+func (c *cutBody) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(r)
+	if err == nil && r.Method == http.MethodGet && resp.StatusCode == http.StatusOK && r.URL.Query().Get("list-type") == "" {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(io.LimitReader(resp.Body, c.n), errReader{}), resp.Body}
+	}
+	return resp, err
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset (test)") }
+
+func TestIngressInterruptedDownload(t *testing.T) {
+	f := newFixture(t)
+	data := bytes.Repeat([]byte("d"), 1<<20)
+	f.put("p/big", data)
+	f.configure(f.ingress("i1", "in", "p"))
+	wrap := f.opts.WrapTransport
+	f.eng.opts.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return wrap(&cutBody{next: rt, n: 1000}) }
+	f.ep.Port = f.srv.Port // force a new client with the cutting transport
+	f.eng.ep = nil
+	require.NoError(t, f.eng.Configure(f.ep, f.mapping))
+
+	require.Error(t, f.syncNow())
+	assert.NoFileExists(t, filepath.Join(f.root, "in/big"))
+	assert.Empty(t, tempFiles(t, filepath.Join(f.root, "in")), "a failed download leaves no temp file")
+	assert.Equal(t, int64(1), f.status("i1").Pending)
+	assert.NotEmpty(t, f.status("i1").LastError)
+
+	// A crash leaves a temp file behind; the next engine removes it.
+	require.NoError(t, os.WriteFile(filepath.Join(f.root, "in", ".flotta-tmp-deadbeef"), data[:1000], 0o644))
+	f.restartEngine()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, data, f.read("in/big"))
+	assert.Empty(t, tempFiles(t, filepath.Join(f.root, "in")))
+}
+
+func tempFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".flotta-tmp-") {
+			out = append(out, p)
+		}
+		return err
+	}))
+	return out
+}
+
+func TestIngressAdoptsIdenticalLocalFiles(t *testing.T) {
+	f := newFixture(t)
+	f.put("p/a", []byte("same"))
+	f.write("in/a", []byte("same"))
+	f.configure(f.ingress("i1", "in", "p"))
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, int64(1), f.count.Requests(), "an identical local file is kept: LIST only")
+}
+
+func minioStat() minio.StatObjectOptions     { return minio.StatObjectOptions{} }
+func minioRemove() minio.RemoveObjectOptions { return minio.RemoveObjectOptions{} }
+func minioPut() minio.PutObjectOptions {
+	return minio.PutObjectOptions{DisableContentSha256: true}
+}

@@ -1,0 +1,287 @@
+// Package journal remembers, per mapping and per file, what the last pass
+// moved. It is the only memory the sync engine keeps between passes, stored in
+// a bbolt file so that a restart does not move everything again.
+package journal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Record is what is known about one file or object.
+//
+// Egress fills the local fields (Size, MtimeNs, CtimeNs, Inode) with the stat
+// of the file that was uploaded, and ETag/SHA256 with what the server holds.
+// Ingress fills ETag and Size from the object that was downloaded.
+type Record struct {
+	Size    int64
+	MtimeNs int64
+	CtimeNs int64
+	Inode   uint64
+	ETag    string
+	SHA256  []byte // 32 bytes, or nil
+	// Refused marks an object that was not written because of its key; it is
+	// not retried until the object changes.
+	Refused bool
+}
+
+const recordVersion = 1
+
+func (r Record) marshal() []byte {
+	buf := make([]byte, 0, 1+4*binary.MaxVarintLen64+2+len(r.ETag)+1+len(r.SHA256)+1)
+	buf = append(buf, recordVersion)
+	buf = binary.AppendVarint(buf, r.Size)
+	buf = binary.AppendVarint(buf, r.MtimeNs)
+	buf = binary.AppendVarint(buf, r.CtimeNs)
+	buf = binary.AppendUvarint(buf, r.Inode)
+	buf = binary.AppendUvarint(buf, uint64(len(r.ETag)))
+	buf = append(buf, r.ETag...)
+	buf = binary.AppendUvarint(buf, uint64(len(r.SHA256)))
+	buf = append(buf, r.SHA256...)
+	flags := byte(0)
+	if r.Refused {
+		flags |= 1
+	}
+	return append(buf, flags)
+}
+
+var errCorrupt = errors.New("corrupt journal record")
+
+func unmarshal(b []byte) (Record, error) {
+	var r Record
+	if len(b) < 1 || b[0] != recordVersion {
+		return r, errCorrupt
+	}
+	rd := bytes.NewReader(b[1:])
+	var err error
+	read := func(dst *int64) {
+		if err == nil {
+			*dst, err = binary.ReadVarint(rd)
+		}
+	}
+	read(&r.Size)
+	read(&r.MtimeNs)
+	read(&r.CtimeNs)
+	if err == nil {
+		r.Inode, err = binary.ReadUvarint(rd)
+	}
+	readBytes := func() []byte {
+		if err != nil {
+			return nil
+		}
+		var n uint64
+		if n, err = binary.ReadUvarint(rd); err != nil || n > uint64(rd.Len()) {
+			err = errCorrupt
+			return nil
+		}
+		out := make([]byte, n)
+		_, err = rd.Read(out)
+		return out
+	}
+	r.ETag = string(readBytes())
+	if sum := readBytes(); len(sum) > 0 {
+		r.SHA256 = sum
+	}
+	if err == nil {
+		var flags byte
+		flags, err = rd.ReadByte()
+		r.Refused = flags&1 != 0
+	}
+	if err != nil {
+		return Record{}, errCorrupt
+	}
+	return r, nil
+}
+
+// DB is an open journal file.
+type DB struct {
+	db   *bolt.DB
+	path string
+}
+
+var (
+	filesKey  = []byte("files")
+	metaKey   = []byte("meta")
+	fpKey     = []byte("fingerprint")
+	listedKey = []byte("listed")
+	remoteKey = []byte("remote") // adoption candidates, while a first egress pass runs
+)
+
+// Open opens (creating) the journal at path.
+func Open(path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create journal directory: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	return &DB{db: db, path: path}, nil
+}
+
+// Path is the journal file.
+func (d *DB) Path() string { return d.path }
+
+// Close closes the file.
+func (d *DB) Close() error { return d.db.Close() }
+
+// Prepare makes sure the mapping's journal belongs to fingerprint (what the
+// mapping syncs: direction, server, bucket, prefix, directory). A journal
+// written for anything else is dropped, since it would say wrong things.
+// It reports whether the remote side was ever listed for adoption.
+func (d *DB) Prepare(mapping, fingerprint string) (listed bool, err error) {
+	err = d.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(mapping))
+		if b != nil {
+			if m := b.Bucket(metaKey); m != nil && bytes.Equal(m.Get(fpKey), []byte(fingerprint)) {
+				listed = m.Get(listedKey) != nil
+				return nil
+			}
+			if err := tx.DeleteBucket([]byte(mapping)); err != nil {
+				return err
+			}
+		}
+		b, err := tx.CreateBucket([]byte(mapping))
+		if err != nil {
+			return err
+		}
+		m, err := b.CreateBucket(metaKey)
+		if err != nil {
+			return err
+		}
+		if _, err := b.CreateBucket(filesKey); err != nil {
+			return err
+		}
+		return m.Put(fpKey, []byte(fingerprint))
+	})
+	if err != nil {
+		return false, fmt.Errorf("prepare journal of %s: %w", mapping, err)
+	}
+	return listed, nil
+}
+
+// SetListed records that the remote side was listed and adoption is done,
+// and drops the adoption candidates.
+func (d *DB) SetListed(mapping string) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(mapping))
+		if b == nil {
+			return fmt.Errorf("journal of %s missing", mapping)
+		}
+		if b.Bucket(remoteKey) != nil {
+			if err := b.DeleteBucket(remoteKey); err != nil {
+				return err
+			}
+		}
+		return b.Bucket(metaKey).Put(listedKey, []byte{1})
+	})
+}
+
+// Drop forgets a mapping.
+func (d *DB) Drop(mapping string) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte(mapping)) == nil {
+			return nil
+		}
+		return tx.DeleteBucket([]byte(mapping))
+	})
+}
+
+// Mappings lists the mapping ids the journal knows.
+func (d *DB) Mappings() ([]string, error) {
+	var ids []string
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			ids = append(ids, string(name))
+			return nil
+		})
+	})
+	return ids, err
+}
+
+// Table names a set of records inside a mapping's journal.
+type Table int
+
+const (
+	// Files holds what was synced, by relative path (egress) or key (ingress).
+	Files Table = iota
+	// Remote holds objects found on the server during adoption, by relative path.
+	Remote
+)
+
+func (t Table) key() []byte {
+	if t == Remote {
+		return remoteKey
+	}
+	return filesKey
+}
+
+// Lookup fetches the records of keys in one short read transaction; found[i]
+// tells whether recs[i] is known. Transactions stay short on purpose: a long
+// reader would stall writers that need to grow the file.
+func (d *DB) Lookup(mapping string, t Table, keys []string, recs []Record, found []bool) error {
+	return d.db.View(func(tx *bolt.Tx) error {
+		var b *bolt.Bucket
+		if mb := tx.Bucket([]byte(mapping)); mb != nil {
+			b = mb.Bucket(t.key())
+		}
+		for i, k := range keys {
+			found[i] = false
+			if b == nil {
+				continue
+			}
+			v := b.Get([]byte(k))
+			if v == nil {
+				continue
+			}
+			r, err := unmarshal(v)
+			if err != nil {
+				continue // a corrupt record is as good as none: the file moves again
+			}
+			recs[i], found[i] = r, true
+		}
+		return nil
+	})
+}
+
+// Entry is one record to store.
+type Entry struct {
+	Key    string
+	Record Record
+	Delete bool
+}
+
+// Put stores entries in one write transaction.
+func (d *DB) Put(mapping string, t Table, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		mb := tx.Bucket([]byte(mapping))
+		if mb == nil {
+			return fmt.Errorf("journal of %s missing", mapping)
+		}
+		b, err := mb.CreateBucketIfNotExists(t.key())
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Delete {
+				err = b.Delete([]byte(e.Key))
+			} else {
+				err = b.Put([]byte(e.Key), e.Record.marshal())
+			}
+			if err != nil {
+				return fmt.Errorf("store %s: %w", e.Key, err)
+			}
+		}
+		return nil
+	})
+}
