@@ -64,9 +64,14 @@ type Server struct {
 	done    chan struct{}
 }
 
-// Start runs versitygw on a free loopback port and stops it when the test ends.
+// Start runs versitygw on a free loopback port and stops it when the test
+// ends. Under -short (the Makefile's "tests that need no external service",
+// and the RPM's %check) it skips the test; `make test` never passes -short.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("S3 server: skipped under -short (needs versitygw: make versitygw)")
+	}
 	var c config
 	for _, o := range opts {
 		o(&c)
