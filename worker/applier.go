@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker/config"
 )
 
@@ -102,18 +104,24 @@ func (w *Worker) apply(ctx context.Context, m *config.Message) error {
 		w.warn("DataNotSynchronised", msg)
 	}
 	var errs []error
+	w.wl.SetMonitorInterval(time.Duration(m.WorkloadsMonitoringInterval) * time.Second)
 	if err := w.wl.Apply(ctx, plan.Workloads); err != nil {
 		log.Error("applying workloads failed", zap.Error(err))
 		w.warn("WorkloadsApplyFailed", fmt.Sprintf("configuration %s: %v", m.Version, err))
 		errs = append(errs, fmt.Errorf("apply workloads: %w", err))
 	}
+	// What a removed workload wrote before its pod stopped still goes up.
+	w.finalEgress(ctx, removedEgress(w.mappings, plan.Mappings))
 	if err := w.ds.Configure(plan.Endpoint, plan.Mappings); err != nil {
 		log.Error("configuring data synchronisation failed", zap.Error(err))
 		w.warn("DataSyncConfigureFailed", fmt.Sprintf("configuration %s: %v", m.Version, err))
 		errs = append(errs, fmt.Errorf("configure data sync: %w", err))
+	} else {
+		w.mappings = plan.Mappings
 	}
 	w.mu.Lock()
 	w.mappingsOf = plan.MappingsOf
+	w.syncOff = plan.Endpoint == nil
 	w.mu.Unlock()
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -125,6 +133,36 @@ func (w *Worker) apply(ctx context.Context, m *config.Message) error {
 	log.Info("configuration applied", zap.Int("workloads", len(plan.Workloads)), zap.Int("mappings", len(plan.Mappings)), zap.String("storage", storage))
 	w.info("ConfigurationApplied", fmt.Sprintf("configuration %s applied: %d workloads, %d data mappings", m.Version, len(plan.Workloads), len(plan.Mappings)))
 	return nil
+}
+
+// finalEgress runs the last egress pass of mappings about to stop, bounded
+// by FinalSyncTimeout; a failure is reported, not retried.
+func (w *Worker) finalEgress(ctx context.Context, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.opts.FinalSyncTimeout)
+	defer cancel()
+	w.log.Info("final egress pass of removed data paths", zap.Strings("mappings", ids))
+	if err := w.ds.SyncNow(ctx, ids...); err != nil {
+		w.log.Warn("final egress pass failed", zap.Strings("mappings", ids), zap.Error(err))
+		w.warn("FinalSyncFailed", fmt.Sprintf("last upload of %s: %v", strings.Join(ids, ", "), err))
+	}
+}
+
+// removedEgress lists the egress mappings of old that next no longer has.
+func removedEgress(old, next []datasync.Mapping) []string {
+	kept := make(map[string]bool, len(next))
+	for _, m := range next {
+		kept[m.ID] = true
+	}
+	var ids []string
+	for _, m := range old {
+		if m.Direction == datasync.Egress && !kept[m.ID] {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
 }
 
 // removeEverything carries out an unregistration: synchronisation stops
@@ -142,6 +180,7 @@ func (w *Worker) removeEverything(ctx context.Context) error {
 		w.log.Error("removing everything after disconnect failed", zap.Error(err))
 	} else {
 		w.log.Info("removed workloads and data synchronisation state")
+		w.mappings = nil
 		w.mu.Lock()
 		w.mappingsOf = nil
 		w.mu.Unlock()

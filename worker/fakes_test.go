@@ -3,7 +3,9 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -21,6 +23,13 @@ type fakeWorkloads struct {
 	events    []podman.Event
 	failNext  int
 	blockNext chan struct{} // when set, the next Apply waits for it
+	interval  time.Duration
+}
+
+func (f *fakeWorkloads) SetMonitorInterval(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.interval = d
 }
 
 func (f *fakeWorkloads) Apply(ctx context.Context, ws []podman.Workload) error {
@@ -81,6 +90,21 @@ type fakeDataSync struct {
 	mappings   []datasync.Mapping
 	status     []datasync.MappingStatus
 	removed    int
+	// calls records "sync:<ids>" and "configure:<ids>" in order.
+	calls []string
+}
+
+func (f *fakeDataSync) SyncNow(_ context.Context, ids ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "sync:"+strings.Join(ids, ","))
+	return nil
+}
+
+func (f *fakeDataSync) history() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
 }
 
 func (f *fakeDataSync) Configure(ep *datasync.Endpoint, ms []datasync.Mapping) error {
@@ -88,6 +112,11 @@ func (f *fakeDataSync) Configure(ep *datasync.Endpoint, ms []datasync.Mapping) e
 	defer f.mu.Unlock()
 	f.configured++
 	f.endpoint, f.mappings = ep, ms
+	ids := make([]string, 0, len(ms))
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	f.calls = append(f.calls, "configure:"+strings.Join(ids, ","))
 	return nil
 }
 

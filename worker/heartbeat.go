@@ -21,11 +21,25 @@ const HeartbeatDirective = "heartbeat"
 type Heartbeat struct {
 	// Status is "up", or "degraded" when a workload crashed, a mapping
 	// reports an error, or the last configuration did not apply.
-	Status    string                   `json:"status"`
-	Version   string                   `json:"version"`
-	Workloads []WorkloadHeartbeat      `json:"workloads"`
-	Events    []podman.Event           `json:"events"`
-	DataSync  []datasync.MappingStatus `json:"data_sync"`
+	Status    string              `json:"status"`
+	Version   string              `json:"version"`
+	Workloads []WorkloadHeartbeat `json:"workloads"`
+	Events    []podman.Event      `json:"events"`
+	// DataSyncState is "on", or "off: no storage configured".
+	DataSyncState string                   `json:"data_sync_state"`
+	DataSync      []datasync.MappingStatus `json:"data_sync"`
+}
+
+// Data sync states in heartbeats.
+const (
+	DataSyncOn        = "on"
+	DataSyncNoStorage = "off: no storage configured"
+)
+
+// syncReport is what a heartbeat last said about one mapping.
+type syncReport struct {
+	lastError string
+	refused   int64
 }
 
 // WorkloadHeartbeat is one workload in a heartbeat.
@@ -110,6 +124,7 @@ func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
 	w.events.add(w.wl.Events()...)
 	statuses := w.wl.Statuses()
 	mappings := w.ds.Status()
+	w.events.add(w.syncEvents(mappings)...)
 	events, end := w.events.peek()
 
 	w.mu.Lock()
@@ -119,14 +134,19 @@ func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
 	}
 	applyFailed := w.applyErr != nil
 	mappingsOf := w.mappingsOf
+	syncState := DataSyncOn
+	if w.syncOff {
+		syncState = DataSyncNoStorage
+	}
 	w.mu.Unlock()
 
 	hb := Heartbeat{
-		Status:    StatusUp,
-		Version:   version,
-		Workloads: make([]WorkloadHeartbeat, 0, len(statuses)),
-		Events:    events,
-		DataSync:  append([]datasync.MappingStatus{}, mappings...),
+		Status:        StatusUp,
+		Version:       version,
+		Workloads:     make([]WorkloadHeartbeat, 0, len(statuses)),
+		Events:        events,
+		DataSyncState: syncState,
+		DataSync:      append([]datasync.MappingStatus{}, mappings...),
 	}
 	if applyFailed {
 		hb.Status = StatusDegraded
@@ -149,6 +169,32 @@ func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
 		hb.Workloads = append(hb.Workloads, wh)
 	}
 	return hb, end
+}
+
+// syncEvents turns what changed in the mappings' status since the last
+// heartbeat into events: a new error or new refusals (disk guard, unsafe
+// keys) are warnings, an error that cleared is news too.
+func (w *Worker) syncEvents(mappings []datasync.MappingStatus) []podman.Event {
+	var evs []podman.Event
+	seen := make(map[string]syncReport, len(mappings))
+	for _, m := range mappings {
+		prev := w.syncSeen[m.ID]
+		now := syncReport{lastError: m.LastError, refused: m.Refused}
+		seen[m.ID] = now
+		switch {
+		case now.refused > prev.refused:
+			evs = append(evs, podman.Event{Reason: "DataSyncRefused", Type: EventWarn,
+				Message: fmt.Sprintf("%s: %d file(s) not written: %s", m.ID, now.refused-prev.refused, m.LastError)})
+		case now.lastError != "" && now.lastError != prev.lastError:
+			evs = append(evs, podman.Event{Reason: "DataSyncFailed", Type: EventWarn,
+				Message: fmt.Sprintf("%s: %s", m.ID, m.LastError)})
+		case now.lastError == "" && prev.lastError != "":
+			evs = append(evs, podman.Event{Reason: "DataSyncRecovered", Type: EventInfo,
+				Message: m.ID + ": synchronising again"})
+		}
+	}
+	w.syncSeen = seen
+	return evs
 }
 
 // lastDataUpload is the latest time all the given mappings had succeeded:

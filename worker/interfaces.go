@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"time"
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
@@ -20,6 +21,9 @@ type Workloads interface {
 	Events() []podman.Event
 	// RemoveAll removes every workload the device runs.
 	RemoveAll(ctx context.Context) error
+	// SetMonitorInterval sets how often dead workloads are looked for and
+	// restarted.
+	SetMonitorInterval(d time.Duration)
 }
 
 // DataSync keeps the workloads' directories in sync with S3. The sync
@@ -31,6 +35,9 @@ type DataSync interface {
 	Configure(ep *datasync.Endpoint, ms []datasync.Mapping) error
 	// Status reports each configured mapping.
 	Status() []datasync.MappingStatus
+	// SyncNow runs one pass of the given mappings now and waits for it; it
+	// carries the last egress pass of a removed workload or of a shutdown.
+	SyncNow(ctx context.Context, ids ...string) error
 	// RemoveAll stops synchronising and forgets the journal state.
 	RemoveAll() error
 }

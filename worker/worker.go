@@ -14,6 +14,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker/config"
 )
 
@@ -36,6 +37,9 @@ type Options struct {
 	// SendTimeout bounds one heartbeat delivery; default 30s (yggd waits
 	// up to 20s for its transport).
 	SendTimeout time.Duration
+	// FinalSyncTimeout bounds the last egress pass of a removed workload;
+	// default 60s.
+	FinalSyncTimeout time.Duration
 }
 
 // Worker is yggd's "device" worker. Create it with New, start it with
@@ -63,6 +67,13 @@ type Worker struct {
 	applyErr     error           // its outcome
 	appliedGen   uint64          // the generation the applier last handled
 	mappingsOf   map[string][]string
+	syncOff      bool // the configuration in force has no storage
+
+	// mappings is the set handed to DataSync; only the applier uses it.
+	mappings []datasync.Mapping
+	// syncSeen is what heartbeats last reported per mapping; only the
+	// heartbeat goroutine uses it.
+	syncSeen map[string]syncReport
 
 	kick         chan struct{}
 	heartbeatNow chan struct{}
@@ -89,6 +100,9 @@ func New(opts Options, wl Workloads, ds DataSync) (*Worker, error) {
 	if opts.SendTimeout <= 0 {
 		opts.SendTimeout = 30 * time.Second
 	}
+	if opts.FinalSyncTimeout <= 0 {
+		opts.FinalSyncTimeout = 60 * time.Second
+	}
 	return &Worker{
 		opts:         opts,
 		wl:           wl,
@@ -98,12 +112,19 @@ func New(opts Options, wl Workloads, ds DataSync) (*Worker, error) {
 		kick:         make(chan struct{}, 1),
 		heartbeatNow: make(chan struct{}, 1),
 		rearm:        make(chan struct{}, 1),
+		syncSeen:     map[string]syncReport{},
 	}, nil
 }
 
 // VolumesDir is where the workloads' /export directories live.
 func (w *Worker) VolumesDir() string {
-	return filepath.Join(w.opts.DataDir, "volumes")
+	return VolumesDirOf(w.opts.DataDir)
+}
+
+// VolumesDirOf is the volumes directory of a data directory: the host side
+// of workload W's /export is VolumesDirOf(dataDir)/W.
+func VolumesDirOf(dataDir string) string {
+	return filepath.Join(dataDir, "volumes")
 }
 
 // Start loads the persisted configuration, if any, and starts applying it
@@ -128,6 +149,26 @@ func (w *Worker) Stop() {
 		w.cancel()
 	}
 	w.wg.Wait()
+}
+
+// FinalSync runs one last egress pass of every mapping, bounded by ctx, so
+// that what the workloads wrote before a shutdown reaches the bucket. Call
+// it after Stop: the applier must no longer be changing the mappings.
+func (w *Worker) FinalSync(ctx context.Context) error {
+	var ids []string
+	for _, m := range w.ds.Status() {
+		if m.Direction == datasync.Egress {
+			ids = append(ids, m.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	w.log.Info("final egress pass", zap.Strings("mappings", ids))
+	if err := w.ds.SyncNow(ctx, ids...); err != nil {
+		return fmt.Errorf("final egress pass: %w", err)
+	}
+	return nil
 }
 
 // loadPersisted makes the stored configuration the desired one. A stored

@@ -27,9 +27,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	wl := newUnwiredWorkloads(log, s.podmanSocket)
-	ds := newUnwiredDataSync(log, s.syncInterval)
-	if err := run(ctx, s, log, wl, ds); err != nil {
+	if err := run(ctx, s, log); err != nil {
 		log.Error("device-worker stopped on error", zapError(err))
 		_ = log.Sync()
 		os.Exit(1)

@@ -3,26 +3,55 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/project-flotta/flotta-device-worker/podman"
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker"
 )
 
 // gracePeriod bounds how long in-flight calls may finish after SIGTERM.
 const gracePeriod = 5 * time.Second
 
-// run starts the worker (which applies the persisted configuration at
-// once), registers with yggd, serves the Worker service on the address
-// yggd returns, and stops gracefully when ctx ends.
-func run(ctx context.Context, s settings, log *zap.Logger, wl worker.Workloads, ds worker.DataSync) error {
+// run starts the podman manager and the sync engine, then the worker
+// (which applies the persisted configuration at once), registers with yggd,
+// serves the Worker service on the address yggd returns, and stops
+// gracefully when ctx ends: one last egress pass, bounded in time, then exit.
+func run(ctx context.Context, s settings, log *zap.Logger) error {
 	log.Info("starting device-worker",
 		zap.String("socket", s.socketAddr), zap.String("client_id", s.clientID),
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
 		zap.Duration("sync_interval", s.syncInterval))
+
+	pods, err := podman.NewManager(podman.Config{
+		Socket:     s.podmanSocket,
+		VolumesDir: worker.VolumesDirOf(s.dataDir),
+		StateDir:   filepath.Join(s.dataDir, "manifests"),
+		DeviceID:   s.clientID,
+	}, log.Named("podman"))
+	if err != nil {
+		return err
+	}
+	engine, err := datasync.New(datasync.Options{
+		StateDir:     filepath.Join(s.dataDir, "sync"),
+		Interval:     s.syncInterval,
+		Concurrency:  s.syncConcurrency,
+		DefaultQuota: s.ingressQuota,
+		MinFreeBytes: s.minFreeBytes,
+	}, log.Named("sync"))
+	if err != nil {
+		return fmt.Errorf("open the sync journal: %w", err)
+	}
+	defer engine.Close()
+	background, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	go pods.Run(background)
+	go func() { _ = engine.Run(background) }()
 
 	conn, err := worker.Dial(s.socketAddr)
 	if err != nil {
@@ -31,13 +60,14 @@ func run(ctx context.Context, s settings, log *zap.Logger, wl worker.Workloads, 
 	defer conn.Close()
 	dispatcher := yggdrasil.NewDispatcherClient(conn)
 
-	w, err := worker.New(worker.Options{DataDir: s.dataDir, Dispatcher: dispatcher, Log: log}, wl, ds)
+	w, err := worker.New(worker.Options{DataDir: s.dataDir, Dispatcher: dispatcher, Log: log}, pods, engine)
 	if err != nil {
 		return err
 	}
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
+	defer finalSync(w, s.shutdownSync, log)
 	defer w.Stop()
 
 	regCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -70,4 +100,17 @@ func run(ctx context.Context, s settings, log *zap.Logger, wl worker.Workloads, 
 		srv.Stop()
 	}
 	return nil
+}
+
+// finalSync runs the last egress pass after the worker stopped, so files
+// written just before a shutdown reach the bucket; a timeout of 0 skips it.
+func finalSync(w *worker.Worker, timeout time.Duration, log *zap.Logger) {
+	if timeout <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := w.FinalSync(ctx); err != nil {
+		log.Warn("last egress pass before exit did not finish", zap.Error(err))
+	}
 }

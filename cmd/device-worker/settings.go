@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -12,6 +13,7 @@ const (
 	defaultDataDir      = "/var/local/yggdrasil/device"
 	defaultPodmanSocket = "unix:///run/podman/podman.sock"
 	defaultSyncInterval = 15 * time.Second
+	defaultShutdownSync = 20 * time.Second
 )
 
 // settings are the worker's inputs: yggd's YGG_* variables and the
@@ -25,6 +27,11 @@ type settings struct {
 	dataDir      string
 	podmanSocket string
 	syncInterval time.Duration
+
+	syncConcurrency int           // parallel transfers; 0 = the engine's default
+	ingressQuota    int64         // bytes per ingress mapping; 0 = unlimited
+	minFreeBytes    int64         // ingress keeps this much free; 0 = engine default, <0 = none
+	shutdownSync    time.Duration // bound of the last egress pass on SIGTERM
 }
 
 func parseSettings(args []string, getenv func(string) string) (settings, error) {
@@ -44,6 +51,14 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.StringVar(&s.podmanSocket, "podman-socket", env("FLOTTA_PODMAN_SOCKET", defaultPodmanSocket), "podman service socket (env FLOTTA_PODMAN_SOCKET)")
 	interval := env("FLOTTA_SYNC_INTERVAL", defaultSyncInterval.String())
 	fs.StringVar(&interval, "sync-interval", interval, "time between synchronisation passes, a Go duration (env FLOTTA_SYNC_INTERVAL)")
+	concurrency := env("FLOTTA_SYNC_CONCURRENCY", "0")
+	fs.StringVar(&concurrency, "sync-concurrency", concurrency, "parallel transfers, 0 = default (env FLOTTA_SYNC_CONCURRENCY)")
+	quota := env("FLOTTA_INGRESS_QUOTA", "0")
+	fs.StringVar(&quota, "ingress-quota", quota, "bytes each ingress data path may hold, 0 = unlimited (env FLOTTA_INGRESS_QUOTA)")
+	minFree := env("FLOTTA_MIN_FREE", "0")
+	fs.StringVar(&minFree, "min-free", minFree, "bytes ingress leaves free on the file system, 0 = max(512 MiB, 5%), -1 = no guard (env FLOTTA_MIN_FREE)")
+	shutdown := env("FLOTTA_SHUTDOWN_SYNC_TIMEOUT", defaultShutdownSync.String())
+	fs.StringVar(&shutdown, "shutdown-sync-timeout", shutdown, "bound of the last egress pass on SIGTERM, 0 = none (env FLOTTA_SHUTDOWN_SYNC_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
 	}
@@ -58,6 +73,20 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 		return settings{}, fmt.Errorf("sync interval %q: want a positive Go duration such as 15s", interval)
 	}
 	s.syncInterval = d
+	if s.shutdownSync, err = time.ParseDuration(shutdown); err != nil || s.shutdownSync < 0 {
+		return settings{}, fmt.Errorf("shutdown sync timeout %q: want a Go duration such as 20s", shutdown)
+	}
+	n, err := strconv.Atoi(concurrency)
+	if err != nil || n < 0 {
+		return settings{}, fmt.Errorf("sync concurrency %q: want a number of transfers, 0 for the default", concurrency)
+	}
+	s.syncConcurrency = n
+	if s.ingressQuota, err = strconv.ParseInt(quota, 10, 64); err != nil || s.ingressQuota < 0 {
+		return settings{}, fmt.Errorf("ingress quota %q: want bytes, 0 for unlimited", quota)
+	}
+	if s.minFreeBytes, err = strconv.ParseInt(minFree, 10, 64); err != nil {
+		return settings{}, fmt.Errorf("min free %q: want bytes, 0 for the default, -1 for no guard", minFree)
+	}
 	if s.dataDir == "" {
 		return settings{}, errors.New("data directory is empty (FLOTTA_DATA_DIR / --data-dir)")
 	}

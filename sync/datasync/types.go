@@ -84,8 +84,8 @@ type MappingStatus struct {
 	Bucket    string    `json:"bucket"`
 	Prefix    string    `json:"prefix"`
 
-	LastAttempt time.Time `json:"last_attempt,omitempty"`
-	LastSuccess time.Time `json:"last_success,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
 	// FilesTotal and BytesTotal count what moved since the engine started.
 	FilesTotal int64 `json:"files_total"`
 	BytesTotal int64 `json:"bytes_total"`
@@ -98,5 +98,5 @@ type MappingStatus struct {
 	Refused   int64  `json:"refused"`
 	LastError string `json:"last_error,omitempty"`
 	// OldestPending is when the oldest change not yet synced was first seen.
-	OldestPending time.Time `json:"oldest_pending,omitempty"`
+	OldestPending time.Time `json:"oldest_pending,omitzero"`
 }
