@@ -12,7 +12,7 @@ VERSITYGW_VERSION := v1.8.0
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test test-unit lint proto proto-check tools versitygw bench clean
+.PHONY: all build demo test test-unit lint proto proto-check tools versitygw bench clean
 .PHONY: rpm-tarball rpm install uninstall clean-rpm
 
 all: build
@@ -21,6 +21,11 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/...
+
+## demo: one device end to end on this machine (S3, podman, dispatcher, worker)
+DEMO_FLAGS ?=
+demo: build versitygw
+	$(BIN)/flotta-demo $(DEMO_FLAGS)
 
 ## test: the full test suite (needs versitygw in bin/ and podman; see README)
 test: build

@@ -53,16 +53,31 @@ func Start(t testing.TB) *Service {
 	if testing.Short() {
 		t.Skip("podman service: skipped under -short (needs " + Packages + ")")
 	}
-	if _, err := exec.LookPath("podman"); err != nil {
-		t.Fatalf("podman not found on PATH (%v): install the Debian packages %s", err, Packages)
+	s, err := Launch()
+	if err != nil {
+		t.Fatalf("%v", err)
 	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Fatalf("runc not found on PATH (%v): install the Debian packages %s", err, Packages)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Logf("%v", err)
+		}
+	})
+	return s
+}
+
+// Launch starts a private podman service outside of a test (the demo uses
+// it); Close stops it. The error names the packages to install when podman
+// is missing.
+func Launch() (*Service, error) {
+	for _, bin := range []string{"podman", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, fmt.Errorf("%s not found on PATH (%v): install the Debian packages %s", bin, err, Packages)
+		}
 	}
 	// A short path: the socket's path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "podmantest-")
 	if err != nil {
-		t.Fatalf("podman service: %v", err)
+		return nil, fmt.Errorf("podman service: %w", err)
 	}
 	s := &Service{Dir: dir, Socket: filepath.Join(dir, "podman.sock"), Image: Image, exited: make(chan struct{})}
 	s.URI = "unix://" + s.Socket
@@ -72,20 +87,19 @@ func Start(t testing.TB) *Service {
 		"--tmpdir", filepath.Join(dir, "tmp"),
 		"--storage-driver", "vfs",
 	}
-	t.Cleanup(func() { s.stop(t) })
-
 	conf, err := writeContainersConf(dir)
+	if err == nil {
+		s.Env = []string{"CONTAINERS_CONF=" + conf}
+		err = s.start()
+	}
+	if err == nil {
+		err = s.ensureImage()
+	}
 	if err != nil {
-		t.Fatalf("podman service: %v", err)
+		_ = s.Close()
+		return nil, fmt.Errorf("podman service: %w", err)
 	}
-	s.Env = []string{"CONTAINERS_CONF=" + conf}
-	if err := s.start(); err != nil {
-		t.Fatalf("podman service: %v", err)
-	}
-	if err := s.ensureImage(); err != nil {
-		t.Fatalf("podman service: %v", err)
-	}
-	return s
+	return s, nil
 }
 
 // writeContainersConf writes the configuration that works on these hosts:
@@ -188,15 +202,16 @@ func (s *Service) log() string {
 	return strings.TrimSpace(string(b))
 }
 
-// stop removes every pod and container of the service, stops it and deletes
-// its directory.
-func (s *Service) stop(t testing.TB) {
+// Close removes every pod and container of the service, stops it and
+// deletes its directory.
+func (s *Service) Close() error {
+	var errs []error
 	if s.cmd != nil && s.cmd.Process != nil {
 		if out, err := s.Podman("pod", "rm", "--all", "--force", "--time", "0"); err != nil {
-			t.Logf("podman service cleanup: %v: %s", err, out)
+			errs = append(errs, fmt.Errorf("podman service cleanup: %w: %s", err, out))
 		}
 		if out, err := s.Podman("rm", "--all", "--force", "--time", "0"); err != nil {
-			t.Logf("podman service cleanup: %v: %s", err, out)
+			errs = append(errs, fmt.Errorf("podman service cleanup: %w: %s", err, out))
 		}
 		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
 		select {
@@ -207,6 +222,7 @@ func (s *Service) stop(t testing.TB) {
 		}
 	}
 	if err := os.RemoveAll(s.Dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Logf("podman service cleanup: %v", err)
+		errs = append(errs, fmt.Errorf("podman service cleanup: %w", err))
 	}
+	return errors.Join(errs...)
 }
