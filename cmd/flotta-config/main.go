@@ -19,8 +19,8 @@ func main() {
 	var s settings
 	out := flag.String("o", "-", "write the message to this file (atomically), - for stdout")
 	flag.StringVar(&s.version, "version", "1", "the message's version (the control plane's resource version)")
-	flag.IntVar(&s.heartbeatSeconds, "heartbeat", 60, "configuration.heartbeat.period_seconds")
-	flag.IntVar(&s.monitorSeconds, "monitor", 15, "workloads_monitoring_interval in seconds")
+	flag.Int64Var(&s.heartbeatSeconds, "heartbeat", 60, "configuration.heartbeat.period_seconds")
+	flag.Int64Var(&s.monitorSeconds, "monitor", 15, "workloads_monitoring_interval in seconds")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: flotta-config [flags] FILE.yaml...\n\nBuilds a configuration message from an EdgeDevice, EdgeWorkloads, ConfigMaps and Secrets.\n\n")
 		flag.PrintDefaults()

@@ -10,11 +10,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/worker/config"
 )
 
 const k8sData = "../../testdata/k8s/"
 
-func build(t *testing.T, files ...string) (*message, error) {
+func build(t *testing.T, files ...string) (*config.Message, error) {
 	t.Helper()
 	for i, f := range files {
 		if !filepath.IsAbs(f) {
@@ -32,24 +34,24 @@ func TestSeedExternalStorage(t *testing.T) {
 	msg, err := build(t, "edgedevice.yaml", "s3-external.yaml", "edgeworkload-os-stats.yaml")
 	require.NoError(t, err)
 	assert.Equal(t, "a1b2", msg.DeviceID)
-	assert.Equal(t, &s3Storage{
+	assert.Equal(t, &config.S3{
 		BucketHost: "minio.example.com", BucketPort: 443, BucketName: "device-bucket-6", BucketRegion: "us-east-1",
-		AwsAccessKeyID: b64("ydayagi1369"), AwsSecretAccessKey: b64("ydayagi1369"),
+		AccessKeyID: b64("ydayagi1369"), SecretAccessKey: b64("ydayagi1369"),
 	}, msg.Configuration.Storage.S3)
 	require.Len(t, msg.Workloads, 1)
 	w := msg.Workloads[0]
 	assert.Equal(t, "os-stats", w.Name)
 	assert.Contains(t, w.Specification, "image: quay.io/example/os-stats:v1")
-	assert.Equal(t, []dataPath{{Source: "stats", Target: "statistics"}}, w.Data.Egress)
-	assert.Equal(t, []dataPath{{Source: "remote/data", Target: "local/download/data"}}, w.Data.Ingress)
+	assert.Equal(t, []config.DataPath{{Source: "stats", Target: "statistics"}}, w.Data.Egress)
+	assert.Equal(t, []config.DataPath{{Source: "remote/data", Target: "local/download/data"}}, w.Data.Ingress)
 }
 
 func TestObjectBucketClaimWins(t *testing.T) {
 	msg, err := build(t, "edgedevice.yaml", "s3-external.yaml", "obc.yaml")
 	require.NoError(t, err)
-	assert.Equal(t, &s3Storage{
+	assert.Equal(t, &config.S3{
 		BucketHost: "s3.openshift-storage.svc", BucketPort: 443, BucketName: "a1b2-obc-bucket", BucketRegion: "ignore",
-		AwsAccessKeyID: b64("obc-access"), AwsSecretAccessKey: b64("obc-secret"),
+		AccessKeyID: b64("obc-access"), SecretAccessKey: b64("obc-secret"),
 	}, msg.Configuration.Storage.S3)
 }
 
@@ -108,4 +110,21 @@ func writeFile(t *testing.T, name, content string) string {
 	p := filepath.Join(t.TempDir(), name)
 	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
 	return p
+}
+
+func TestMessagesTheDeviceWouldRefuseAreErrors(t *testing.T) {
+	wl := writeFile(t, "wl.yaml", `apiVersion: management.project-flotta.io/v1alpha1
+kind: EdgeWorkload
+metadata: {name: escape, namespace: default}
+spec:
+  data:
+    egress: [{source: ../etc, target: stolen}]
+  type: pod
+  pod:
+    spec:
+      containers: [{name: c, image: busybox}]
+`)
+	_, err := build(t, "edgedevice.yaml", "s3-external.yaml", wl)
+	require.ErrorContains(t, err, "would be refused by the device")
+	assert.ErrorContains(t, err, "egress[0].source")
 }

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/project-flotta/flotta-device-worker/worker/config"
 )
 
 // edgeDevice is the part of flotta's EdgeDevice resource this tool reads.
@@ -32,8 +34,8 @@ type edgeWorkload struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
-		Type string        `json:"type"`
-		Data *workloadData `json:"data"`
+		Type string       `json:"type"`
+		Data *config.Data `json:"data"`
 		Pod  struct {
 			Spec corev1.PodSpec `json:"spec"`
 		} `json:"pod"`

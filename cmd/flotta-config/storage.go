@@ -7,25 +7,15 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-)
 
-// s3Storage is configuration.storage.s3 of the configuration message; the
-// aws_* fields carry base64 of the real values, as flotta sends them.
-type s3Storage struct {
-	BucketHost         string `json:"bucket_host"`
-	BucketPort         int    `json:"bucket_port,omitempty"`
-	BucketName         string `json:"bucket_name"`
-	BucketRegion       string `json:"bucket_region"`
-	AwsAccessKeyID     string `json:"aws_access_key_id"`
-	AwsSecretAccessKey string `json:"aws_secret_access_key"`
-	AwsCaBundle        string `json:"aws_ca_bundle,omitempty"`
-}
+	"github.com/project-flotta/flotta-device-worker/worker/config"
+)
 
 // resolveStorage applies the control plane's rule: the device's Object
 // Bucket Claim (ConfigMap and Secret named like the device) wins over the
 // external storage named in spec.storage.s3. It returns nil when the device
 // has neither, which leaves sync off on the device.
-func resolveStorage(dev *edgeDevice, objs *objects) (*s3Storage, error) {
+func resolveStorage(dev *edgeDevice, objs *objects) (*config.S3, error) {
 	ns := dev.Namespace
 	if cm, sec := objs.configMap(ns, dev.Name), objs.secret(ns, dev.Name); cm != nil && sec != nil {
 		st, err := storageFrom(cm, sec, false)
@@ -58,7 +48,7 @@ func resolveStorage(dev *edgeDevice, objs *objects) (*s3Storage, error) {
 
 // storageFrom reads a bucket's ConfigMap and Secret. External storage must
 // name its region and may carry a CA (tls.crt); an OBC's region is "ignore".
-func storageFrom(cm *corev1.ConfigMap, sec *corev1.Secret, external bool) (*s3Storage, error) {
+func storageFrom(cm *corev1.ConfigMap, sec *corev1.Secret, external bool) (*config.S3, error) {
 	var missing []string
 	need := func(kind, key, val string) string {
 		if strings.TrimSpace(val) == "" {
@@ -66,7 +56,7 @@ func storageFrom(cm *corev1.ConfigMap, sec *corev1.Secret, external bool) (*s3St
 		}
 		return strings.TrimSpace(val)
 	}
-	st := &s3Storage{
+	st := &config.S3{
 		BucketName:   need("ConfigMap "+cm.Name, "BUCKET_NAME", cm.Data["BUCKET_NAME"]),
 		BucketHost:   need("ConfigMap "+cm.Name, "BUCKET_HOST", cm.Data["BUCKET_HOST"]),
 		BucketRegion: "ignore",
@@ -84,14 +74,14 @@ func storageFrom(cm *corev1.ConfigMap, sec *corev1.Secret, external bool) (*s3St
 	if err != nil || p < 0 || p > 65535 {
 		return nil, fmt.Errorf("ConfigMap %s: BUCKET_PORT %q is not a port number", cm.Name, port)
 	}
-	st.BucketPort = p
-	st.AwsAccessKeyID = base64.StdEncoding.EncodeToString([]byte(access))
-	st.AwsSecretAccessKey = base64.StdEncoding.EncodeToString([]byte(secret))
+	st.BucketPort = int64(p)
+	st.AccessKeyID = base64.StdEncoding.EncodeToString([]byte(access))
+	st.SecretAccessKey = base64.StdEncoding.EncodeToString([]byte(secret))
 	if ca := secretValue(sec, "tls.crt"); external && ca != "" {
 		if !strings.Contains(ca, "-----BEGIN CERTIFICATE-----") {
 			return nil, fmt.Errorf("Secret %s: tls.crt is not a PEM certificate", sec.Name)
 		}
-		st.AwsCaBundle = base64.StdEncoding.EncodeToString([]byte(ca))
+		st.CABundle = base64.StdEncoding.EncodeToString([]byte(ca))
 	}
 	return st, nil
 }
