@@ -12,6 +12,10 @@ import (
 	"syscall"
 )
 
+// version is stamped at build time (-ldflags "-X main.version=..."), as the
+// RPM does.
+var version = "dev"
+
 func main() {
 	s, err := parseSettings(os.Args[1:], os.Getenv)
 	if err != nil {

@@ -23,7 +23,7 @@ const gracePeriod = 5 * time.Second
 // serves the Worker service on the address yggd returns, and stops
 // gracefully when ctx ends: one last egress pass, bounded in time, then exit.
 func run(ctx context.Context, s settings, log *zap.Logger) error {
-	log.Info("starting device-worker",
+	log.Info("starting device-worker", zap.String("version", version),
 		zap.String("socket", s.socketAddr), zap.String("client_id", s.clientID),
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
 		zap.Duration("sync_interval", s.syncInterval))
