@@ -303,4 +303,3 @@ func (dv *device) assertNoSecrets(t *testing.T, secrets ...string) {
 		}
 	}
 }
-
