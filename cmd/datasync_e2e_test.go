@@ -27,7 +27,7 @@ func statsDevice(t *testing.T, o deviceOptions) (*device, int) {
 	t.Helper()
 	o.args = append([]string{"--resend", "0"}, o.args...)
 	dv := startDevice(t, o)
-	dv.waitFrom(t, 0, "registration", isKind("register"))
+	dv.waitServing(t, 1)
 	require.Equal(t, true, dv.send(t, dv.message("1", accessKey, secretKey, statsWorkload()))["ok"])
 	_, at := dv.waitHeartbeat(t, 0, "os-stats running", func(hb worker.Heartbeat) bool {
 		return hb.Version == "1" && running(hb, "os-stats")

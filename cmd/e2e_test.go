@@ -210,7 +210,7 @@ func configured(t *testing.T, version string, o deviceOptions) (*device, map[str
 		o.args = []string{"--resend", "0"}
 	}
 	dv := startDevice(t, o)
-	dv.waitFrom(t, 0, "registration", isKind("register"))
+	dv.waitServing(t, 1)
 	msg := dv.message(version, accessKey, secretKey, sleeperWorkload())
 	require.Equal(t, true, dv.send(t, msg)["ok"])
 	_, at := dv.waitHeartbeat(t, 0, "os-stats running at "+version, func(hb worker.Heartbeat) bool {

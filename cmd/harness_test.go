@@ -151,6 +151,25 @@ func writeJSON(t *testing.T, m map[string]any) string {
 	return path
 }
 
+// waitServing waits until the worker said, n times since the dispatcher
+// started, that it serves yggd's Worker service. The dispatcher records the
+// registration before the worker listens on its address, and a message
+// delivered in between is lost (as with yggd, whose resend would deliver it).
+func (d *devDispatcher) waitServing(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for time.Now().Before(deadline) {
+		d.mu.Lock()
+		got := strings.Count(d.stderr.String(), `"msg":"registered with yggd; serving"`)
+		d.mu.Unlock()
+		if got >= n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the worker never said it serves (%d times)", n)
+}
+
 // send delivers m through the dispatcher's stdin and waits for its
 // delivery record, which it returns.
 func (dv *device) send(t *testing.T, m map[string]any) record {
@@ -158,6 +177,7 @@ func (dv *device) send(t *testing.T, m map[string]any) record {
 	mark := dv.count()
 	dv.command(t, "send "+writeJSON(t, m))
 	r, _ := dv.waitFrom(t, mark, "delivery", isKind("deliver"))
+	require.Equal(t, true, r["ok"], "delivery failed: %v", r)
 	return r
 }
 
