@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/worker"
 )
 
@@ -157,11 +158,14 @@ func (d *devDispatcher) since(from int) []record {
 	return append([]record(nil), d.records[from:]...)
 }
 
+// waitLimit bounds every wait for a record: pods start on vfs storage.
+const waitLimit = 30 * time.Second
+
 // waitFrom returns the first record at or after position from that
 // matches, with its position.
 func (d *devDispatcher) waitFrom(t *testing.T, from int, what string, match func(record) bool) (record, int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for time.Now().Before(deadline) {
 		for i, r := range d.since(from) {
 			if match(r) {
@@ -184,23 +188,6 @@ func heartbeatWithVersion(t *testing.T, v string) func(record) bool {
 	}
 }
 
-// writeMessage writes the seed's os-stats message with a 1 s heartbeat and
-// the given version.
-func writeMessage(t *testing.T, version string) string {
-	t.Helper()
-	b, err := os.ReadFile("../testdata/messages/os-stats.json")
-	require.NoError(t, err)
-	var m map[string]any
-	require.NoError(t, json.Unmarshal(b, &m))
-	m["version"] = version
-	m["configuration"].(map[string]any)["heartbeat"] = map[string]any{"period_seconds": 1}
-	out, err := json.Marshal(m)
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "os-stats.json")
-	require.NoError(t, os.WriteFile(path, out, 0o600))
-	return path
-}
-
 func (d *devDispatcher) persisted(t *testing.T) map[string]any {
 	t.Helper()
 	path := filepath.Join(d.dataDir, worker.ConfigFileName)
@@ -214,9 +201,30 @@ func (d *devDispatcher) persisted(t *testing.T) map[string]any {
 	return m
 }
 
+// configured starts a device, delivers the os-stats message (a waiting
+// container, egress stats → statistics) at version, and waits until the
+// heartbeat reports the pod running.
+func configured(t *testing.T, version string, o deviceOptions) (*device, map[string]any, int) {
+	t.Helper()
+	if o.args == nil {
+		o.args = []string{"--resend", "0"}
+	}
+	dv := startDevice(t, o)
+	dv.waitServing(t, 1)
+	msg := dv.message(version, accessKey, secretKey, sleeperWorkload())
+	require.Equal(t, true, dv.send(t, msg)["ok"])
+	_, at := dv.waitHeartbeat(t, 0, "os-stats running at "+version, func(hb worker.Heartbeat) bool {
+		return hb.Version == version && running(hb, "os-stats")
+	})
+	return dv, msg, at
+}
+
 func TestConfigurationIsDeliveredAppliedPersistedAndReported(t *testing.T) {
-	msg := writeMessage(t, "48213")
-	d := startDispatcher(t, "--config", msg, "--resend", "200ms")
+	dv := newDevice(t, deviceOptions{})
+	msg := dv.message("48213", accessKey, secretKey, sleeperWorkload())
+	path := writeJSON(t, msg)
+	dv.start(t, "--config", path, "--resend", "200ms")
+	d := dv
 
 	start, _ := d.waitFrom(t, 0, "worker start", isKind("worker-start"))
 	reg, _ := d.waitFrom(t, 0, "registration", isKind("register"))
@@ -226,23 +234,33 @@ func TestConfigurationIsDeliveredAppliedPersistedAndReported(t *testing.T) {
 	t1, _ := time.Parse(time.RFC3339Nano, reg.str("time"))
 	assert.Less(t, t1.Sub(t0), time.Second, "the worker registers well under a second after it starts")
 
-	r, at := d.waitFrom(t, 0, "heartbeat of 48213", heartbeatWithVersion(t, "48213"))
+	r, _ := d.waitFrom(t, 0, "heartbeat of 48213", heartbeatWithVersion(t, "48213"))
 	hb := r.heartbeat(t)
-	assert.Equal(t, "up", hb.Status)
 	require.Len(t, hb.Workloads, 1)
 	assert.Equal(t, "os-stats", hb.Workloads[0].Name)
-	assert.Equal(t, "stopped", hb.Workloads[0].Status, "podman is not wired yet; the worker says so")
-	assert.Empty(t, hb.Workloads[0].LastDataUpload)
-	assert.Equal(t, "ConfigurationApplied", hb.Events[0].Reason)
-	assert.Equal(t, "info", hb.Events[0].Type)
-	assert.NotNil(t, hb.DataSync)
+	applied, ok := event(hb, "ConfigurationApplied")
+	assert.True(t, ok, "the first heartbeat of a version says it was applied: %+v", hb.Events)
+	assert.Contains(t, applied, "configuration 48213 applied: 1 workloads, 1 data mappings")
+	assert.Equal(t, worker.DataSyncOn, hb.DataSyncState)
+
+	hb, at := d.waitHeartbeat(t, 0, "os-stats running", func(hb worker.Heartbeat) bool { return running(hb, "os-stats") })
+	assert.Equal(t, "up", hb.Status)
+	require.True(t, dv.podExists("os-stats"), "the pod runs on the podman service")
+	podID := dv.podID(t, "os-stats")
+	out, err := dv.pods.Podman("exec", "os-stats-stats-collector", "sh", "-c", "echo $DEVICE_ID; test -d /export && echo export-mounted")
+	require.NoError(t, err)
+	assert.Contains(t, out, "dev-device")
+	assert.Contains(t, out, "export-mounted")
 
 	m := d.persisted(t)
 	assert.Equal(t, "48213", m["version"])
 	assert.Equal(t, "os-stats", m["workloads"].([]any)[0].(map[string]any)["name"])
+	persistedAt, err := os.Stat(filepath.Join(d.dataDir, worker.ConfigFileName))
+	require.NoError(t, err)
 
 	// The resend every 200ms is a no-op: later heartbeats carry no new
-	// ConfigurationApplied event.
+	// ConfigurationApplied event, the pod is not replaced, and the
+	// configuration file is not rewritten.
 	_, later := d.waitFrom(t, at+1, "three more deliveries", func(r record) bool {
 		n := 0
 		for _, x := range d.since(at + 1) {
@@ -260,98 +278,125 @@ func TestConfigurationIsDeliveredAppliedPersistedAndReported(t *testing.T) {
 			}
 		}
 	}
+	assert.Equal(t, podID, dv.podID(t, "os-stats"), "an unchanged configuration does not replace the pod")
+	again, err := os.Stat(filepath.Join(d.dataDir, worker.ConfigFileName))
+	require.NoError(t, err)
+	assert.Equal(t, persistedAt.ModTime(), again.ModTime(), "an unchanged configuration is not written again")
 
 	// A changed file is delivered at once and applied.
-	changed := writeMessage(t, "48214")
-	b, err := os.ReadFile(changed)
+	msg["version"] = "48214"
+	b, err := json.Marshal(msg)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(msg, b, 0o600))
+	require.NoError(t, os.WriteFile(path, b, 0o600))
 	d.waitFrom(t, at, "heartbeat of 48214", heartbeatWithVersion(t, "48214"))
 	assert.Equal(t, "48214", d.persisted(t)["version"])
+	assert.Equal(t, podID, dv.podID(t, "os-stats"), "a new version with the same workload keeps the pod")
 }
 
 func TestWorkerRestartReloadsConfigurationFromDisk(t *testing.T) {
-	d := startDispatcher(t, "--resend", "0")
-	reg, _ := d.waitFrom(t, 0, "registration", isKind("register"))
-	d.command(t, "send "+writeMessage(t, "777"))
-	d.waitFrom(t, 0, "heartbeat of 777", heartbeatWithVersion(t, "777"))
+	dv, _, _ := configured(t, "777", deviceOptions{})
+	podID := dv.podID(t, "os-stats")
 
-	mark := d.count()
-	pid := int(reg["pid"].(float64))
+	mark := dv.count()
+	pid := dv.pids()[0]
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
-	d.waitFrom(t, mark, "worker exit", isKind("worker-exit"))
-	d.waitFrom(t, mark, "new registration", func(r record) bool {
+	dv.waitFrom(t, mark, "worker exit", isKind("worker-exit"))
+	dv.waitFrom(t, mark, "new registration", func(r record) bool {
 		return r.str("kind") == "register" && r["registered"] == true && int(r["pid"].(float64)) != pid
 	})
-	r, _ := d.waitFrom(t, mark, "heartbeat of 777 from the restarted worker", heartbeatWithVersion(t, "777"))
-	assert.Equal(t, "up", r.heartbeat(t).Status)
-	for _, x := range d.since(mark) {
+	hb, _ := dv.waitHeartbeat(t, mark, "heartbeat of 777 from the restarted worker, pod running", func(hb worker.Heartbeat) bool {
+		return hb.Version == "777" && running(hb, "os-stats")
+	})
+	assert.Equal(t, "up", hb.Status)
+	for _, x := range dv.since(mark) {
 		assert.NotEqual(t, "deliver", x.str("kind"), "no message was delivered: the version came from disk")
 	}
+	assert.Equal(t, podID, dv.podID(t, "os-stats"), "the restarted worker keeps the running pod")
 }
 
 func TestBadMessageIsRefusedAndReported(t *testing.T) {
-	d := startDispatcher(t, "--resend", "0")
-	d.waitFrom(t, 0, "registration", isKind("register"))
-	d.command(t, "send "+writeMessage(t, "1"))
-	d.waitFrom(t, 0, "heartbeat of 1", heartbeatWithVersion(t, "1"))
-	before, err := os.ReadFile(filepath.Join(d.dataDir, worker.ConfigFileName))
+	dv, _, _ := configured(t, "1", deviceOptions{})
+	before, err := os.ReadFile(filepath.Join(dv.dataDir, worker.ConfigFileName))
 	require.NoError(t, err)
+	podID := dv.podID(t, "os-stats")
 
-	mark := d.count()
+	mark := dv.count()
 	bad, err := filepath.Abs("../testdata/messages/bad/ingress-inside-egress.json")
 	require.NoError(t, err)
-	d.command(t, "send "+bad)
-	r, _ := d.waitFrom(t, mark, "refused delivery", isKind("deliver"))
+	dv.command(t, "send "+bad)
+	r, _ := dv.waitFrom(t, mark, "refused delivery", isKind("deliver"))
 	assert.Equal(t, false, r["ok"])
 	assert.Equal(t, "InvalidArgument", r.str("code"))
 	assert.Contains(t, r.str("error"), `workloads[0].data.ingress[0].target: "stats/incoming" overlaps data.egress[0].source "stats"`)
 
-	hbRec, _ := d.waitFrom(t, mark, "heartbeat with the warning", func(r record) bool {
-		if r.str("kind") != "send" {
-			return false
-		}
-		for _, e := range r.heartbeat(t).Events {
+	hb, _ := dv.waitHeartbeat(t, mark, "heartbeat with the warning", func(hb worker.Heartbeat) bool {
+		for _, e := range hb.Events {
 			if e.Type == "warn" && e.Reason == "InvalidConfiguration" {
 				return true
 			}
 		}
 		return false
 	})
-	assert.Equal(t, "1", hbRec.heartbeat(t).Version, "the configuration in force is unchanged")
-	after, err := os.ReadFile(filepath.Join(d.dataDir, worker.ConfigFileName))
+	assert.Equal(t, "1", hb.Version, "the configuration in force is unchanged")
+	assert.True(t, running(hb, "os-stats"), "the workload in force keeps running")
+	after, err := os.ReadFile(filepath.Join(dv.dataDir, worker.ConfigFileName))
 	require.NoError(t, err)
 	assert.Equal(t, before, after)
+	assert.Equal(t, podID, dv.podID(t, "os-stats"))
 }
 
 func TestDisconnectRemovesState(t *testing.T) {
-	d := startDispatcher(t, "--resend", "0")
-	d.waitFrom(t, 0, "registration", isKind("register"))
-	d.command(t, "send "+writeMessage(t, "5"))
-	d.waitFrom(t, 0, "heartbeat of 5", heartbeatWithVersion(t, "5"))
-	require.FileExists(t, filepath.Join(d.dataDir, worker.ConfigFileName))
+	dv, _, at := configured(t, "5", deviceOptions{})
+	require.FileExists(t, filepath.Join(dv.dataDir, worker.ConfigFileName))
+	// Something to synchronise, so that the journal holds state.
+	require.NoError(t, os.MkdirAll(filepath.Join(dv.volume("os-stats"), "stats"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dv.volume("os-stats"), "stats", "a.txt"), []byte("a\n"), 0o644))
+	dv.waitObject(t, "statistics/a.txt", 30*time.Second)
+	dv.waitHeartbeat(t, at, "the upload in a heartbeat", func(hb worker.Heartbeat) bool {
+		m, ok := mapping(hb, "os-stats/egress/stats")
+		return ok && m.FilesTotal > 0
+	})
+	require.DirExists(t, dv.volume("os-stats"))
+	require.FileExists(t, filepath.Join(dv.dataDir, "manifests", "os-stats.yaml"))
 
-	d.command(t, "restored")
-	d.command(t, "unexpected-disconnect")
-	mark := d.count()
-	d.command(t, "disconnect")
-	r, _ := d.waitFrom(t, mark, "disconnect notification", func(r record) bool {
+	dv.command(t, "restored")
+	dv.command(t, "unexpected-disconnect")
+	mark := dv.count()
+	dv.command(t, "disconnect")
+	r, _ := dv.waitFrom(t, mark, "disconnect notification", func(r record) bool {
 		return r.str("kind") == "notify" && r.str("event") == "RECEIVED_DISCONNECT"
 	})
 	assert.Equal(t, true, r["ok"])
-	assert.NoFileExists(t, filepath.Join(d.dataDir, worker.ConfigFileName))
+	assert.NoFileExists(t, filepath.Join(dv.dataDir, worker.ConfigFileName))
 
-	time.Sleep(300 * time.Millisecond) // a heartbeat may have been in flight
-	quiet := d.count()
+	require.Eventually(t, func() bool { return !dv.podExists("os-stats") }, 30*time.Second, 100*time.Millisecond, "the pod is removed")
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(dv.volume("os-stats"))
+		return os.IsNotExist(err)
+	}, 10*time.Second, 50*time.Millisecond, "the workload's volume is removed")
+	out, err := dv.pods.Podman("pod", "ls", "--quiet")
+	require.NoError(t, err)
+	assert.Empty(t, strings.TrimSpace(out), "no pod is left")
+	manifests, _ := os.ReadDir(filepath.Join(dv.dataDir, "manifests"))
+	assert.Empty(t, manifests, "no manifest is left")
+
+	quiet := dv.count()
 	time.Sleep(2500 * time.Millisecond)
-	for _, x := range d.since(quiet) {
+	for _, x := range dv.since(quiet) {
 		assert.NotEqual(t, "send", x.str("kind"), "no heartbeats after unregistration")
 	}
-	d.mu.Lock()
-	logs := d.stderr.String()
-	d.mu.Unlock()
-	assert.Contains(t, logs, "would remove all workloads")
-	assert.Contains(t, logs, "would remove all synchronisation state")
+
+	// The journal is locked while the worker runs: stop it, then look.
+	mark = dv.count()
+	dv.command(t, "quit")
+	dv.waitFrom(t, mark, "worker exit", isKind("worker-exit"))
+	jr, err := journal.Open(filepath.Join(dv.dataDir, "sync", "sync-journal.db"))
+	require.NoError(t, err)
+	defer jr.Close()
+	ids, err := jr.Mappings()
+	require.NoError(t, err)
+	assert.Empty(t, ids, "the sync journal holds no mapping any more")
+	assert.NoFileExists(t, filepath.Join(dv.dataDir, worker.ConfigFileName), "not even a shutdown brings the configuration back")
 }
 
 func TestDispatcherRefusesAHandlerAlreadyRegistered(t *testing.T) {

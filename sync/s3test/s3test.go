@@ -27,7 +27,8 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// AccessKey and SecretKey are the root credentials of every server started here.
+// AccessKey and SecretKey are the default root credentials of a server
+// started here (see WithCredentials).
 const (
 	AccessKey = "minioadmin"
 	SecretKey = "minioadmin"
@@ -38,8 +39,15 @@ const (
 type Option func(*config)
 
 type config struct {
-	buckets []string
-	tls     bool
+	buckets        []string
+	tls            bool
+	access, secret string
+}
+
+// WithCredentials sets the server's root credentials instead of AccessKey and
+// SecretKey (versitygw has a single root account).
+func WithCredentials(access, secret string) Option {
+	return func(c *config) { c.access, c.secret = access, secret }
 }
 
 // WithBuckets creates these buckets once the server answers.
@@ -60,6 +68,8 @@ type Server struct {
 	CAPEM   []byte // the CA that signed the server certificate (TLS only)
 	tls     bool
 	certDir string
+	access  string // root credentials; see Credentials and Rotate
+	secret  string
 	cmd     *exec.Cmd
 	done    chan struct{}
 }
@@ -72,11 +82,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if testing.Short() {
 		t.Skip("S3 server: skipped under -short (needs versitygw: make versitygw)")
 	}
-	var c config
+	c := config{access: AccessKey, secret: SecretKey}
 	for _, o := range opts {
 		o(&c)
 	}
-	s := &Server{t: t, bin: findBinary(t), Host: "127.0.0.1", Dir: t.TempDir(), tls: c.tls}
+	s := &Server{t: t, bin: findBinary(t), Host: "127.0.0.1", Dir: t.TempDir(), tls: c.tls, access: c.access, secret: c.secret}
 	if c.tls {
 		s.certDir = t.TempDir()
 		s.CAPEM = writeCerts(t, s.certDir)
@@ -121,6 +131,18 @@ func (s *Server) Restart() {
 	s.start()
 }
 
+// Credentials are the server's current root access and secret keys.
+func (s *Server) Credentials() (access, secret string) { return s.access, s.secret }
+
+// Rotate restarts the server on the same port and data with new root
+// credentials: clients holding the old keys are refused from then on.
+func (s *Server) Rotate(access, secret string) {
+	s.t.Helper()
+	s.Stop()
+	s.access, s.secret = access, secret
+	s.start()
+}
+
 // CreateBucket makes a bucket through the S3 API.
 func (s *Server) CreateBucket(name string) {
 	s.t.Helper()
@@ -131,12 +153,12 @@ func (s *Server) CreateBucket(name string) {
 	}
 }
 
-// Client is a minio-go client with the root credentials, for arranging and
+// Client is a minio-go client with the current root credentials, for arranging and
 // inspecting test data.
 func (s *Server) Client() *minio.Client {
 	s.t.Helper()
 	c, err := minio.New(s.Endpoint(), &minio.Options{
-		Creds:     credentials.NewStaticV4(AccessKey, SecretKey, ""),
+		Creds:     credentials.NewStaticV4(s.access, s.secret, ""),
 		Secure:    s.tls,
 		Transport: s.HTTPClient().Transport,
 		Region:    Region,
@@ -160,7 +182,7 @@ func (s *Server) HTTPClient() *http.Client {
 
 func (s *Server) start() {
 	s.t.Helper()
-	args := []string{"--port", s.Endpoint(), "--access", AccessKey, "--secret", SecretKey, "--quiet"}
+	args := []string{"--port", s.Endpoint(), "--access", s.access, "--secret", s.secret, "--quiet"}
 	if s.tls {
 		args = append(args, "--cert", filepath.Join(s.certDir, "server.pem"), "--key", filepath.Join(s.certDir, "server.key"))
 	}
