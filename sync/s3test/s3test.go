@@ -38,13 +38,20 @@ const (
 type Option func(*config)
 
 type config struct {
-	buckets []string
-	tls     bool
+	buckets        []string
+	tls            bool
+	access, secret string
 }
 
 // WithBuckets creates these buckets once the server answers.
 func WithBuckets(names ...string) Option {
 	return func(c *config) { c.buckets = append(c.buckets, names...) }
+}
+
+// WithCredentials runs the server with these root credentials instead of
+// AccessKey and SecretKey (e.g. distinctive ones a test greps logs for).
+func WithCredentials(access, secret string) Option {
+	return func(c *config) { c.access, c.secret = access, secret }
 }
 
 // WithTLS serves https with a certificate for 127.0.0.1 signed by a fresh CA (see Server.CAPEM).
@@ -59,6 +66,8 @@ type Server struct {
 	Dir     string // the posix backend's root: one directory per bucket
 	CAPEM   []byte // the CA that signed the server certificate (TLS only)
 	tls     bool
+	access  string
+	secret  string
 	certDir string
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -72,11 +81,12 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if testing.Short() {
 		t.Skip("S3 server: skipped under -short (needs versitygw: make versitygw)")
 	}
-	var c config
+	c := config{access: AccessKey, secret: SecretKey}
 	for _, o := range opts {
 		o(&c)
 	}
-	s := &Server{t: t, bin: findBinary(t), Host: "127.0.0.1", Dir: t.TempDir(), tls: c.tls}
+	s := &Server{t: t, bin: findBinary(t), Host: "127.0.0.1", Dir: t.TempDir(), tls: c.tls,
+		access: c.access, secret: c.secret}
 	if c.tls {
 		s.certDir = t.TempDir()
 		s.CAPEM = writeCerts(t, s.certDir)
@@ -89,6 +99,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	return s
 }
+
+// Credentials are the server's root access and secret keys.
+func (s *Server) Credentials() (access, secret string) { return s.access, s.secret }
 
 // Secure reports whether the server speaks https.
 func (s *Server) Secure() bool { return s.tls }
@@ -136,7 +149,7 @@ func (s *Server) CreateBucket(name string) {
 func (s *Server) Client() *minio.Client {
 	s.t.Helper()
 	c, err := minio.New(s.Endpoint(), &minio.Options{
-		Creds:     credentials.NewStaticV4(AccessKey, SecretKey, ""),
+		Creds:     credentials.NewStaticV4(s.access, s.secret, ""),
 		Secure:    s.tls,
 		Transport: s.HTTPClient().Transport,
 		Region:    Region,
@@ -160,7 +173,7 @@ func (s *Server) HTTPClient() *http.Client {
 
 func (s *Server) start() {
 	s.t.Helper()
-	args := []string{"--port", s.Endpoint(), "--access", AccessKey, "--secret", SecretKey, "--quiet"}
+	args := []string{"--port", s.Endpoint(), "--access", s.access, "--secret", s.secret, "--quiet"}
 	if s.tls {
 		args = append(args, "--cert", filepath.Join(s.certDir, "server.pem"), "--key", filepath.Join(s.certDir, "server.key"))
 	}
