@@ -188,6 +188,18 @@ func (d *dispatcher) wait(what string, from int, timeout time.Duration, match fu
 	}
 }
 
+// waitLog waits for a worker log line containing s.
+func (d *dispatcher) waitLog(s string, timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !bytes.Contains(d.stderr.Bytes(), []byte(s)) {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("timed out after %s waiting for the log line %q", timeout, s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func kind(k string) func(record) bool { return func(r record) bool { return r.str("kind") == k } }
 
 // workerPID waits for the worker started at or after position from.
