@@ -30,7 +30,9 @@ type record map[string]any
 
 func (r record) str(k string) string { s, _ := r[k].(string); return s }
 
-func (r record) isHeartbeat() bool { return r.str("kind") == "send" && r.str("directive") == "heartbeat" }
+func (r record) isHeartbeat() bool {
+	return r.str("kind") == "send" && r.str("directive") == "heartbeat"
+}
 
 func (r record) heartbeat() (worker.Heartbeat, error) {
 	var hb worker.Heartbeat
