@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +41,10 @@ func newWorkerRig(t *testing.T, srv *s3test.Server, dataDir string, env ...strin
 	r.in = filepath.Join(dataDir, "volumes", "w", "in")
 	r.msg = writeJSON(t, filepath.Join(t.TempDir(), "msg.json"),
 		message(srv, "1", accessKey, secretKey, []dataPath{{"out", "up"}}, []dataPath{{"down", "in"}}))
-	r.env = append([]string{"FLOTTA_PODMAN_SOCKET=" + deadPodman, "FLOTTA_MIN_FREE=-1"}, env...)
+	r.env = append([]string{"FLOTTA_PODMAN_SOCKET=" + deadPodman}, env...)
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "FLOTTA_MIN_FREE=") }) {
+		r.env = append(r.env, "FLOTTA_MIN_FREE=-1")
+	}
 	if err := os.MkdirAll(r.out, 0o755); err != nil {
 		t.Fatal(err)
 	}
