@@ -25,10 +25,16 @@ type cliRun struct {
 
 func startCLI(t *testing.T, srv *s3test.Server, args ...string) *cliRun {
 	t.Helper()
-	args = append(args, "--endpoint", srv.URL(), "--min-free", "0", "-v")
+	return startCLIWith(t, srv, accessKey, secretKey, append(args, "--min-free", "0")...)
+}
+
+// startCLIWith runs flotta-sync -v against srv with the given credentials.
+func startCLIWith(t *testing.T, srv *s3test.Server, access, secret string, args ...string) *cliRun {
+	t.Helper()
+	args = append(args, "--endpoint", srv.URL(), "-v")
 	r := &cliRun{exited: make(chan struct{})}
 	r.cmd = exec.Command(filepath.Join(binDir, "flotta-sync"), args...)
-	r.cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey)
+	r.cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+access, "AWS_SECRET_ACCESS_KEY="+secret)
 	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("start flotta-sync: %v", err)

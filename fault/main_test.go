@@ -40,7 +40,10 @@ const (
 	accessKey = "FLTFAULTAKIDQ7X2W9ZP"
 	secretKey = "fault-SeCrEt/9f3b1c7e+do-NOT-log-0xC0FFEE"
 	bucket    = "fault"
-	tempMark  = ".flotta-tmp-"
+	// A second pair the secrets test configures (refused by the server).
+	wrongAccess = "FLTWRONGAKIDM4K8V1TQ"
+	wrongSecret = "fault-WRONG-secret/77aa+never-log-0xBADC0DE"
+	tempMark    = ".flotta-tmp-"
 )
 
 var (
@@ -250,9 +253,12 @@ func tornIn(m map[string][]byte) (n int, first error) {
 
 // secretForms are the strings no output may contain.
 func secretForms() []string {
-	enc := base64.StdEncoding
-	return []string{accessKey, secretKey, enc.EncodeToString([]byte(accessKey)), enc.EncodeToString([]byte(secretKey)),
-		base64.URLEncoding.EncodeToString([]byte(secretKey)), base64.RawStdEncoding.EncodeToString([]byte(secretKey))}
+	var out []string
+	for _, k := range []string{accessKey, secretKey, wrongAccess, wrongSecret} {
+		out = append(out, k, base64.StdEncoding.EncodeToString([]byte(k)),
+			base64.URLEncoding.EncodeToString([]byte(k)), base64.RawStdEncoding.EncodeToString([]byte(k)))
+	}
+	return out
 }
 
 // secretScan is every line the suite saw from its processes and every
@@ -263,9 +269,8 @@ var secretScan struct {
 	hits  []string
 }
 
-// scanSecrets checks each line of out (from what) for the credentials.
-func scanSecrets(t *testing.T, what string, out []byte) (lines, hits int) {
-	t.Helper()
+// secretLines returns the lines of out that contain a credential.
+func secretLines(out []byte) (lines int, leaks []string) {
 	forms := secretForms()
 	for _, line := range bytes.Split(out, []byte("\n")) {
 		if len(line) == 0 {
@@ -274,17 +279,24 @@ func scanSecrets(t *testing.T, what string, out []byte) (lines, hits int) {
 		lines++
 		for _, f := range forms {
 			if bytes.Contains(line, []byte(f)) {
-				hits++
-				t.Errorf("%s leaks a credential (%q…): %.300s", what, f[:6], line)
-				secretScan.mu.Lock()
-				secretScan.hits = append(secretScan.hits, what)
-				secretScan.mu.Unlock()
+				leaks = append(leaks, fmt.Sprintf("(%q…) %.300s", f[:6], line))
 				break
 			}
 		}
 	}
+	return lines, leaks
+}
+
+// scanSecrets checks each line of out (from what) for the credentials.
+func scanSecrets(t *testing.T, what string, out []byte) (lines, hits int) {
+	t.Helper()
+	lines, leaks := secretLines(out)
+	for _, l := range leaks {
+		t.Errorf("%s leaks a credential: %s", what, l)
+	}
 	secretScan.mu.Lock()
 	secretScan.lines += lines
+	secretScan.hits = append(secretScan.hits, leaks...)
 	secretScan.mu.Unlock()
-	return lines, hits
+	return lines, len(leaks)
 }
