@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -578,6 +580,12 @@ func serverWide(err error) bool {
 		}
 		return er.StatusCode >= 500
 	}
-	var ne interface{ Timeout() bool }
-	return errors.As(err, &ne) // *url.Error, net.Error: the server is not answering
+	// The server is not answering. Not any error with a Timeout method (nor
+	// net.Error): a local *fs.PathError and a syscall.Errno have one too, and
+	// one file the device cannot write (a name too long, a permission) must
+	// not stop the whole pass.
+	var ue *url.Error
+	var oe *net.OpError
+	var de *net.DNSError
+	return errors.As(err, &ue) || errors.As(err, &oe) || errors.As(err, &de)
 }
