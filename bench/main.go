@@ -33,6 +33,7 @@ type options struct {
 	tools       string // comma-separated subset of tools to run
 	out         string // where the raw table goes as well as stdout
 	rounds      int    // times every scenario is repeated
+	only        string // run only scenarios whose name contains this
 }
 
 func main() {
@@ -50,6 +51,7 @@ func main() {
 	flag.StringVar(&o.repo, "repo", ".", "repository root")
 	flag.StringVar(&o.tools, "tools", "flotta,rclone,aws,raw", "tools to compare")
 	flag.StringVar(&o.out, "out", "", "also write the table to this file")
+	flag.StringVar(&o.only, "only", "", "run only the scenarios whose name contains this (\"egress\" runs first and idle egress)")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -89,6 +91,9 @@ func run(o options) error {
 			if sc.once && round > 0 {
 				continue
 			}
+			if o.only != "" && !strings.Contains(sc.name, o.only) {
+				continue
+			}
 			if !prepared[sc.name] {
 				if err := sc.prepare(o, srv); err != nil {
 					return fmt.Errorf("prepare %s: %w", sc.name, err)
@@ -107,8 +112,8 @@ func run(o options) error {
 					return err
 				}
 				results = append(results, r)
-				log.Printf("round %d %-34s %-7s %8.2fs %8d req %7.1f MiB cpu %6.2fs server cpu %6.2fs %s", round, sc.name, t.name,
-					r.wall.Seconds(), r.requests, r.rssMiB, r.cpu.Seconds(), r.serverCPU.Seconds(), r.err)
+				log.Printf("round %d %-34s %-7s %8.2fs %8d req %7.1f MiB cpu %6.2fs server cpu %6.2fs proxy cpu %6.2fs %s", round, sc.name, t.name,
+					r.wall.Seconds(), r.requests, r.rssMiB, r.cpu.Seconds(), r.serverCPU.Seconds(), r.proxyCPU.Seconds(), r.err)
 			}
 		}
 	}
