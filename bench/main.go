@@ -4,7 +4,7 @@
 // peak RSS (from rusage) are measured the same way for all of them; S3
 // requests are counted by a reverse proxy in front of the server.
 //
-//	go run ./bench [-files 10000] [-big 1024] [-million] [-out bench/results/x.txt]
+//	go run ./bench [-files 10000] [-big 1024] [-rounds 3] [-million] [-out bench/results/x.txt]
 package main
 
 import (
@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,6 +32,8 @@ type options struct {
 	repo        string // repository root (bin/ lives there)
 	tools       string // comma-separated subset of tools to run
 	out         string // where the raw table goes as well as stdout
+	rounds      int    // times every scenario is repeated
+	only        string // run only scenarios whose name contains this
 }
 
 func main() {
@@ -48,6 +51,8 @@ func main() {
 	flag.StringVar(&o.repo, "repo", ".", "repository root")
 	flag.StringVar(&o.tools, "tools", "flotta,rclone,aws,raw", "tools to compare")
 	flag.StringVar(&o.out, "out", "", "also write the table to this file")
+	flag.StringVar(&o.only, "only", "", "run only the scenarios whose name contains this (\"egress\" runs first and idle egress)")
+	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		log.Fatalf("bench: %v", err)
@@ -80,57 +85,104 @@ func run(o options) error {
 		return err
 	}
 	var results []result
-	for _, sc := range scenarios(o) {
-		if err := sc.prepare(o, srv); err != nil {
-			return fmt.Errorf("prepare %s: %w", sc.name, err)
-		}
-		for _, t := range tools {
-			if sc.only != "" && sc.only != t.name {
+	prepared := map[string]bool{}
+	for round := 0; round < o.rounds; round++ {
+		for _, sc := range scenarios(o) {
+			if sc.once && round > 0 {
 				continue
 			}
-			r, err := measure(o, srv, sc, t)
-			if err != nil {
-				return err
+			if o.only != "" && !strings.Contains(sc.name, o.only) {
+				continue
 			}
-			results = append(results, r)
-			log.Printf("%-38s %-7s %9.2fs %8d req %7.1f MiB", sc.name, t.name, r.wall.Seconds(), r.requests, r.rssMiB)
+			if !prepared[sc.name] {
+				if err := sc.prepare(o, srv); err != nil {
+					return fmt.Errorf("prepare %s: %w", sc.name, err)
+				}
+				prepared[sc.name] = true
+			}
+			// Interleave: each round starts with another tool, so that no
+			// tool always runs right after the same neighbour.
+			for i := range tools {
+				t := tools[(i+round)%len(tools)]
+				if sc.only != "" && sc.only != t.name {
+					continue
+				}
+				r, err := measure(o, srv, sc, t, round)
+				if err != nil {
+					return err
+				}
+				results = append(results, r)
+				log.Printf("round %d %-34s %-7s %8.2fs %8d req %7.1f MiB cpu %6.2fs server cpu %6.2fs proxy cpu %6.2fs %s", round, sc.name, t.name,
+					r.wall.Seconds(), r.requests, r.rssMiB, r.cpu.Seconds(), r.serverCPU.Seconds(), r.proxyCPU.Seconds(), r.err)
+			}
 		}
 	}
-	return report(o, results)
+	return report(o, tools, results)
 }
+
+const gnuTime = "/usr/bin/time"
 
 // result is one tool's run of one scenario.
 type result struct {
 	scenario, tool string
+	round          int
 	wall           time.Duration
 	requests       int64
 	rssMiB         float64
+	cpu            time.Duration // the tool's user+system time
+	serverCPU      time.Duration // versitygw's user+system time meanwhile
+	proxyCPU       time.Duration // the bench process (counting proxy) meanwhile
 	err            string
+	skipped        bool
 }
 
-// measure runs one tool on one scenario as a child process.
-func measure(o options, srv *server, sc scenario, t tool) (result, error) {
-	args, env, err := sc.command(o, srv, t)
+// measure runs one tool on one scenario as a child process, then checks that
+// it did the whole job.
+func measure(o options, srv *server, sc scenario, t tool, round int) (result, error) {
+	args, env, err := sc.command(o, srv, t, round)
 	if err != nil {
 		return result{}, err
 	}
-	r := result{scenario: sc.name, tool: t.name}
+	r := result{scenario: sc.name, tool: t.name, round: round}
 	if args == nil {
-		r.err = "n/a"
+		r.skipped = true
 		return r, nil
 	}
-	cmd := exec.Command(args[0], args[1:]...)
+	// Peak RSS comes from GNU time, not from this process's rusage of the
+	// child: Go starts children with vfork semantics (CLONE_VM), and the
+	// kernel then charges the parent's own high-water RSS to the child's
+	// ru_maxrss when it execs, so every small tool would show the bench's
+	// size. GNU time fork()s, and is 1 MiB.
+	usage := filepath.Join(o.workDir, "usage.txt")
+	_ = os.Remove(usage)
+	timed := args
+	if _, err := os.Stat(gnuTime); err == nil {
+		timed = append([]string{gnuTime, "-f", "%M %U %S", "-o", usage}, args...)
+	}
+	cmd := exec.Command(timed[0], timed[1:]...)
 	cmd.Env = append(cleanEnv(), env...)
 	var stderr strings.Builder
 	cmd.Stdout = io.Discard
 	cmd.Stderr = &stderr
 	srv.proxy.reset()
+	srvCPU0, selfCPU0 := srv.cpu(), selfCPU()
 	start := time.Now()
 	runErr := cmd.Run()
 	r.wall = time.Since(start)
 	r.requests = srv.proxy.count()
-	if cmd.ProcessState != nil {
-		r.rssMiB = float64(maxRSSKiB(cmd.ProcessState)) / 1024
+	r.serverCPU, r.proxyCPU = srv.cpu()-srvCPU0, selfCPU()-selfCPU0
+	if ps := cmd.ProcessState; ps != nil {
+		r.rssMiB = float64(maxRSSKiB(ps)) / 1024 // an upper bound, see above
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
+	if data, err := os.ReadFile(usage); err == nil {
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		var kib int64
+		var user, sys float64
+		if _, err := fmt.Sscanf(lines[len(lines)-1], "%d %f %f", &kib, &user, &sys); err == nil {
+			r.rssMiB = float64(kib) / 1024
+			r.cpu = time.Duration((user + sys) * float64(time.Second))
+		}
 	}
 	if runErr != nil {
 		msg := strings.TrimSpace(stderr.String())
@@ -139,6 +191,14 @@ func measure(o options, srv *server, sc scenario, t tool) (result, error) {
 		}
 		r.err = fmt.Sprintf("%v: %s", runErr, msg)
 		log.Printf("%s / %s failed: %s", sc.name, t.name, r.err)
+	} else if sc.verify != nil {
+		if err := sc.verify(o, srv, t, round); err != nil {
+			r.err = err.Error()
+			log.Printf("%s / %s: %s", sc.name, t.name, r.err)
+		}
+	}
+	if sc.cleanup != nil {
+		sc.cleanup(o, srv, t, round)
 	}
 	return r, nil
 }
@@ -159,29 +219,108 @@ func cleanEnv() []string {
 	return env
 }
 
-func report(o options, results []result) error {
+// summary is the runs of one tool on one scenario over all rounds.
+type summary struct {
+	scenario, tool string
+	walls          []float64
+	requests       int64 // of the median run
+	rss            float64
+	cpu, srvCPU    float64 // medians
+	errs           []string
+}
+
+func (s *summary) median() float64 {
+	w := slices.Clone(s.walls)
+	slices.Sort(w)
+	if len(w) == 0 {
+		return 0
+	}
+	if len(w)%2 == 1 {
+		return w[len(w)/2]
+	}
+	return (w[len(w)/2-1] + w[len(w)/2]) / 2
+}
+
+func medianOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func report(o options, tools []tool, results []result) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "flotta-device-worker bench, %s\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "machine: %s\n", machine())
-	fmt.Fprintf(&b, "server: versitygw (posix backend) on 127.0.0.1 behind a counting proxy; concurrency %d for every tool\n\n", o.concurrency)
-	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\ttool\twall s\tS3 requests\tpeak RSS MiB\tx flotta time\tnote\t")
-	flottaWall := map[string]time.Duration{}
+	fmt.Fprintf(&b, "server: versitygw (posix backend) on 127.0.0.1 behind a counting proxy; concurrency %d for every tool; %d round(s), tools interleaved\n", o.concurrency, o.rounds)
+	fmt.Fprintf(&b, "wall s: median (min-max over rounds); cpu s: the tool's user+sys; server cpu s: versitygw's meanwhile; x flotta: median wall / flotta's median wall\n\n")
+
+	var order []string
+	byKey := map[[2]string]*summary{}
 	for _, r := range results {
-		if r.tool == "flotta" && r.err == "" {
-			flottaWall[r.scenario] = r.wall
+		if r.skipped {
+			continue
 		}
+		k := [2]string{r.scenario, r.tool}
+		s := byKey[k]
+		if s == nil {
+			s = &summary{scenario: r.scenario, tool: r.tool}
+			byKey[k] = s
+			if !slices.Contains(order, r.scenario) {
+				order = append(order, r.scenario)
+			}
+		}
+		if r.err != "" {
+			s.errs = append(s.errs, r.err)
+			continue
+		}
+		s.walls = append(s.walls, r.wall.Seconds())
+		s.rss = max(s.rss, r.rssMiB)
+		s.requests = max(s.requests, r.requests)
 	}
+	cpus := map[[2]string][2][]float64{}
 	for _, r := range results {
-		ratio := "-"
-		if f := flottaWall[r.scenario]; f > 0 && r.err == "" {
-			ratio = fmt.Sprintf("%.2f", r.wall.Seconds()/f.Seconds())
+		if r.skipped || r.err != "" {
+			continue
 		}
-		note := r.err
-		if len(note) > 60 {
-			note = note[:60] + "..."
+		k := [2]string{r.scenario, r.tool}
+		c := cpus[k]
+		c[0] = append(c[0], r.cpu.Seconds())
+		c[1] = append(c[1], r.serverCPU.Seconds())
+		cpus[k] = c
+	}
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "scenario\ttool\twall s\tS3 requests\tpeak RSS MiB\tcpu s\tserver cpu s\tx flotta\tnote\t")
+	for _, sc := range order {
+		f := byKey[[2]string{sc, "flotta"}]
+		for _, t := range tools {
+			s := byKey[[2]string{sc, t.name}]
+			if s == nil {
+				continue
+			}
+			wall, ratio := "-", "-"
+			if len(s.walls) > 0 {
+				wall = fmt.Sprintf("%.2f", s.median())
+				if len(s.walls) > 1 {
+					wall += fmt.Sprintf(" (%.2f-%.2f)", slices.Min(s.walls), slices.Max(s.walls))
+				}
+				if f != nil && len(f.walls) > 0 && f.median() > 0 {
+					ratio = fmt.Sprintf("%.2f", s.median()/f.median())
+				}
+			}
+			c := cpus[[2]string{sc, t.name}]
+			note := ""
+			if len(s.errs) > 0 {
+				note = fmt.Sprintf("%d/%d runs failed: %s", len(s.errs), len(s.errs)+len(s.walls), s.errs[0])
+				if len(note) > 90 {
+					note = note[:90] + "..."
+				}
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%.1f\t%.2f\t%.2f\t%s\t%s\t\n", sc, t.name, wall, s.requests, s.rss,
+				medianOf(c[0]), medianOf(c[1]), ratio, note)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.2f\t%d\t%.1f\t%s\t%s\t\n", r.scenario, r.tool, r.wall.Seconds(), r.requests, r.rssMiB, ratio, note)
 	}
 	w.Flush()
 	fmt.Print(b.String())

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,6 +31,7 @@ type server struct {
 	proxy *countingProxy
 	ln    net.Listener
 	url   string // the proxy's URL: what every tool talks to
+	root  string // the server's storage directory
 }
 
 func startServer(o options) (*server, error) {
@@ -60,7 +63,7 @@ func startServer(o options) (*server, error) {
 		return nil, err
 	}
 	go http.Serve(ln, p)
-	s := &server{cmd: cmd, proxy: p, ln: ln, url: "http://" + ln.Addr().String()}
+	s := &server{cmd: cmd, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), root: root}
 	if err := s.waitReady(); err != nil {
 		s.stop()
 		return nil, err
@@ -138,4 +141,28 @@ func maxRSSKiB(ps *os.ProcessState) int64 {
 		return ru.Maxrss
 	}
 	return 0
+}
+
+// cpu is the server's user+system time so far.
+func (s *server) cpu() time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): state is the
+	// 3rd field, utime the 14th and stime the 15th.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// selfCPU is this process's user+system time (the counting proxy's cost).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +43,18 @@ flags:
 `
 
 func main() {
+	// FLOTTA_SYNC_CPUPROFILE=FILE writes a CPU profile of the run (for
+	// performance work: go tool pprof bin/flotta-sync FILE).
+	if p := os.Getenv("FLOTTA_SYNC_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				code := run(os.Args[1:], os.Stderr)
+				pprof.StopCPUProfile()
+				f.Close()
+				os.Exit(code)
+			}
+		}
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 

@@ -238,12 +238,14 @@ func (p *pass) upload(ctx context.Context, root *os.Root, j upJob, adopt bool, w
 	defer r.Close()
 	st := r.Stat()
 
-	// Hash first: the checksum goes into the request headers.
-	sha, md := sha256.New(), md5.New() //nolint:gosec
-	if _, err := io.Copy(io.MultiWriter(sha, md), io.NewSectionReader(r, 0, st.Size)); err != nil {
+	// Hash first: the checksum goes into the request headers. The read that
+	// goes to the server is the checked one (it fails if the file moved since
+	// it was opened), so this pass need not check. A multipart ETag is not an
+	// MD5, so big files only need the SHA-256 (half the hashing CPU).
+	shaSum, md5Hex, err := hashFile(r.Unchecked(), partSize == 0)
+	if err != nil {
 		return 0, fmt.Errorf("upload %s: read: %w", key, err)
 	}
-	shaSum, md5Hex := sha.Sum(nil), hex.EncodeToString(md.Sum(nil))
 	rec := journal.Record{Size: st.Size, MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Inode: st.Inode, SHA256: shaSum}
 
 	if adopt {
@@ -273,6 +275,11 @@ func (p *pass) upload(ctx context.Context, root *os.Root, j upJob, adopt bool, w
 		// TrailingHeaders (versitygw rejects trailing checksums).
 		SendContentMd5:       partSize == 0,
 		DisableContentSha256: true,
+		// Parts of one big file go in parallel: one transfer slot, but as
+		// many connections as the engine allows transfers (minio-go's
+		// default is 4, which leaves a fast link idle).
+		NumThreads: uint(max(4, p.e.opts.Concurrency)),
+		PartSize:   uint64(partSize),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("upload %s: %w", key, err)
@@ -288,6 +295,19 @@ func (p *pass) upload(ctx context.Context, root *os.Root, j upJob, adopt bool, w
 	rec.ETag = info.ETag
 	w.Add(journal.Entry{Key: j.rel, Record: rec})
 	return st.Size, nil
+}
+
+// hashFile returns the SHA-256 of r and, when withMD5, its MD5 in hex. The
+// two run side by side on two cores for big files.
+func hashFile(r io.Reader, withMD5 bool) (sha []byte, md5Hex string, err error) {
+	h := sha256.New()
+	if !withMD5 {
+		_, err = copyBuffered(h, r)
+		return h.Sum(nil), "", err
+	}
+	md := md5.New() //nolint:gosec
+	_, err = copyBuffered(io.MultiWriter(h, md), r)
+	return h.Sum(nil), hex.EncodeToString(md.Sum(nil)), err
 }
 
 // openSettled opens rel, waiting until its mtime is older than the file

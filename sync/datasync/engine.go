@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -30,6 +31,9 @@ type Engine struct {
 	log  *zap.Logger
 	jr   *journal.DB
 	sem  chan struct{} // one slot per transfer in flight, engine-wide
+	// commits bounds downloads that left their transfer slot to fsync and
+	// rename (see executeReleasing): as many again as transfers.
+	commits chan struct{}
 
 	// test hooks
 	free           diskguard.FreeFunc
@@ -104,6 +108,7 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 	e := &Engine{
 		opts: opts, log: log, jr: jr,
 		sem:            make(chan struct{}, opts.Concurrency),
+		commits:        make(chan struct{}, opts.Concurrency),
 		free:           diskguard.Statfs,
 		settle:         50 * time.Millisecond,
 		backoffBase:    opts.Interval,
@@ -549,6 +554,14 @@ type pass struct {
 // execute runs do for every job from jobs, at most Options.Concurrency at a
 // time engine-wide, and returns when jobs is closed and all are done.
 func execute[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(T)) {
+	executeReleasing(ctx, e, jobs, func(j T, _ func()) { do(j) })
+}
+
+// executeReleasing is execute for jobs whose last step needs no network: do
+// may call release once its transfer is over, to hand its slot to the next
+// job while it finishes (ingress: fsync and rename). Callers bound that
+// finishing work themselves (Engine.commits).
+func executeReleasing[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(j T, release func())) {
 	var wg sync.WaitGroup
 	for j := range jobs {
 		select {
@@ -557,12 +570,30 @@ func execute[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(T)) {
 			continue // drain: the planner stops on ctx too
 		}
 		wg.Go(func() {
-			defer func() { <-e.sem }()
-			do(j)
+			var once sync.Once
+			release := func() { once.Do(func() { <-e.sem }) }
+			defer release()
+			do(j, release)
 		})
 	}
 	wg.Wait()
 }
+
+// bufPool holds copy buffers: one per transfer would otherwise be allocated
+// (io.Copy's 32 KiB) for every small file.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// copyBuffered is io.Copy with a pooled buffer.
+func copyBuffered(dst io.Writer, src io.Reader) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	return io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
+}
+
+// onlyWriter and onlyReader hide ReadFrom and WriteTo, so that CopyBuffer
+// really uses the pooled buffer instead of allocating its own.
+type onlyWriter struct{ io.Writer }
+type onlyReader struct{ io.Reader }
 
 // serverWide reports whether err means the server cannot be used at all right
 // now (unreachable, credentials refused, bucket missing), so the rest of the

@@ -85,7 +85,7 @@ func (p *pass) ingress(ctx context.Context) error {
 		return guard, guardErr
 	}
 
-	execute(ctx, p.e, jobs, func(j downJob) {
+	executeReleasing(ctx, p.e, jobs, func(j downJob, release func()) {
 		if j.refused != nil {
 			p.refused(j, w, true)
 			return
@@ -94,7 +94,7 @@ func (p *pass) ingress(ctx context.Context) error {
 			p.stats.addPending()
 			return
 		}
-		n, err := p.download(ctx, dir, j, getGuard, w)
+		n, err := p.download(ctx, dir, j, getGuard, w, release)
 		switch {
 		case err == nil:
 			p.succeeded(j.obj.Key)
@@ -213,8 +213,12 @@ func (p *pass) planIngress(ctx context.Context, jobs chan<- downJob) error {
 
 // download writes one object atomically into dir. It returns the bytes
 // written, or -1 when an identical local file was adopted.
+//
+// Once the body is in the temporary file, the transfer slot is released
+// (release) while the file is fsynced and renamed, so that the disk's latency
+// does not idle the network; a commit slot bounds the files in that state.
 func (p *pass) download(ctx context.Context, dir *safefs.Dir, j downJob,
-	getGuard func() (*diskguard.Guard, error), w *journal.Writer) (int64, error) {
+	getGuard func() (*diskguard.Guard, error), w *journal.Writer, release func()) (int64, error) {
 	obj := j.obj
 	existing, err := dir.Existing(j.rel)
 	if err != nil {
@@ -257,7 +261,7 @@ func (p *pass) download(ctx context.Context, dir *safefs.Dir, j downJob,
 		h = md5.New() //nolint:gosec
 		dst = io.MultiWriter(tmp, h)
 	}
-	n, err := io.Copy(dst, io.LimitReader(body, obj.Size+1))
+	n, err := copyBuffered(dst, io.LimitReader(body, obj.Size+1))
 	if err == nil && n != obj.Size {
 		err = fmt.Errorf("got %d bytes, expected %d", n, obj.Size)
 	}
@@ -270,7 +274,17 @@ func (p *pass) download(ctx context.Context, dir *safefs.Dir, j downJob,
 		tmp.Abort()
 		return 0, fmt.Errorf("download %s: %w", obj.Key, err)
 	}
-	if err := tmp.Commit(obj.LastModified); err != nil {
+	body.Close() // the connection goes back to the pool now, not after the fsync
+	select {
+	case p.e.commits <- struct{}{}: // taken before the transfer slot is given up: bounded
+	case <-ctx.Done():
+		tmp.Abort()
+		return 0, fmt.Errorf("download %s: %w", obj.Key, ctx.Err())
+	}
+	release()
+	err = tmp.Commit(obj.LastModified)
+	<-p.e.commits
+	if err != nil {
 		return 0, fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	res.Commit()
@@ -285,7 +299,7 @@ func fileMD5(root *os.Root, rel string) (string, error) {
 	}
 	defer f.Close()
 	h := md5.New() //nolint:gosec
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := copyBuffered(h, f); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -13,9 +13,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
 )
@@ -79,6 +84,13 @@ func (d *Dir) Path() string { return d.path }
 // them when last is true, else all but the final one) are symlinks or not
 // directories. Missing components are fine: they will be created.
 func checkComponents(r *os.Root, rel string, last bool) error {
+	_, err := checkExisting(r, rel, last)
+	return err
+}
+
+// checkExisting is checkComponents that also reports whether every checked
+// component exists (then nothing needs creating).
+func checkExisting(r *os.Root, rel string, last bool) (all bool, err error) {
 	parts := strings.Split(rel, "/")
 	if !last {
 		parts = parts[:len(parts)-1]
@@ -87,19 +99,19 @@ func checkComponents(r *os.Root, rel string, last bool) error {
 		p := strings.Join(parts[:i+1], "/")
 		fi, err := r.Lstat(p)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+			return false, nil
 		}
 		if err != nil {
-			return fmt.Errorf("check %s: %w", p, err)
+			return false, fmt.Errorf("check %s: %w", p, err)
 		}
 		if fi.Mode()&fs.ModeSymlink != 0 {
-			return fmt.Errorf("%w: %s is a symlink", ErrUnsafe, p)
+			return false, fmt.Errorf("%w: %s is a symlink", ErrUnsafe, p)
 		}
 		if !fi.IsDir() {
-			return fmt.Errorf("%w: %s is not a directory", ErrUnsafe, p)
+			return false, fmt.Errorf("%w: %s is not a directory", ErrUnsafe, p)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // Existing reports the size of the regular file at rel, 0 when there is none.
@@ -135,11 +147,12 @@ type Temp struct {
 // Create starts writing rel: it makes the parent directories and a temporary
 // file beside the final name.
 func (d *Dir) Create(rel string) (*Temp, error) {
-	if err := checkComponents(d.root, rel, false); err != nil {
+	exist, err := checkExisting(d.root, rel, false)
+	if err != nil {
 		return nil, err
 	}
 	dir := path.Dir(rel)
-	if dir != "." {
+	if dir != "." && !exist { // the common case, directories in place, costs no MkdirAll
 		if err := d.root.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create directory %s: %w", dir, err)
 		}
@@ -161,6 +174,14 @@ func (d *Dir) Create(rel string) (*Temp, error) {
 // Commit flushes the file to disk, sets its mtime and renames it to its final
 // name. The rename is durable once SyncDirs returned.
 func (t *Temp) Commit(mtime time.Time) error {
+	if !mtime.IsZero() {
+		// On the open file (futimens), before the fsync that then covers it:
+		// no second path lookup.
+		if err := futimens(t.File, mtime); err != nil {
+			t.Abort()
+			return fmt.Errorf("set mtime of %s: %w", t.rel, err)
+		}
+	}
 	if err := t.Sync(); err != nil {
 		t.Abort()
 		return fmt.Errorf("sync %s: %w", t.rel, err)
@@ -168,12 +189,6 @@ func (t *Temp) Commit(mtime time.Time) error {
 	if err := t.File.Close(); err != nil {
 		t.Abort()
 		return fmt.Errorf("close %s: %w", t.rel, err)
-	}
-	if !mtime.IsZero() {
-		if err := t.d.root.Chtimes(t.tmp, mtime, mtime); err != nil {
-			t.Abort()
-			return fmt.Errorf("set mtime of %s: %w", t.rel, err)
-		}
 	}
 	if err := checkComponents(t.d.root, t.rel, false); err != nil {
 		t.Abort()
@@ -256,4 +271,27 @@ func (d *Dir) walkFiles(fn func(p string, de fs.DirEntry)) error {
 		}
 		return nil
 	})
+}
+
+// futimens sets the access and modification times of an open file.
+func futimens(f *os.File, t time.Time) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		// utimensat(fd, NULL, ts, 0) is futimens(3); x/sys has no wrapper
+		// that avoids /proc.
+		_, _, errno := syscall.Syscall6(unix.SYS_UTIMENSAT, fd, 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+		if errno != 0 {
+			serr = errno
+		}
+	})
+	runtime.KeepAlive(ts)
+	if err != nil {
+		return err
+	}
+	return serr
 }

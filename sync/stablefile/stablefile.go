@@ -118,6 +118,11 @@ func (r *Reader) Verify() error {
 	return nil
 }
 
+// Unchecked reads the file without checkpoints, for a pass that only
+// computes checksums ahead of the checked read that goes to the server: if
+// the file changes during the unchecked pass, the checked one fails.
+func (r *Reader) Unchecked() io.Reader { return io.NewSectionReader(r.f, 0, r.st.Size) }
+
 // ReadAt reads like io.ReaderAt, but bytes that end a checkpoint are only
 // returned once Verify passed.
 func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
