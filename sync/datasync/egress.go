@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,8 +27,9 @@ import (
 // User metadata stored with every uploaded object (keys come back
 // canonicalised by some servers: compare them case-insensitively).
 const (
-	metaSHA256 = "Flotta-Sha256"
-	metaMtime  = "Flotta-Mtime"
+	metaSHA256   = "Flotta-Sha256"    // single PUTs
+	metaPartSize = "Flotta-Part-Size" // multipart uploads: bytes per part
+	metaMtime    = "Flotta-Mtime"
 )
 
 // upJob is a local file the plan decided to upload.
@@ -237,19 +239,31 @@ func (p *pass) upload(ctx context.Context, root *os.Root, j upJob, adopt bool, w
 	}
 	defer r.Close()
 	st := r.Stat()
+	rec := journal.Record{Size: st.Size, MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Inode: st.Inode}
+	meta := map[string]string{metaMtime: st.Mtime().UTC().Format(time.RFC3339Nano)}
 
-	// Hash first: the checksum goes into the request headers. The read that
-	// goes to the server is the checked one (it fails if the file moved since
-	// it was opened), so this pass need not check. A multipart ETag is not an
-	// MD5, so big files only need the SHA-256 (half the hashing CPU).
-	shaSum, md5Hex, err := hashFile(r.Unchecked(), partSize == 0)
-	if err != nil {
-		return 0, fmt.Errorf("upload %s: read: %w", key, err)
+	// A single PUT needs its MD5 in the request headers, so the file is hashed
+	// first (with the SHA-256 alongside: the cores are idle while one small
+	// file is read). A multipart upload is not hashed ahead: that would delay
+	// its first part by a whole read of the file. Its ETag, MD5 of the part
+	// MD5s, is reproducible from the part size stored as metadata, which is
+	// how a lost journal recognises it. Reading ahead is unchecked: the read
+	// that goes to the server is the checked one (it fails if the file moved
+	// since it was opened).
+	var shaSum []byte
+	var md5Hex string
+	if partSize == 0 {
+		if shaSum, md5Hex, err = hashFile(r.Unchecked(), true); err != nil {
+			return 0, fmt.Errorf("upload %s: read: %w", key, err)
+		}
+		rec.SHA256 = shaSum
+		meta[metaSHA256] = hex.EncodeToString(shaSum)
+	} else {
+		meta[metaPartSize] = strconv.FormatInt(partSize, 10)
 	}
-	rec := journal.Record{Size: st.Size, MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Inode: st.Inode, SHA256: shaSum}
 
 	if adopt {
-		if etag, ok, err := p.adoptable(ctx, j.rel, key, st.Size, shaSum, md5Hex); err != nil {
+		if etag, ok, err := p.adoptable(ctx, r, j.rel, key, partSize, shaSum, md5Hex); err != nil {
 			return 0, err
 		} else if ok {
 			rec.ETag = etag
@@ -262,11 +276,8 @@ func (p *pass) upload(ctx context.Context, root *os.Root, j upJob, adopt bool, w
 		hook(j.rel)
 	}
 	info, err := p.client.PutObject(ctx, p.m.Bucket, key, r, st.Size, minio.PutObjectOptions{
-		UserMetadata: map[string]string{
-			metaSHA256: hex.EncodeToString(shaSum),
-			metaMtime:  st.Mtime().UTC().Format(time.RFC3339Nano),
-		},
-		ContentType: "application/octet-stream",
+		UserMetadata: meta,
+		ContentType:  "application/octet-stream",
 		// A single PUT carries Content-MD5: a server that would commit a
 		// truncated body (versitygw does, when the reader holds back its last
 		// bytes) rejects it instead. Multipart uploads are never completed
@@ -369,9 +380,19 @@ func (p *pass) listForAdoption(ctx context.Context) error {
 }
 
 // adoptable reports whether the object at key already holds the file's
-// content: same size, and its ETag is the file's MD5 or its stored checksum
-// metadata is the file's SHA-256 (one HEAD request).
-func (p *pass) adoptable(ctx context.Context, rel, key string, size int64, sha []byte, md5Hex string) (string, bool, error) {
+// content, and returns its ETag. Same size, and:
+//   - a single-PUT file: the ETag is the file's MD5, or the object's
+//     Flotta-Sha256 metadata is the file's SHA-256;
+//   - a multipart file: the ETag is the multipart ETag of the file cut at
+//     the engine's part size, or at the part size stored in the object's
+//     Flotta-Part-Size metadata, or its Flotta-Sha256 metadata (objects
+//     uploaded before the part size was recorded) is the file's SHA-256.
+//
+// The listing decides most cases without a request; otherwise one HEAD.
+// What is hashed here is read unchecked, so the file is verified after: a
+// file that moved is uploaded (and fails as changed), never adopted.
+func (p *pass) adoptable(ctx context.Context, r *stablefile.Reader, rel, key string, partSize int64, sha []byte, md5Hex string) (string, bool, error) {
+	size := r.Size()
 	recs, found := make([]journal.Record, 1), make([]bool, 1)
 	if err := p.e.jr.Lookup(p.m.ID, journal.Remote, []string{rel}, recs, found); err != nil {
 		return "", false, fmt.Errorf("read journal: %w", err)
@@ -379,17 +400,85 @@ func (p *pass) adoptable(ctx context.Context, rel, key string, size int64, sha [
 	if !found[0] || recs[0].Size != size {
 		return "", false, nil
 	}
-	if strings.EqualFold(recs[0].ETag, md5Hex) {
-		return recs[0].ETag, true, nil
+	etag := recs[0].ETag
+	ok, err := p.sameContent(r, key, etag, partSize, md5Hex)
+	if err != nil || ok {
+		return etag, ok, err
 	}
 	info, err := p.client.StatObject(ctx, p.m.Bucket, key, minio.StatObjectOptions{})
 	if err != nil {
 		return "", false, fmt.Errorf("stat %s for adoption: %w", key, err)
 	}
+	if info.Size != size {
+		return "", false, nil
+	}
 	for k, v := range info.UserMetadata {
-		if strings.EqualFold(k, metaSHA256) && strings.EqualFold(v, hex.EncodeToString(sha)) && info.Size == size {
-			return info.ETag, true, nil
+		switch {
+		case strings.EqualFold(k, metaPartSize):
+			ps, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || ps <= 0 || ps == partSize {
+				continue // already compared at the engine's part size
+			}
+			if ok, err := p.sameContent(r, key, info.ETag, ps, ""); err != nil || ok {
+				return info.ETag, ok, err
+			}
+		case strings.EqualFold(k, metaSHA256):
+			if sha == nil {
+				if sha, _, err = hashFile(r.Unchecked(), false); err != nil {
+					return "", false, fmt.Errorf("adopt %s: read: %w", key, err)
+				}
+			}
+			if strings.EqualFold(v, hex.EncodeToString(sha)) {
+				return info.ETag, true, p.verifyForAdoption(r, key)
+			}
 		}
 	}
 	return "", false, nil
+}
+
+// sameContent reports whether etag is the file's ETag when uploaded in one
+// PUT (partSize 0: its MD5, md5Hex) or in parts of partSize.
+func (p *pass) sameContent(r *stablefile.Reader, key, etag string, partSize int64, md5Hex string) (bool, error) {
+	if partSize == 0 {
+		return md5Hex != "" && strings.EqualFold(etag, md5Hex), nil
+	}
+	parts := (r.Size() + partSize - 1) / partSize
+	if !strings.HasSuffix(etag, "-"+strconv.FormatInt(parts, 10)) {
+		return false, nil // not a multipart ETag of that many parts
+	}
+	local, err := multipartETag(r.Unchecked(), r.Size(), partSize)
+	if err != nil {
+		return false, fmt.Errorf("adopt %s: read: %w", key, err)
+	}
+	if !strings.EqualFold(etag, local) {
+		return false, nil
+	}
+	return true, p.verifyForAdoption(r, key)
+}
+
+// verifyForAdoption checks that the file did not move while it was hashed.
+// ErrChanged leaves the file pending, to be looked at again next pass.
+func (p *pass) verifyForAdoption(r *stablefile.Reader, key string) error {
+	if err := r.Verify(); err != nil {
+		return fmt.Errorf("adopt %s: %w", key, err)
+	}
+	return nil
+}
+
+// multipartETag is the ETag S3 gives an object uploaded from r in parts of
+// partSize: the MD5 of the concatenated binary MD5s of the parts, "-", the
+// number of parts.
+func multipartETag(r io.Reader, size, partSize int64) (string, error) {
+	all := md5.New()  //nolint:gosec
+	part := md5.New() //nolint:gosec
+	n := int64(0)
+	for off := int64(0); off < size; off += partSize {
+		part.Reset()
+		if _, err := copyBuffered(part, io.LimitReader(r, min(partSize, size-off))); err != nil {
+			return "", err
+		}
+		all.Write(part.Sum(nil))
+		n++
+	}
+	return hex.EncodeToString(all.Sum(nil)) + "-" + strconv.FormatInt(n, 10), nil
 }

@@ -2,14 +2,19 @@ package datasync
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -147,23 +152,83 @@ func TestEgressAdoptsAfterLostJournal(t *testing.T) {
 	assert.Zero(t, f.count.Requests())
 }
 
-// TestEgressAdoptsByChecksumMetadata: a multipart object's ETag is not an MD5,
-// so adoption reads the checksum stored as metadata.
-func TestEgressAdoptsByChecksumMetadata(t *testing.T) {
+// TestEgressAdoptsMultipartByETag: a multipart upload is not hashed ahead,
+// so its object carries no SHA-256; a lost journal recognises it by the
+// multipart ETag computed locally at the engine's part size, straight from
+// the listing (no HEAD). A file of the same size but other content is
+// uploaded again.
+func TestEgressAdoptsMultipartByETag(t *testing.T) {
 	f := newFixture(t)
 	f.write("out/big", bytes.Repeat([]byte("z"), 17<<20))
+	f.write("out/other", bytes.Repeat([]byte("y"), 17<<20))
 	f.configure(f.egress("e1", "out", "p"))
 	require.NoError(t, f.syncNow())
 	info, err := f.stat("p/big")
 	require.NoError(t, err)
-	require.Contains(t, info.ETag, "-", "expected a multipart ETag")
+	require.True(t, strings.HasSuffix(info.ETag, "-2"), "expected a multipart ETag of 2 parts, got %s", info.ETag)
+	assert.Equal(t, "16777216", metaValue(info.UserMetadata, metaPartSize))
+	assert.Empty(t, metaValue(info.UserMetadata, metaSHA256), "multipart uploads are not hashed ahead")
 
 	require.NoError(t, f.eng.Close())
 	require.NoError(t, os.RemoveAll(f.state))
+	time.Sleep(20 * time.Millisecond)
+	changed := append(bytes.Repeat([]byte("y"), 17<<20-1), 'x') // same size, same part count
+	f.write("out/other", changed)
 	f.start()
 	f.count.Reset()
 	require.NoError(t, f.syncNow())
-	assert.Zero(t, f.count.Writes())
+	// LIST; big adopted from the listing; other: a HEAD (its metadata might
+	// name another part size), CreateMultipartUpload, 2 parts,
+	// CompleteMultipartUpload.
+	assert.Equal(t, int64(4), f.count.Writes(), "only the changed file is uploaded")
+	assert.Equal(t, int64(6), f.count.Requests(), "adoption by ETag needs no HEAD")
+	assert.Equal(t, int64(1), f.status("e1").FilesLastPass)
+	assert.Equal(t, changed, f.mustGet("p/other"))
+
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Zero(t, f.count.Requests())
+}
+
+// TestEgressAdoptsByMetadata: objects whose ETag does not match at the
+// engine's part size are adopted by their metadata: the part size they were
+// uploaded with, or the SHA-256 (objects from engines that stored it for
+// multipart uploads too). Metadata that does not match is not adopted.
+func TestEgressAdoptsByMetadata(t *testing.T) {
+	f := newFixture(t)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 17<<16) // 17 MiB
+	sum := sha256.Sum256(data)
+	put := func(key string, partSize uint64, meta map[string]string) {
+		_, err := f.srv.Client().PutObject(context.Background(), bucket, key, bytes.NewReader(data), int64(len(data)),
+			minio.PutObjectOptions{DisableContentSha256: true, PartSize: partSize, UserMetadata: meta})
+		require.NoError(t, err, key)
+	}
+	put("p/by-part-size", 5<<20, map[string]string{metaPartSize: strconv.Itoa(5 << 20)})
+	put("p/by-sha", 5<<20, map[string]string{metaSHA256: hex.EncodeToString(sum[:])})
+	put("p/wrong-part-size", 5<<20, map[string]string{metaPartSize: strconv.Itoa(6 << 20)})
+	put("p/no-metadata", 5<<20, nil)
+	for _, name := range []string{"by-part-size", "by-sha", "wrong-part-size", "no-metadata"} {
+		f.write("out/"+name, data)
+	}
+	f.configure(f.egress("e1", "out", "p"))
+	f.count.Reset()
+	require.NoError(t, f.syncNow())
+	assert.Equal(t, int64(2), f.status("e1").FilesLastPass, "the two objects without usable metadata are uploaded again")
+	assert.Equal(t, int64(2*4), f.count.Writes())
+	for _, name := range []string{"wrong-part-size", "no-metadata"} {
+		info, err := f.stat("p/" + name)
+		require.NoError(t, err)
+		assert.True(t, strings.HasSuffix(info.ETag, "-2"), "%s re-uploaded at the engine's part size: %s", name, info.ETag)
+	}
+}
+
+func metaValue(m map[string]string, key string) string {
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
 }
 
 func TestEgressJournalFollowsMappingChanges(t *testing.T) {
