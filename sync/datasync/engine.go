@@ -51,13 +51,19 @@ type Engine struct {
 	passes   sync.WaitGroup
 	closed   bool
 	runCount int // passes started, for tests
+	// kick wakes Run up when a mapping is owed a prompt pass (mapState.prompt).
+	kick chan struct{}
 }
 
 // mapState is one mapping and what the engine remembers of it in memory:
 // status and per-file retry backoff (the journal holds everything else).
 type mapState struct {
-	m      Mapping
-	pass   sync.Mutex // held for a whole pass: never two passes of one mapping
+	m    Mapping
+	pass sync.Mutex // held for a whole pass: never two passes of one mapping
+	// prompt (guarded by Engine.mu) says the mapping is new or its endpoint
+	// changed and no pass has started since: Run starts one at once instead
+	// of at the next interval. Cleared when a pass starts.
+	prompt bool
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -114,6 +120,7 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		backoffBase:    opts.Interval,
 		backoffCeiling: 30 * time.Minute,
 		maps:           map[string]*mapState{},
+		kick:           make(chan struct{}, 1),
 	}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	return e, nil
@@ -123,7 +130,10 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 // turns sync off (mappings stay listed in Status but no pass runs). Mappings
 // that keep their ID keep their status and journal; the journal of mappings
 // no longer named is dropped (unless Options.KeepUnknownMappings). Calling it
-// again with the same arguments costs next to nothing.
+// again with the same arguments costs next to nothing. A new mapping, and
+// every mapping when the endpoint or its credentials changed, gets its next
+// pass from Run at once (after the pass in flight, if any) rather than at
+// the next interval.
 func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 	ms = slices.Clone(ms)
 	seen := map[string]bool{}
@@ -143,7 +153,8 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 		e.mu.Unlock()
 		return errors.New("datasync: engine closed")
 	}
-	if !sameEndpoint(e.ep, ep) {
+	endpointChanged := !sameEndpoint(e.ep, ep)
+	if endpointChanged {
 		var client *minio.Client
 		if ep != nil {
 			var err error
@@ -171,13 +182,18 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 			old.m = m
 			old.status.Direction, old.status.LocalDir, old.status.Bucket, old.status.Prefix = m.Direction, m.LocalDir, m.Bucket, m.Prefix
 			old.mu.Unlock()
+			old.prompt = old.prompt || endpointChanged
 			next[m.ID] = old
 			continue
 		}
-		ms := &mapState{m: m, retry: map[string]*retryState{},
+		ms := &mapState{m: m, retry: map[string]*retryState{}, prompt: true,
 			status: MappingStatus{ID: m.ID, Direction: m.Direction, LocalDir: m.LocalDir, Bucket: m.Bucket, Prefix: m.Prefix}}
 		ms.ctx, ms.cancel = context.WithCancel(e.base)
 		next[m.ID] = ms
+	}
+	kick := false
+	for _, ms := range next {
+		kick = kick || (ms.prompt && e.ep != nil)
 	}
 	for id, old := range e.maps {
 		if next[id] == nil {
@@ -187,6 +203,9 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 	}
 	e.maps = next
 	e.mu.Unlock()
+	if kick {
+		e.wake()
+	}
 
 	// Wait for removed mappings' passes to stop before forgetting them.
 	for _, old := range removed {
@@ -251,30 +270,68 @@ func (s endpointString) String() string {
 
 // Run runs a pass of every mapping each Interval (plus up to 10% jitter) until
 // ctx is done, then waits for the passes in flight and returns nil. A mapping
-// still busy with its previous pass is skipped for that round.
+// still busy with its previous pass is skipped for that round. A mapping
+// Configure added, or whose endpoint changed, gets a pass at once.
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	timer := time.NewTimer(0) // the first round at once
+	defer timer.Stop()
 	for {
-		for _, ms := range e.mappings(nil) {
-			if !ms.pass.TryLock() {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer ms.pass.Unlock()
-				if err := e.passLocked(ctx, ms, false); err != nil && ctx.Err() == nil {
-					e.log.Debug("sync pass failed", zap.String("mapping", ms.m.ID), zap.Error(err))
-				}
-			}()
-		}
-		jitter := time.Duration(rand.Int64N(int64(e.opts.Interval)/10 + 1))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(e.opts.Interval + jitter):
+		case <-timer.C:
+			e.startPasses(ctx, &wg, false)
+			jitter := time.Duration(rand.Int64N(int64(e.opts.Interval)/10 + 1))
+			timer.Reset(e.opts.Interval + jitter)
+		case <-e.kick:
+			e.startPasses(ctx, &wg, true)
 		}
+	}
+}
+
+// startPasses starts a pass of every mapping (only those owed a prompt pass
+// when onlyPrompt) that is not busy with one.
+func (e *Engine) startPasses(ctx context.Context, wg *sync.WaitGroup, onlyPrompt bool) {
+	for _, ms := range e.mappings(nil) {
+		if onlyPrompt {
+			e.mu.Lock()
+			owed := ms.prompt
+			e.mu.Unlock()
+			if !owed {
+				continue
+			}
+		}
+		if !ms.pass.TryLock() {
+			continue // busy: the pass in flight wakes Run up again when it ends
+		}
+		wg.Go(func() {
+			defer e.endPass(ms)
+			if err := e.passLocked(ctx, ms, false); err != nil && ctx.Err() == nil {
+				e.log.Debug("sync pass failed", zap.String("mapping", ms.m.ID), zap.Error(err))
+			}
+		})
+	}
+}
+
+// endPass releases ms.pass and wakes Run up when the mapping was owed a
+// prompt pass while this one ran (Configure changed it meanwhile).
+func (e *Engine) endPass(ms *mapState) {
+	ms.pass.Unlock()
+	e.mu.Lock()
+	owed := ms.prompt && e.ep != nil && e.maps[ms.m.ID] == ms
+	e.mu.Unlock()
+	if owed {
+		e.wake()
+	}
+}
+
+// wake tells Run that a mapping is owed a prompt pass.
+func (e *Engine) wake() {
+	select {
+	case e.kick <- struct{}{}:
+	default: // already pending
 	}
 }
 
@@ -295,7 +352,7 @@ func (e *Engine) SyncNow(ctx context.Context, ids ...string) error {
 	for i, ms := range list {
 		wg.Go(func() {
 			ms.pass.Lock()
-			defer ms.pass.Unlock()
+			defer e.endPass(ms)
 			errs[i] = e.passLocked(ctx, ms, true)
 		})
 	}
@@ -423,6 +480,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool) error
 		return errors.New("datasync: engine closed")
 	}
 	client, ep := e.client, e.ep
+	ms.prompt = false // this pass uses the current endpoint and mapping
 	ms.mu.Lock()
 	m := ms.m
 	ms.mu.Unlock()

@@ -161,3 +161,85 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 	defer f.eng.mu.Unlock()
 	assert.Equal(t, 3, f.eng.runCount, "SyncNow waits for a running pass, then runs its own")
 }
+
+// TestConfigureStartsPromptPasses: with an hour between passes, a mapping
+// added while Run runs, and every mapping after an endpoint change, gets a
+// pass within seconds, not an interval later.
+func TestConfigureStartsPromptPasses(t *testing.T) {
+	f := newFixture(t) // Interval: 1h
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.eng.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	uploaded := func(key string) func() bool {
+		return func() bool { _, err := f.get(key); return err == nil }
+	}
+	time.Sleep(100 * time.Millisecond) // Run's first round found nothing to do
+
+	f.write("out/a", []byte("a"))
+	f.configure(f.egress("e1", "out", "p"))
+	require.Eventually(t, uploaded("p/a"), 5*time.Second, 20*time.Millisecond, "new mapping: prompt first pass")
+
+	// A second mapping: its own prompt pass; the first one waits for its interval.
+	f.write("out2/b", []byte("b"))
+	f.write("out/c", []byte("c"))
+	f.configure(f.egress("e1", "out", "p"), f.egress("e2", "out2", "q"))
+	require.Eventually(t, uploaded("q/b"), 5*time.Second, 20*time.Millisecond, "added mapping: prompt first pass")
+	time.Sleep(300 * time.Millisecond)
+	assert.False(t, uploaded("p/c")(), "an unchanged mapping keeps its interval")
+
+	// Same configuration again: nothing owed.
+	f.eng.mu.Lock()
+	runs := f.eng.runCount
+	f.eng.mu.Unlock()
+	f.configure(f.egress("e1", "out", "p"), f.egress("e2", "out2", "q"))
+	time.Sleep(300 * time.Millisecond)
+	f.eng.mu.Lock()
+	assert.Equal(t, runs, f.eng.runCount, "an unchanged configuration starts no pass")
+	f.eng.mu.Unlock()
+
+	// New credentials (here: a new address for the same server): every mapping.
+	ep := *f.ep
+	ep.Host = "localhost"
+	f.ep = &ep
+	f.write("out2/d", []byte("d"))
+	f.configure(f.egress("e1", "out", "p"), f.egress("e2", "out2", "q"))
+	require.Eventually(t, uploaded("p/c"), 5*time.Second, 20*time.Millisecond, "changed endpoint: prompt pass of e1")
+	require.Eventually(t, uploaded("q/d"), 5*time.Second, 20*time.Millisecond, "changed endpoint: prompt pass of e2")
+}
+
+// TestPromptPassWaitsForThePassInFlight: a mapping busy with a pass when its
+// endpoint changes gets another pass right after it, never two at once.
+func TestPromptPassWaitsForThePassInFlight(t *testing.T) {
+	f := newFixture(t)
+	f.write("out/a", []byte("a"))
+	f.configure(f.egress("e1", "out", "p"))
+	var active, most atomic.Int32
+	release := make(chan struct{})
+	var first atomic.Bool
+	f.eng.beforeUpload = func(string) {
+		n := active.Add(1)
+		if n > most.Load() {
+			most.Store(n)
+		}
+		if first.CompareAndSwap(false, true) {
+			<-release
+		}
+		active.Add(-1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.eng.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	require.Eventually(t, first.Load, 5*time.Second, 10*time.Millisecond, "Run's first round")
+
+	f.write("out/b", []byte("b"))
+	ep := *f.ep
+	ep.Host = "localhost"
+	f.ep = &ep
+	f.configure(f.egress("e1", "out", "p")) // while the first pass is held
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	require.Eventually(t, func() bool { _, err := f.get("p/b"); return err == nil }, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, int32(1), most.Load())
+}
