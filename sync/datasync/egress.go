@@ -440,7 +440,10 @@ func (p *pass) adoptable(ctx context.Context, r *stablefile.Reader, rel, key str
 // PUT (partSize 0: its MD5, md5Hex) or in parts of partSize.
 func (p *pass) sameContent(r *stablefile.Reader, key, etag string, partSize int64, md5Hex string) (bool, error) {
 	if partSize == 0 {
-		return md5Hex != "" && strings.EqualFold(etag, md5Hex), nil
+		if md5Hex == "" || !strings.EqualFold(etag, md5Hex) {
+			return false, nil
+		}
+		return true, p.verifyForAdoption(r, key)
 	}
 	parts := (r.Size() + partSize - 1) / partSize
 	if !strings.HasSuffix(etag, "-"+strconv.FormatInt(parts, 10)) {
