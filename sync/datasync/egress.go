@@ -275,6 +275,14 @@ func (p *pass) upload(ctx context.Context, root *os.Root, j upJob, adopt bool, w
 	if hook := p.e.beforeUpload; hook != nil {
 		hook(j.rel)
 	}
+	if st.Size == 0 {
+		// An empty body has no last bytes to hold back: check just before
+		// the request (a writer that truncated and is about to write), and
+		// again once it is done.
+		if err := r.Verify(); err != nil {
+			return 0, fmt.Errorf("upload %s: %w", key, err)
+		}
+	}
 	info, err := p.client.PutObject(ctx, p.m.Bucket, key, r, st.Size, minio.PutObjectOptions{
 		UserMetadata: meta,
 		ContentType:  "application/octet-stream",
