@@ -35,6 +35,17 @@ func statsDevice(t *testing.T, o deviceOptions) (*device, int) {
 	return dv, at
 }
 
+// waitFirstEgressPass waits until the egress mapping's first pass, which
+// starts as soon as it is configured, has ended: with a long interval no
+// other pass follows until the final one.
+func (dv *device) waitFirstEgressPass(t *testing.T, from int) {
+	t.Helper()
+	dv.waitHeartbeat(t, from, "the first egress pass done", func(hb worker.Heartbeat) bool {
+		m, ok := mapping(hb, egressID)
+		return ok && !m.LastSuccess.IsZero() && running(hb, "os-stats")
+	})
+}
+
 // writeStat writes a file into the workload's stats directory from the
 // host side of its volume, as the container would.
 func (dv *device) writeStat(t *testing.T, name, body string) {
@@ -95,10 +106,10 @@ func TestDataFlowsBothWaysAndReachesTheHeartbeat(t *testing.T) {
 }
 
 func TestRemovedWorkloadGetsAFinalUpload(t *testing.T) {
-	// An hour between passes: only the final pass can upload anything.
+	// An hour between passes: after the prompt first pass, only the final
+	// pass can upload anything.
 	dv, at := statsDevice(t, deviceOptions{syncInterval: "1h"})
-	dv.waitHeartbeat(t, at, "a second running heartbeat", func(hb worker.Heartbeat) bool { return running(hb, "os-stats") })
-	assert.Empty(t, dv.objects(t, "statistics/"), "no pass ran yet")
+	dv.waitFirstEgressPass(t, at)
 
 	dv.writeStat(t, "last-words.txt", "written right before the removal\n")
 	mark := dv.count()
@@ -124,8 +135,7 @@ func TestRemovedWorkloadGetsAFinalUpload(t *testing.T) {
 
 func TestShutdownUploadsTheLastWrites(t *testing.T) {
 	dv, at := statsDevice(t, deviceOptions{syncInterval: "1h"})
-	dv.waitHeartbeat(t, at, "a second running heartbeat", func(hb worker.Heartbeat) bool { return running(hb, "os-stats") })
-	assert.Empty(t, dv.objects(t, "statistics/"), "no pass ran yet")
+	dv.waitFirstEgressPass(t, at)
 
 	dv.writeStat(t, "before-sigterm.txt", "written right before SIGTERM\n")
 	mark := dv.count()
