@@ -111,6 +111,10 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	if jr.SetAside != "" {
+		log.Warn("the sync journal was unreadable: set aside, starting a new one (egress adopts what the bucket holds)",
+			zap.String("set_aside", jr.SetAside))
+	}
 	e := &Engine{
 		opts: opts, log: log, jr: jr,
 		sem:            make(chan struct{}, opts.Concurrency),

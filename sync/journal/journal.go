@@ -107,6 +107,9 @@ type DB struct {
 	db      *bolt.DB
 	path    string
 	lookups atomic.Int64 // Lookup calls, to drop mapped pages now and then
+	// SetAside names where an unreadable journal was moved when Open had to
+	// start a new one; empty otherwise.
+	SetAside string
 }
 
 // bbolt reads through a shared mmap of the whole file, and every page a pass
@@ -148,11 +151,37 @@ func Open(path string) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create journal directory: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType})
+	db, err := openBolt(path)
+	if err != nil && !errors.Is(err, bolt.ErrTimeout) {
+		// A journal that cannot be read (a torn write by a dying disk, a
+		// file from elsewhere) is set aside rather than failing every start:
+		// the worker must not crash-loop, and a lost journal only costs one
+		// listing (egress adopts what the bucket already holds).
+		if _, statErr := os.Stat(path); statErr == nil {
+			aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+			if renameErr := os.Rename(path, aside); renameErr == nil {
+				var retryErr error
+				if db, retryErr = openBolt(path); retryErr == nil {
+					return &DB{db: db, path: path, SetAside: aside}, nil
+				}
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	return &DB{db: db, path: path}, nil
+}
+
+// openBolt opens the file, turning a panic of bbolt on a mangled file into
+// an error.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("unreadable journal: %v", r)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType})
 }
 
 // Path is the journal file.
