@@ -96,6 +96,14 @@ func TestDataFlowsBothWaysAndReachesTheHeartbeat(t *testing.T) {
 	assert.Equal(t, "statistics", e.Prefix)
 	i, _ := mapping(hb, ingressID)
 	assert.Equal(t, "remote/data", i.Prefix)
+	for _, m := range hb.DataSync {
+		switch m.ID {
+		case egressID:
+			assert.Equal(t, []string{"os-stats", "stats", "statistics"}, []string{m.Workload, m.Source, m.Target})
+		case ingressID:
+			assert.Equal(t, []string{"os-stats", "remote/data", "local/download/data"}, []string{m.Workload, m.Source, m.Target})
+		}
+	}
 	assert.Equal(t, int64(1), i.FilesTotal, "one object downloaded")
 
 	// The container keeps writing and the samples keep going up.

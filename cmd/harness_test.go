@@ -206,11 +206,11 @@ func running(hb worker.Heartbeat, name string) bool {
 }
 
 func mapping(hb worker.Heartbeat, id string) (datasync.MappingStatus, bool) {
-	i := slices.IndexFunc(hb.DataSync, func(m datasync.MappingStatus) bool { return m.ID == id })
+	i := slices.IndexFunc(hb.DataSync, func(m worker.DataSyncHeartbeat) bool { return m.ID == id })
 	if i < 0 {
 		return datasync.MappingStatus{}, false
 	}
-	return hb.DataSync[i], true
+	return hb.DataSync[i].MappingStatus, true
 }
 
 func event(hb worker.Heartbeat, reason string) (string, bool) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,8 +27,38 @@ type Heartbeat struct {
 	Workloads []WorkloadHeartbeat `json:"workloads"`
 	Events    []podman.Event      `json:"events"`
 	// DataSyncState is "on", or "off: no storage configured".
-	DataSyncState string                   `json:"data_sync_state"`
-	DataSync      []datasync.MappingStatus `json:"data_sync"`
+	DataSyncState string              `json:"data_sync_state"`
+	DataSync      []DataSyncHeartbeat `json:"data_sync"`
+}
+
+// DataSyncHeartbeat is one data path in a heartbeat: the engine's status,
+// the path as the configuration message wrote it, and how far behind it is.
+type DataSyncHeartbeat struct {
+	datasync.MappingStatus
+	Workload string `json:"workload"`
+	// Source and Target are the message's data path: a directory under
+	// /export and a bucket prefix, in the direction of the copy.
+	Source string `json:"source"`
+	Target string `json:"target"`
+	// LagSeconds is the age of the oldest change not yet synchronised; 0
+	// when nothing is pending.
+	LagSeconds float64 `json:"lag_seconds"`
+}
+
+// dataSyncHeartbeat describes one mapping status, now.
+func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbeat {
+	h := DataSyncHeartbeat{MappingStatus: m}
+	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
+	workload, rest, _ := strings.Cut(m.ID, "/")
+	_, local, _ := strings.Cut(rest, "/")
+	h.Workload, h.Source, h.Target = workload, local, m.Prefix
+	if m.Direction == datasync.Ingress {
+		h.Source, h.Target = m.Prefix, local
+	}
+	if m.Pending > 0 && !m.OldestPending.IsZero() {
+		h.LagSeconds = now.Sub(m.OldestPending).Round(time.Second).Seconds()
+	}
+	return h
 }
 
 // Data sync states in heartbeats.
@@ -146,7 +177,11 @@ func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
 		Workloads:     make([]WorkloadHeartbeat, 0, len(statuses)),
 		Events:        events,
 		DataSyncState: syncState,
-		DataSync:      append([]datasync.MappingStatus{}, mappings...),
+		DataSync:      make([]DataSyncHeartbeat, 0, len(mappings)),
+	}
+	now := time.Now()
+	for _, m := range mappings {
+		hb.DataSync = append(hb.DataSync, dataSyncHeartbeat(m, now))
 	}
 	if applyFailed {
 		hb.Status = StatusDegraded

@@ -111,3 +111,20 @@ func hasEvent(hb worker.Heartbeat, reason string) bool {
 	}
 	return false
 }
+
+func TestHeartbeatDataSyncNamesThePathsAndTheLag(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	oldest := time.Now().Add(-90 * time.Second)
+	h.ds.setStatus([]datasync.MappingStatus{
+		{ID: "os-stats/egress/stats", Direction: datasync.Egress, Prefix: "statistics", Pending: 3, OldestPending: oldest},
+		{ID: "os-stats/ingress/local/download/data", Direction: datasync.Ingress, Prefix: "remote/data"},
+	})
+	require.NoError(t, h.send(t, message(t, "os-stats.json")))
+	hb := h.waitHeartbeat(t, func(hb worker.Heartbeat) bool { return hb.Version != "" })
+	require.Len(t, hb.DataSync, 2)
+	eg, in := hb.DataSync[0], hb.DataSync[1]
+	assert.Equal(t, []string{"os-stats", "stats", "statistics"}, []string{eg.Workload, eg.Source, eg.Target})
+	assert.InDelta(t, 90, eg.LagSeconds, 5)
+	assert.Equal(t, []string{"os-stats", "remote/data", "local/download/data"}, []string{in.Workload, in.Source, in.Target})
+	assert.Zero(t, in.LagSeconds, "nothing pending, no lag")
+}

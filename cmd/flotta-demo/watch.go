@@ -159,10 +159,9 @@ func describe(hb worker.Heartbeat) string {
 		fmt.Fprintf(&b, " | data sync %s", hb.DataSyncState)
 	}
 	for _, m := range hb.DataSync {
-		local := "/export" + m.LocalDir[strings.LastIndex(m.LocalDir, "/"+workload+"/")+len(workload)+1:]
-		from, to := local, "s3:"+m.Prefix
+		from, to := "/export/"+m.Source, "s3:"+m.Target
 		if m.Direction == "ingress" {
-			from, to = to, from
+			from, to = "s3:"+m.Source, "/export/"+m.Target
 		}
 		fmt.Fprintf(&b, " | %s %s → %s files=%d bytes=%d", m.Direction, from, to, m.FilesTotal, m.BytesTotal)
 		if m.LastError != "" {
