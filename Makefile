@@ -35,8 +35,9 @@ test: build
 test-unit:
 	$(GO) test $(GOFLAGS_BUILD) -count=1 -short ./...
 
-## lint: gofmt and go vet must be clean
+## lint: gofmt and go vet must be clean, and no build output is tracked
 lint:
+	@bash .ci/check-tracked
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(GOFLAGS_BUILD) ./...
 
