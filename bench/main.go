@@ -285,8 +285,10 @@ func report(o options, tools []tool, results []result, workerText string) error 
 	var b strings.Builder
 	fmt.Fprintf(&b, "flotta-device-worker bench, %s\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "machine: %s\n", machine())
-	fmt.Fprintf(&b, "server: versitygw (posix backend) on 127.0.0.1 behind a counting proxy; concurrency %d for every tool; %d round(s), tools interleaved\n", o.concurrency, o.rounds)
-	fmt.Fprintf(&b, "wall s: median (min-max over rounds); cpu s: the tool's user+sys; server cpu s: versitygw's meanwhile; x flotta: median wall / flotta's median wall\n\n")
+	if len(results) > 0 {
+		fmt.Fprintf(&b, "server: versitygw (posix backend) on 127.0.0.1 behind a counting proxy; concurrency %d for every tool; %d round(s), tools interleaved\n", o.concurrency, o.rounds)
+		fmt.Fprintf(&b, "wall s: median (min-max over rounds); cpu s: the tool's user+sys; server cpu s: versitygw's meanwhile; x flotta: median wall / flotta's median wall\n\n")
+	}
 
 	var order []string
 	byKey := map[[2]string]*summary{}

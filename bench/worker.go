@@ -123,6 +123,9 @@ func runWorkerScenarios(o options, srv *server, names []string) (string, error) 
 		// Each run deploys the workload afresh.
 		_, _ = pods.Podman("pod", "rm", "-f", "-a", "-t", "0")
 	}
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(&b, "load average at the end (1, 5, 15 min): %s\n", strings.Join(strings.Fields(string(la))[:3], " "))
+	}
 	return b.String(), nil
 }
 
