@@ -627,3 +627,93 @@ func TestCloseClosesEvents(t *testing.T) {
 		t.Fatal("an empty root was accepted")
 	}
 }
+
+// TestConcurrentChurnMissesNothing has writers create nested directories,
+// write, rename and delete files and move directories around at once; every
+// file that exists at the end must have been reported after its last change,
+// and no reported path may leave the tree.
+func TestConcurrentChurnMissesNothing(t *testing.T) {
+	root := t.TempDir()
+	opts := Options{Settle: 100 * time.Millisecond}
+	_, r := start(t, root, opts)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	lastChange := map[string]time.Time{}
+	changed := func(rel string) {
+		mu.Lock()
+		lastChange[rel] = time.Now()
+		mu.Unlock()
+	}
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 15 {
+				dir := fmt.Sprintf("g%d/i%d/a/b", g, i)
+				if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+					t.Error(err)
+					return
+				}
+				for k := range 3 {
+					rel := fmt.Sprintf("%s/f%d", dir, k)
+					if err := os.WriteFile(filepath.Join(root, rel), []byte(rel), 0o644); err != nil {
+						t.Error(err)
+						return
+					}
+					changed(rel)
+				}
+				switch i % 3 {
+				case 1: // delete one file
+					_ = os.Remove(filepath.Join(root, dir, "f0"))
+					mu.Lock()
+					delete(lastChange, dir+"/f0")
+					mu.Unlock()
+				case 2: // move the whole i-directory: its files get new paths
+					from := fmt.Sprintf("g%d/i%d", g, i)
+					to := fmt.Sprintf("g%d/m%d", g, i)
+					if err := os.Rename(filepath.Join(root, from), filepath.Join(root, to)); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					for k := range 3 {
+						delete(lastChange, fmt.Sprintf("%s/f%d", dir, k))
+						lastChange[fmt.Sprintf("%s/a/b/f%d", to, k)] = time.Now()
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	want := make(map[string]time.Time, len(lastChange))
+	for k, v := range lastChange {
+		want[k] = v
+	}
+	mu.Unlock()
+	eventually(t, "every surviving file reported", func() bool {
+		for rel := range want {
+			if r.count(rel) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	quiet(opts)
+	for _, b := range r.all() {
+		if b.Rescan {
+			t.Errorf("unexpected rescan")
+		}
+		for _, p := range b.Paths {
+			if strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {
+				t.Errorf("reported path %q leaves the tree", p)
+			}
+			if _, err := os.Lstat(filepath.Join(root, p)); err != nil {
+				if _, ok := want[p]; ok {
+					t.Errorf("reported %q, which should exist: %v", p, err)
+				}
+			}
+		}
+	}
+}
