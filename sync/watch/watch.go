@@ -122,8 +122,9 @@ type Watcher struct {
 
 	out     chan Batch
 	healthy atomic.Bool
-	done    chan struct{} // closed by Close
-	exited  chan struct{} // closed when run returns
+	reason  atomic.Pointer[string] // why not healthy; nil while healthy
+	done    chan struct{}          // closed by Close
+	exited  chan struct{}          // closed when run returns
 	once    sync.Once
 
 	raw      chan rawBatch // from the reader of the current instance
@@ -214,6 +215,16 @@ func (w *Watcher) Events() <-chan Batch { return w.out }
 // events can be trusted to cover it. While it is false the caller should run
 // full passes at its short interval.
 func (w *Watcher) Healthy() bool { return w.healthy.Load() }
+
+// Reason says why the watcher is not Healthy (for status and logs), for
+// example that the kernel's watch limit was reached; it is empty while it is
+// healthy.
+func (w *Watcher) Reason() string {
+	if r := w.reason.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
 
 // Close stops watching, releases the inotify instance and closes Events. It
 // is safe to call more than once.
@@ -373,6 +384,7 @@ func (w *Watcher) setHealthy(reason string) {
 			w.log.Info("watch: watching again", zap.String("after", w.failedAt), zap.Int("dirs", len(w.dirs)))
 		}
 		w.failedAt = ""
+		w.reason.Store(nil)
 		w.healthy.Store(true)
 		return
 	}
@@ -382,6 +394,7 @@ func (w *Watcher) setHealthy(reason string) {
 		w.log.Debug("watch: still cannot watch the tree", zap.String("reason", reason))
 	}
 	w.failedAt = reason
+	w.reason.Store(&reason)
 	w.healthy.Store(false)
 }
 

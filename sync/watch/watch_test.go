@@ -3,6 +3,7 @@ package watch
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -145,8 +146,8 @@ func write(t *testing.T, path, data string) {
 func TestCreateWriteClose(t *testing.T) {
 	root := t.TempDir()
 	w, r := start(t, root, Options{})
-	if !w.Healthy() {
-		t.Fatal("not healthy on an existing root")
+	if !w.Healthy() || w.Reason() != "" {
+		t.Fatalf("not healthy on an existing root: %q", w.Reason())
 	}
 	write(t, filepath.Join(root, "a.txt"), "hello")
 	r.waitPaths(t, "a.txt")
@@ -442,8 +443,8 @@ func TestHardLinkIntoPlace(t *testing.T) {
 func TestMissingRootAtStartAndRootRemoved(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "later")
 	w, r := start(t, root, Options{})
-	if w.Healthy() {
-		t.Fatal("healthy without a root")
+	if w.Healthy() || w.Reason() == "" {
+		t.Fatalf("healthy without a root (reason %q)", w.Reason())
 	}
 	if err := os.MkdirAll(filepath.Join(root, "x"), 0o755); err != nil {
 		t.Fatal(err)
@@ -716,4 +717,65 @@ func TestConcurrentChurnMissesNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestKernelWatchLimitFallsBack meets the kernel's own limit (ENOSPC from
+// inotify_add_watch), not Options.MaxWatches: it runs itself again in a new
+// user namespace, where fs.inotify limits are per namespace
+// (/proc/sys/user/max_inotify_watches) and can be lowered without touching
+// the rest of the machine.
+func TestKernelWatchLimitFallsBack(t *testing.T) {
+	const env = "FLOTTA_WATCH_TEST_IN_USERNS"
+	if os.Getenv(env) == "" {
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skip("no unshare(1)")
+		}
+		cmd := exec.Command(unshare, "--user", "--map-root-user", os.Args[0],
+			"-test.run", "^TestKernelWatchLimitFallsBack$", "-test.count", "1", "-test.v")
+		cmd.Env = append(os.Environ(), env+"=1")
+		out, err := cmd.CombinedOutput()
+		if strings.Contains(string(out), "SKIP-USERNS") {
+			t.Skipf("cannot lower the limit in a user namespace: %s", out)
+		}
+		if err != nil {
+			t.Fatalf("in a user namespace: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "--- PASS: TestKernelWatchLimitFallsBack") {
+			t.Fatalf("the test did not run in the user namespace:\n%s", out)
+		}
+		return
+	}
+	if err := os.WriteFile("/proc/sys/user/max_inotify_watches", []byte("4"), 0o644); err != nil {
+		t.Skipf("SKIP-USERNS: %v", err)
+	}
+	root := t.TempDir()
+	for _, d := range []string{"a", "b", "c", "d", "e"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, r := start(t, root, Options{RetryInterval: 50 * time.Millisecond, MaxRetryInterval: 200 * time.Millisecond})
+	if w.Healthy() {
+		t.Fatal("healthy with 6 directories and a limit of 4 watches")
+	}
+	if !strings.Contains(w.Reason(), "max_user_watches") {
+		t.Fatalf("reason %q, want the kernel's watch limit", w.Reason())
+	}
+	// Within the limit again: it recovers and asks for a rescan.
+	for _, d := range []string{"c", "d", "e"} {
+		if err := os.Remove(filepath.Join(root, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "healthy", w.Healthy)
+	r.waitRescans(t, 1)
+	write(t, filepath.Join(root, "a/f"), "x")
+	r.waitPaths(t, "a/f")
+	// One directory too many while watching: unhealthy and a rescan.
+	if err := os.MkdirAll(filepath.Join(root, "x/y"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRescans(t, 2)
+	eventually(t, "unhealthy", func() bool { return !w.Healthy() })
 }
