@@ -34,6 +34,13 @@ type options struct {
 	out         string // where the raw table goes as well as stdout
 	rounds      int    // times every scenario is repeated
 	only        string // run only scenarios whose name contains this
+
+	// The worker scenarios (bench/worker.go).
+	worker          bool          // run them without -only
+	workerIdleFiles intList       // files in the egress source of each idle scenario
+	workerWrites    int           // new files, one a second, in the latency scenario
+	workerIdle      time.Duration // the idle CPU window
+	workerSettle    time.Duration // wait between the first upload and the window
 }
 
 func main() {
@@ -52,6 +59,12 @@ func main() {
 	flag.StringVar(&o.tools, "tools", "flotta,rclone,aws,raw", "tools to compare")
 	flag.StringVar(&o.out, "out", "", "also write the table to this file")
 	flag.StringVar(&o.only, "only", "", "run only the scenarios whose name contains this (\"egress\" runs first and idle egress)")
+	flag.BoolVar(&o.worker, "worker", false, "also run the worker scenarios (egress latency and idle CPU through devdispatcher + device-worker; -only worker runs only them)")
+	o.workerIdleFiles = intList{2000, 100000}
+	flag.Var(&o.workerIdleFiles, "worker-files", "files in the egress source of each worker idle scenario, comma-separated")
+	flag.IntVar(&o.workerWrites, "worker-writes", 20, "new files, one a second, in the worker egress latency scenario")
+	flag.DurationVar(&o.workerIdle, "worker-idle", time.Minute, "window over which the idle worker's CPU is measured (make it span at least one periodic pass)")
+	flag.DurationVar(&o.workerSettle, "worker-settle", 30*time.Second, "wait after the first upload before the idle window opens")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -80,9 +93,11 @@ func run(o options) error {
 	}
 	defer srv.stop()
 
-	tools, err := selectTools(o, srv)
-	if err != nil {
-		return err
+	var tools []tool
+	if toolScenarioSelected(o) {
+		if tools, err = selectTools(o, srv); err != nil {
+			return err
+		}
 	}
 	var results []result
 	prepared := map[string]bool{}
@@ -117,7 +132,23 @@ func run(o options) error {
 			}
 		}
 	}
-	return report(o, tools, results)
+	var workerText string
+	if names := selectedWorkerScenarios(o); len(names) > 0 {
+		if workerText, err = runWorkerScenarios(o, srv, names); err != nil {
+			return err
+		}
+	}
+	return report(o, tools, results, workerText)
+}
+
+// toolScenarioSelected reports whether any tool-comparison scenario runs.
+func toolScenarioSelected(o options) bool {
+	for _, sc := range scenarios(o) {
+		if o.only == "" || strings.Contains(sc.name, o.only) {
+			return true
+		}
+	}
+	return false
 }
 
 const gnuTime = "/usr/bin/time"
@@ -250,12 +281,14 @@ func medianOf(v []float64) float64 {
 	return v[len(v)/2]
 }
 
-func report(o options, tools []tool, results []result) error {
+func report(o options, tools []tool, results []result, workerText string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "flotta-device-worker bench, %s\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "machine: %s\n", machine())
-	fmt.Fprintf(&b, "server: versitygw (posix backend) on 127.0.0.1 behind a counting proxy; concurrency %d for every tool; %d round(s), tools interleaved\n", o.concurrency, o.rounds)
-	fmt.Fprintf(&b, "wall s: median (min-max over rounds); cpu s: the tool's user+sys; server cpu s: versitygw's meanwhile; x flotta: median wall / flotta's median wall\n\n")
+	if len(results) > 0 {
+		fmt.Fprintf(&b, "server: versitygw (posix backend) on 127.0.0.1 behind a counting proxy; concurrency %d for every tool; %d round(s), tools interleaved\n", o.concurrency, o.rounds)
+		fmt.Fprintf(&b, "wall s: median (min-max over rounds); cpu s: the tool's user+sys; server cpu s: versitygw's meanwhile; x flotta: median wall / flotta's median wall\n\n")
+	}
 
 	var order []string
 	byKey := map[[2]string]*summary{}
@@ -291,8 +324,13 @@ func report(o options, tools []tool, results []result) error {
 		c[1] = append(c[1], r.serverCPU.Seconds())
 		cpus[k] = c
 	}
+	if len(results) == 0 {
+		order = nil // only worker scenarios ran: no table
+	}
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\ttool\twall s\tS3 requests\tpeak RSS MiB\tcpu s\tserver cpu s\tx flotta\tnote\t")
+	if len(order) > 0 {
+		fmt.Fprintln(w, "scenario\ttool\twall s\tS3 requests\tpeak RSS MiB\tcpu s\tserver cpu s\tx flotta\tnote\t")
+	}
 	for _, sc := range order {
 		f := byKey[[2]string{sc, "flotta"}]
 		for _, t := range tools {
@@ -323,6 +361,7 @@ func report(o options, tools []tool, results []result) error {
 		}
 	}
 	w.Flush()
+	b.WriteString(workerText)
 	fmt.Print(b.String())
 	if o.out != "" {
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {

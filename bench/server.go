@@ -27,11 +27,12 @@ const (
 
 // server is versitygw with a request-counting proxy in front of it.
 type server struct {
-	cmd   *exec.Cmd
-	proxy *countingProxy
-	ln    net.Listener
-	url   string // the proxy's URL: what every tool talks to
-	root  string // the server's storage directory
+	cmd     *exec.Cmd
+	proxy   *countingProxy
+	ln      net.Listener
+	url     string // the proxy's URL: what every tool talks to
+	backend string // versitygw's own host:port, for the bench's uncounted requests
+	root    string // the server's storage directory
 }
 
 func startServer(o options) (*server, error) {
@@ -63,7 +64,7 @@ func startServer(o options) (*server, error) {
 		return nil, err
 	}
 	go http.Serve(ln, p)
-	s := &server{cmd: cmd, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), root: root}
+	s := &server{cmd: cmd, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), backend: backend, root: root}
 	if err := s.waitReady(); err != nil {
 		s.stop()
 		return nil, err
