@@ -44,6 +44,7 @@ type Engine struct {
 	settle         time.Duration
 	backoffBase    time.Duration
 	backoffCeiling time.Duration
+	walkFault      func(dir string) error
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).

@@ -120,7 +120,7 @@ func (p *pass) underProblem(name string) bool {
 }
 
 func (p *pass) walker() *walker {
-	return &walker{root: p.dir.Root(), problem: p.problem, symlink: p.noteSymlink}
+	return &walker{root: p.dir.Root(), problem: p.problem, symlink: p.noteSymlink, fault: p.e.walkFault}
 }
 
 func (p *pass) noteSymlink(rel string) {

@@ -38,13 +38,19 @@ type walkProblem struct {
 type walker struct {
 	root    *os.Root
 	problem func(walkProblem)
-	symlink func(name string) // first symlink seen, for a log line
+	symlink func(name string)      // first symlink seen, for a log line
+	fault   func(dir string) error // test hook: fails reading dir (root ignores permissions)
 }
 
 // walk yields the files under dir ("." for the whole tree) until yield
 // returns false; it reports whether it ran to the end.
 func (w *walker) walk(dir string, yield func(localFile) bool) bool {
 	f, err := w.root.Open(dir)
+	if err == nil && w.fault != nil {
+		if err = w.fault(dir); err != nil {
+			f.Close()
+		}
+	}
 	if err != nil {
 		w.problem(walkProblem{name: dir, err: fmt.Errorf("open directory: %w", err)})
 		return true
