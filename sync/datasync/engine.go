@@ -626,9 +626,8 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 	}
 	if po.DryRun {
 		if po.Report != nil {
-			// A summary line for the caller to print.
-			po.Report(Planned{Action: "summary", Why: fmt.Sprintf("%d to move, %d refused or skipped, %d unreadable",
-				st.pending, st.refused, st.unreadable)})
+			// The end of the plan, with what the walk could not read.
+			po.Report(Planned{Action: "summary", Why: fmt.Sprintf("%d unreadable", st.unreadable), Size: st.unreadable})
 		}
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -84,8 +85,11 @@ func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 			quota = p.e.opts.DefaultQuota
 		}
 		path := p.m.LocalDir
-		if dir == nil {
-			path = p.m.Root
+		for dir == nil && path != filepath.Dir(path) {
+			if _, err := os.Stat(path); err == nil {
+				break // a dry run of a directory not made yet: its file system
+			}
+			path = filepath.Dir(path)
 		}
 		guard = diskguard.New(diskguard.Config{Path: path, Quota: quota, Used: used,
 			MinFreeBytes: p.e.opts.MinFreeBytes, MinFreePercent: p.e.opts.MinFreePercent, Free: p.e.free})

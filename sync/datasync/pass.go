@@ -431,7 +431,7 @@ type PassOptions struct {
 
 // Planned is one action a pass decided on.
 type Planned struct {
-	Action string // upload, adopt, download, refuse, refused, prune, disk-guard
+	Action string // upload, adopt, download, refuse, refused, prune, disk-guard; "summary" ends a dry run (Size: entries that could not be read)
 	Key    string // object key
 	Path   string // local path relative to the mapping's directory
 	Size   int64
