@@ -45,6 +45,7 @@ type Engine struct {
 	backoffBase    time.Duration
 	backoffCeiling time.Duration
 	walkFault      func(dir string) error
+	onPass         func(id string, po PassOptions, partial bool)
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).
@@ -582,7 +583,11 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 	ms.mu.Unlock()
 	e.passes.Add(1)
 	e.runCount++
+	onPass := e.onPass
 	e.mu.Unlock()
+	if onPass != nil {
+		onPass(ms.id, po, names != nil)
+	}
 	defer e.passes.Done()
 	if be == nil {
 		return nil // sync off

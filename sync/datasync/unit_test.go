@@ -297,3 +297,34 @@ func TestSortNames(t *testing.T) {
 	assert.Equal(t, []string{"a", "b/c"}, sortNames([]string{"b/c/", "a", "/a", "..", "../x", "x/../y", ".", "a//b"}))
 	assert.True(t, strings.HasPrefix(actConflict.String(), "conf"))
 }
+
+func TestUnitRunIntervals(t *testing.T) {
+	f := newMemFixture(t, func(o *Options) {
+		o.Interval, o.WatchedInterval, o.ReconcileInterval = 30*time.Millisecond, 600*time.Millisecond, 200*time.Millisecond
+	})
+	var mu sync.Mutex
+	full, reconciles := map[string]int{}, map[string]int{}
+	f.eng.onPass = func(id string, po PassOptions, partial bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		full[id]++
+		if po.Reconcile {
+			reconciles[id]++
+		}
+	}
+	f.configure(f.egress("plain", "a", "a"), f.egress("watched", "b", "b"))
+	f.eng.SetWatched("watched", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.eng.Run(ctx) }()
+	time.Sleep(time.Second)
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("passes %v, reconciles %v", full, reconciles)
+	assert.GreaterOrEqual(t, full["plain"], 10, "every Interval")
+	assert.Less(t, full["watched"], full["plain"]/2, "every WatchedInterval, plus prompt and reconcile passes")
+	assert.GreaterOrEqual(t, reconciles["plain"], 3)
+	assert.GreaterOrEqual(t, reconciles["watched"], 3)
+}
