@@ -338,7 +338,7 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		// Refused for its key or path: remembered, so that it is logged
 		// once per version of the object.
 		p.stats.refuse(err)
-		o := j.it.remote
+		o := j.it.remote0()
 		p.w.Add(journal.Entry{Key: p.strip() + name, Record: journal.Record{Size: o.Size, ETag: o.ETag, Refused: true}})
 		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
 	case errors.Is(err, diskguard.ErrQuota) || errors.Is(err, diskguard.ErrFreeSpace):
