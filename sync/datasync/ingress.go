@@ -84,15 +84,22 @@ func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 		if quota == 0 {
 			quota = p.e.opts.DefaultQuota
 		}
-		path := p.m.LocalDir
-		for dir == nil && path != filepath.Dir(path) {
-			if _, err := os.Stat(path); err == nil {
-				break // a dry run of a directory not made yet: its file system
+		free := p.e.free
+		if dir == nil {
+			// A dry run of a directory not made yet: the file system of its
+			// nearest existing parent.
+			free = func(path string) (uint64, uint64, error) {
+				for path != filepath.Dir(path) {
+					if _, err := os.Stat(path); err == nil {
+						break
+					}
+					path = filepath.Dir(path)
+				}
+				return p.e.free(path)
 			}
-			path = filepath.Dir(path)
 		}
-		guard = diskguard.New(diskguard.Config{Path: path, Quota: quota, Used: used,
-			MinFreeBytes: p.e.opts.MinFreeBytes, MinFreePercent: p.e.opts.MinFreePercent, Free: p.e.free})
+		guard = diskguard.New(diskguard.Config{Path: p.m.LocalDir, Quota: quota, Used: used,
+			MinFreeBytes: p.e.opts.MinFreeBytes, MinFreePercent: p.e.opts.MinFreePercent, Free: free})
 		return guard, nil
 	}
 }

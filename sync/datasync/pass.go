@@ -263,6 +263,10 @@ func (p *pass) run(ctx context.Context, src source) error {
 				p.succeeded(it.name)
 				return true
 			}
+			if p.po.DryRun {
+				p.dryRun(job{it: it, d: d}) // in key order, nothing executed
+				return true
+			}
 			if d.act != actRefuse && !p.due(it.name) {
 				p.stats.addPending()
 				return true
@@ -278,10 +282,6 @@ func (p *pass) run(ctx context.Context, src source) error {
 	executeReleasing(ctx, p.e, jobs, func(j job, release func()) {
 		if ctx.Err() != nil {
 			p.stats.addPending()
-			return
-		}
-		if p.po.DryRun {
-			p.dryRun(j)
 			return
 		}
 		var out outcome
