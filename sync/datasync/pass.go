@@ -353,6 +353,12 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		p.failed(name, true)
 	case errors.Is(err, fs.ErrNotExist) && p.m.Direction == Egress:
 		// Deleted since the walk: the next pass prunes its row.
+	case errors.Is(err, fs.ErrPermission) && p.m.Direction == Egress:
+		// A file the engine may not read: skipped like an unreadable
+		// directory, retried with backoff; the pass goes on.
+		p.stats.unreadableOne()
+		p.failed(name, false)
+		p.e.log.Warn("skipped a file that cannot be read", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
 	case serverWide(err):
 		p.stats.fail(err)
 		p.failed(name, true)

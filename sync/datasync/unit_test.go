@@ -328,3 +328,21 @@ func TestUnitRunIntervals(t *testing.T) {
 	assert.GreaterOrEqual(t, reconciles["plain"], 3)
 	assert.GreaterOrEqual(t, reconciles["watched"], 3)
 }
+
+func TestUnitUnreadableByPermission(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads mode 000 files and directories (TestUnitOneBadEntryNeverStopsTheRest injects the failure)")
+	}
+	f := newMemFixture(t)
+	f.configure(f.egress("e", "out", "dev"))
+	f.write("out/a/1", []byte("1"))
+	f.write("out/b/2", []byte("2"))
+	f.write("out/c/3", []byte("3"))
+	f.write("out/d", []byte("4"))
+	require.NoError(t, os.Chmod(filepath.Join(f.root, "out/b"), 0))
+	require.NoError(t, os.Chmod(filepath.Join(f.root, "out/d"), 0))
+	t.Cleanup(func() { _ = os.Chmod(filepath.Join(f.root, "out/b"), 0o755) })
+	require.NoError(t, f.sync(PassOptions{}))
+	assert.Equal(t, []string{"dev/a/1", "dev/c/3"}, f.be.keys())
+	assert.Equal(t, int64(2), f.status("e").Unreadable)
+}
