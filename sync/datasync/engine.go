@@ -608,6 +608,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 
 	st := &passStats{}
 	p := &pass{e: e, ms: ms, m: m, be: be, force: force, po: po, stats: st, started: started, lp: keys.ListPrefix(m.Prefix)}
+	p.way = p.strategy()
 	err := p.prepare(ep, names != nil)
 	if err == nil && (p.dir != nil || m.Direction == Ingress) {
 		if p.dir != nil {

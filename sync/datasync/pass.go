@@ -43,6 +43,7 @@ type pass struct {
 	w     *journal.Writer
 	guard func() (*diskguard.Guard, error) // ingress
 	lp    string                           // keys.ListPrefix(m.Prefix)
+	way   strategy
 
 	noRows bool // dry run: the journal holds nothing of this mapping
 
@@ -51,20 +52,30 @@ type pass struct {
 	tooMany   bool
 }
 
-// strip is what the journal puts before a name: egress rows are keyed by
-// relative path, ingress rows by object key.
-func (p *pass) strip() string {
-	if p.m.Direction == Ingress {
-		return p.lp
-	}
-	return ""
+// strategy is what a direction adds to the one pass skeleton.
+type strategy struct {
+	// rowPrefix is what journal keys carry before a name: egress rows are
+	// keyed by relative path, ingress rows by object key.
+	rowPrefix string
+	// decide is the direction's decision function.
+	decide func(it item, sc scope) decision
+	// transfer moves one name's data; it may call release once it no
+	// longer needs the network (see executeReleasing).
+	transfer func(ctx context.Context, j job, release func()) outcome
 }
 
-func (p *pass) decide(it item, sc scope) decision {
+func (p *pass) strategy() strategy {
 	if p.m.Direction == Egress {
-		return decideEgress(it, sc)
+		return strategy{
+			decide:   decideEgress,
+			transfer: func(ctx context.Context, j job, _ func()) outcome { return p.upload(ctx, j) },
+		}
 	}
-	return decideIngress(it, sc, p.m.Prefix)
+	return strategy{
+		rowPrefix: p.lp,
+		decide:    func(it item, sc scope) decision { return decideIngress(it, sc, p.m.Prefix) },
+		transfer:  p.download,
+	}
 }
 
 // job is one name whose action moves data or refuses it.
@@ -154,7 +165,7 @@ func (p *pass) fullSource(ctx context.Context) source {
 		if listRemote {
 			remote = p.be.List(ctx, p.m.Bucket, p.lp)
 		}
-		rows := &rowCursor{jr: p.e.jr, mapping: p.m.ID, prefix: p.strip(), strip: p.strip(), done: p.noRows}
+		rows := &rowCursor{jr: p.e.jr, mapping: p.m.ID, prefix: p.way.rowPrefix, strip: p.way.rowPrefix, done: p.noRows}
 		err := march(local, rows, remote, p.lp, func(it item, late bool) bool {
 			if late {
 				// Out of key order: look the other sides up for this name.
@@ -201,7 +212,7 @@ func (p *pass) changedSource(names []string) source {
 				w := p.walker()
 				local = func(y func(localFile) bool) { w.walk(name, y) }
 			}
-			rows := &rowCursor{jr: p.e.jr, mapping: p.m.ID, prefix: p.strip() + name + "/", strip: p.strip()}
+			rows := &rowCursor{jr: p.e.jr, mapping: p.m.ID, prefix: p.way.rowPrefix + name + "/", strip: p.way.rowPrefix}
 			stop := false
 			if err := march(local, rows, nil, p.lp, func(it item, _ bool) bool {
 				stop = !yield(it, sc)
@@ -222,7 +233,7 @@ func (p *pass) lookupRow(it *item) {
 		return
 	}
 	recs, found := make([]journal.Record, 1), make([]bool, 1)
-	if p.e.jr.Lookup(p.m.ID, journal.Files, []string{p.strip() + it.name}, recs, found) == nil && found[0] {
+	if p.e.jr.Lookup(p.m.ID, journal.Files, []string{p.way.rowPrefix + it.name}, recs, found) == nil && found[0] {
 		it.row = &recs[0]
 	}
 }
@@ -246,7 +257,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 			if sc.localWalked && it.local == nil && p.underProblem(it.name) {
 				sc.localWalked = false // not seen is not gone
 			}
-			d := p.decide(it, sc)
+			d := p.way.decide(it, sc)
 			switch d.act {
 			case actSkip:
 				return true
@@ -259,7 +270,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 				if p.po.DryRun {
 					return true
 				}
-				p.w.Add(journal.Entry{Key: p.strip() + it.name, Delete: true})
+				p.w.Add(journal.Entry{Key: p.way.rowPrefix + it.name, Delete: true})
 				p.succeeded(it.name)
 				return true
 			}
@@ -285,14 +296,10 @@ func (p *pass) run(ctx context.Context, src source) error {
 			return
 		}
 		var out outcome
-		switch {
-		case j.d.act == actRefuse:
-			_, err := keys.Rel(p.m.Prefix, j.it.remote.Key)
-			out.err = err
-		case p.m.Direction == Egress:
-			out = p.upload(ctx, j)
-		default:
-			out = p.download(ctx, j, release)
+		if j.d.act == actRefuse {
+			_, out.err = keys.Rel(p.m.Prefix, j.it.remote.Key)
+		} else {
+			out = p.way.transfer(ctx, j, release)
 		}
 		if p.record(j, out) {
 			cancel(out.err)
@@ -326,9 +333,9 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 	switch {
 	case err == nil:
 		if out.row != nil {
-			p.w.Add(journal.Entry{Key: p.strip() + name, Record: *out.row})
+			p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Record: *out.row})
 		} else if out.prune {
-			p.w.Add(journal.Entry{Key: p.strip() + name, Delete: true})
+			p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Delete: true})
 		}
 		p.succeeded(name)
 		if out.bytes >= 0 && out.row != nil {
@@ -339,7 +346,7 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		// once per version of the object.
 		p.stats.refuse(err)
 		o := j.it.remote0()
-		p.w.Add(journal.Entry{Key: p.strip() + name, Record: journal.Record{Size: o.Size, ETag: o.ETag, Refused: true}})
+		p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Record: journal.Record{Size: o.Size, ETag: o.ETag, Refused: true}})
 		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
 	case errors.Is(err, diskguard.ErrQuota) || errors.Is(err, diskguard.ErrFreeSpace):
 		p.stats.refuse(err) // retried every pass
