@@ -3,6 +3,7 @@ package datasync
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -30,10 +31,11 @@ type walkProblem struct {
 
 // walker yields the regular files under a directory in key order: the byte
 // order of their slash-separated relative paths, which is the order S3 lists
-// keys in and the journal stores rows in. Each directory is read whole and
-// sorted, a directory's name sorting as if it ended with "/" (so "a-b" comes
-// before the files of "a/"); memory is bounded by the biggest directory, not
-// by the tree. Symlinks are not followed. An entry that cannot be read never
+// keys in and the journal stores rows in. Each directory's entries are read
+// (a batch at a time: os.Root stats them as it reads) and kept as names and
+// stats only, then sorted, a directory's name sorting as if it ended with "/"
+// (so "a-b" comes before the files of "a/"). Memory is bounded by the biggest
+// directory and its parents (about 100 bytes an entry), not by the tree. Symlinks are not followed. An entry that cannot be read never
 // stops the walk: it is handed to problem and the walk goes on.
 type walker struct {
 	root    *os.Root
@@ -55,33 +57,53 @@ func (w *walker) walk(dir string, yield func(localFile) bool) bool {
 		w.problem(walkProblem{name: dir, err: fmt.Errorf("open directory: %w", err)})
 		return true
 	}
-	entries, err := f.ReadDir(-1)
-	f.Close()
-	if err != nil {
-		// What was read is used; the rest waits for a later pass.
-		w.problem(walkProblem{name: dir, err: fmt.Errorf("read directory: %w", err)})
-	}
+	// Names, types and stats only: a DirEntry and its FileInfo each would
+	// cost about three times more for a big directory.
 	type ent struct {
-		sortKey string
-		de      fs.DirEntry
+		key string // the name, with "/" appended for a directory
+		typ fs.FileMode
+		st  stablefile.Stat
+		err error
 	}
-	list := make([]ent, 0, len(entries))
-	for _, de := range entries {
-		k := de.Name()
-		if de.IsDir() {
-			k += "/"
+	var list []ent
+	for {
+		batch, err := f.ReadDir(walkBatch)
+		for _, de := range batch {
+			e := ent{key: de.Name(), typ: de.Type()}
+			switch {
+			case de.IsDir():
+				e.key += "/"
+			case e.typ.IsRegular():
+				// Already stat'ed by ReadDir (a directory opened in an
+				// os.Root): no second system call.
+				var fi fs.FileInfo
+				if fi, e.err = de.Info(); e.err == nil {
+					e.st = stablefile.StatOf(fi)
+				}
+			}
+			list = append(list, e)
 		}
-		list = append(list, ent{k, de})
+		if err == io.EOF || err == nil && len(batch) == 0 {
+			break
+		}
+		if err != nil {
+			// What was read is used; the rest waits for a later pass
+			// (nothing under dir is taken for deleted meanwhile).
+			w.problem(walkProblem{name: dir, err: fmt.Errorf("read directory: %w", err)})
+			break
+		}
 	}
-	entries = nil
-	slices.SortFunc(list, func(a, b ent) int { return strings.Compare(a.sortKey, b.sortKey) })
-	for _, e := range list {
-		name := e.de.Name()
+	f.Close()
+	slices.SortFunc(list, func(a, b ent) int { return strings.Compare(a.key, b.key) })
+	for i := range list {
+		e := list[i]
+		list[i] = ent{} // yielded: let the name go
+		name := strings.TrimSuffix(e.key, "/")
 		rel := name
 		if dir != "." {
 			rel = dir + "/" + name
 		}
-		switch t := e.de.Type(); {
+		switch t := e.typ; {
 		case t.IsDir():
 			if !w.walk(rel, yield) {
 				return false
@@ -98,14 +120,13 @@ func (w *walker) walk(dir string, yield func(localFile) bool) bool {
 				w.problem(walkProblem{name: rel, err: fmt.Errorf("%w: name is not UTF-8", errUnusableName)})
 				continue
 			}
-			fi, err := e.de.Info()
-			if err != nil {
-				if !isNotExist(err) { // gone since ReadDir: nothing to report
-					w.problem(walkProblem{name: rel, err: err})
+			if e.err != nil {
+				if !isNotExist(e.err) { // gone since it was listed: nothing to report
+					w.problem(walkProblem{name: rel, err: e.err})
 				}
 				continue
 			}
-			if !yield(localFile{name: rel, stat: stablefile.StatOf(fi)}) {
+			if !yield(localFile{name: rel, stat: e.st}) {
 				return false
 			}
 		}
@@ -138,3 +159,6 @@ func statLocal(root *os.Root, name string) (st stablefile.Stat, ok, isDir bool, 
 func isNotExist(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
+
+// walkBatch is how many directory entries are read at once.
+const walkBatch = 256
