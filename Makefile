@@ -12,7 +12,7 @@ VERSITYGW_VERSION := v1.8.0
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build demo test test-unit lint proto proto-check tools versitygw bench clean
+.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw bench clean
 .PHONY: rpm-tarball rpm install uninstall clean-rpm
 
 all: build
@@ -34,6 +34,10 @@ test: build
 ## test-unit: tests that need no external service
 test-unit:
 	$(GO) test $(GOFLAGS_BUILD) -count=1 -short ./...
+
+## test-race: the sync engine and the worker under the race detector (needs cgo: gcc)
+test-race:
+	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -race -count=1 -timeout 20m ./sync/... ./worker/...
 
 ## lint: gofmt and go vet must be clean, and no build output is tracked
 lint:

@@ -26,7 +26,8 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	log.Info("starting device-worker", zap.String("version", version),
 		zap.String("socket", s.socketAddr), zap.String("client_id", s.clientID),
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
-		zap.Duration("sync_interval", s.syncInterval))
+		zap.Duration("sync_interval", s.syncInterval), zap.Duration("rescan_interval", s.rescanInterval),
+		zap.Duration("reconcile_interval", s.reconcileInterval))
 
 	pods, err := podman.NewManager(podman.Config{
 		Socket:     s.podmanSocket,
@@ -37,12 +38,18 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	reconcile := s.reconcileInterval
+	if reconcile == 0 {
+		reconcile = -1 // the engine reads 0 as its default
+	}
 	engine, err := datasync.New(datasync.Options{
-		StateDir:     filepath.Join(s.dataDir, "sync"),
-		Interval:     s.syncInterval,
-		Concurrency:  s.syncConcurrency,
-		DefaultQuota: s.ingressQuota,
-		MinFreeBytes: s.minFreeBytes,
+		StateDir:          filepath.Join(s.dataDir, "sync"),
+		Interval:          s.syncInterval,
+		WatchedInterval:   s.rescanInterval,
+		ReconcileInterval: reconcile,
+		Concurrency:       s.syncConcurrency,
+		DefaultQuota:      s.ingressQuota,
+		MinFreeBytes:      s.minFreeBytes,
 	}, log.Named("sync"))
 	if err != nil {
 		return fmt.Errorf("open the sync journal: %w", err)

@@ -14,6 +14,11 @@ const (
 	defaultPodmanSocket = "unix:///run/podman/podman.sock"
 	defaultSyncInterval = 15 * time.Second
 	defaultShutdownSync = 20 * time.Second
+	// defaultRescanInterval is the safety-net pass of a mapping whose
+	// changes a healthy file-system watcher reports; defaultSyncInterval
+	// stays the pass of mappings no watcher covers.
+	defaultRescanInterval    = 5 * time.Minute
+	defaultReconcileInterval = time.Hour
 )
 
 // settings are the worker's inputs: yggd's YGG_* variables and the
@@ -27,6 +32,10 @@ type settings struct {
 	dataDir      string
 	podmanSocket string
 	syncInterval time.Duration
+	// rescanInterval is the full pass of watched mappings; reconcileInterval
+	// the pass that compares with the bucket too (0 = never).
+	rescanInterval    time.Duration
+	reconcileInterval time.Duration
 
 	syncConcurrency int           // parallel transfers; 0 = the engine's default
 	ingressQuota    int64         // bytes per ingress mapping; 0 = unlimited
@@ -51,6 +60,10 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.StringVar(&s.podmanSocket, "podman-socket", env("FLOTTA_PODMAN_SOCKET", defaultPodmanSocket), "podman service socket (env FLOTTA_PODMAN_SOCKET)")
 	interval := env("FLOTTA_SYNC_INTERVAL", defaultSyncInterval.String())
 	fs.StringVar(&interval, "sync-interval", interval, "time between synchronisation passes, a Go duration (env FLOTTA_SYNC_INTERVAL)")
+	rescan := env("FLOTTA_RESCAN_INTERVAL", defaultRescanInterval.String())
+	fs.StringVar(&rescan, "rescan-interval", rescan, "time between full passes of a data path a healthy file-system watcher covers, a Go duration (env FLOTTA_RESCAN_INTERVAL)")
+	reconcile := env("FLOTTA_RECONCILE_INTERVAL", defaultReconcileInterval.String())
+	fs.StringVar(&reconcile, "reconcile-interval", reconcile, "time between reconcile passes that compare each data path with the bucket, a Go duration, 0 = never (env FLOTTA_RECONCILE_INTERVAL)")
 	concurrency := env("FLOTTA_SYNC_CONCURRENCY", "0")
 	fs.StringVar(&concurrency, "sync-concurrency", concurrency, "parallel transfers, 0 = default (env FLOTTA_SYNC_CONCURRENCY)")
 	quota := env("FLOTTA_INGRESS_QUOTA", "0")
@@ -73,6 +86,12 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 		return settings{}, fmt.Errorf("sync interval %q: want a positive Go duration such as 15s", interval)
 	}
 	s.syncInterval = d
+	if s.rescanInterval, err = time.ParseDuration(rescan); err != nil || s.rescanInterval <= 0 {
+		return settings{}, fmt.Errorf("rescan interval %q: want a positive Go duration such as 5m", rescan)
+	}
+	if s.reconcileInterval, err = time.ParseDuration(reconcile); err != nil || s.reconcileInterval < 0 {
+		return settings{}, fmt.Errorf("reconcile interval %q: want a Go duration such as 1h, 0 for never", reconcile)
+	}
 	if s.shutdownSync, err = time.ParseDuration(shutdown); err != nil || s.shutdownSync < 0 {
 		return settings{}, fmt.Errorf("shutdown sync timeout %q: want a Go duration such as 20s", shutdown)
 	}

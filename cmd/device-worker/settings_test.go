@@ -18,15 +18,19 @@ func TestSettingsFromEnvironmentAndFlags(t *testing.T) {
 	s, err := parseSettings(nil, env)
 	require.NoError(t, err)
 	assert.Equal(t, settings{socketAddr: "unix:@yggd-dispatcher-x", clientID: "dev1", logLevel: "DEBUG",
-		dataDir: "/tmp/d", podmanSocket: defaultPodmanSocket, syncInterval: 2 * time.Second, shutdownSync: defaultShutdownSync}, s)
+		dataDir: "/tmp/d", podmanSocket: defaultPodmanSocket, syncInterval: 2 * time.Second, shutdownSync: defaultShutdownSync,
+		rescanInterval: defaultRescanInterval, reconcileInterval: time.Hour}, s)
 
 	s, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_SYNC_CONCURRENCY": "4",
-		"FLOTTA_INGRESS_QUOTA": "1048576", "FLOTTA_MIN_FREE": "-1", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "0"}))
+		"FLOTTA_INGRESS_QUOTA": "1048576", "FLOTTA_MIN_FREE": "-1", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "0",
+		"FLOTTA_RESCAN_INTERVAL": "10m", "FLOTTA_RECONCILE_INTERVAL": "0"}))
 	require.NoError(t, err)
 	assert.Equal(t, 4, s.syncConcurrency)
 	assert.Equal(t, int64(1<<20), s.ingressQuota)
 	assert.Equal(t, int64(-1), s.minFreeBytes)
 	assert.Zero(t, s.shutdownSync)
+	assert.Equal(t, 10*time.Minute, s.rescanInterval)
+	assert.Zero(t, s.reconcileInterval)
 
 	s, err = parseSettings([]string{"--data-dir", "/other", "--sync-interval", "1m"}, env)
 	require.NoError(t, err)
@@ -43,7 +47,8 @@ func TestSettingsErrors(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "sync interval")
 
-	for name, value := range map[string]string{"FLOTTA_SYNC_CONCURRENCY": "many", "FLOTTA_INGRESS_QUOTA": "-5", "FLOTTA_MIN_FREE": "1G", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "later"} {
+	for name, value := range map[string]string{"FLOTTA_SYNC_CONCURRENCY": "many", "FLOTTA_INGRESS_QUOTA": "-5", "FLOTTA_MIN_FREE": "1G", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "later",
+		"FLOTTA_RESCAN_INTERVAL": "0", "FLOTTA_RECONCILE_INTERVAL": "-1h"} {
 		_, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", name: value}))
 		assert.Error(t, err, name)
 	}

@@ -4,7 +4,9 @@
 //	flotta-sync pull s3://BUCKET/PREFIX DIR   download new and changed objects
 //
 // It keeps the same journal as the worker (under --state), so a second run
-// moves only what changed. Credentials come from AWS_ACCESS_KEY_ID and
+// moves only what changed. --reconcile also compares with the other side
+// (repairing objects or files deleted behind its back); --dry-run lists what
+// a run would do and changes nothing. Credentials come from AWS_ACCESS_KEY_ID and
 // AWS_SECRET_ACCESS_KEY.
 package main
 
@@ -24,6 +26,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -48,14 +51,14 @@ func main() {
 	if p := os.Getenv("FLOTTA_SYNC_CPUPROFILE"); p != "" {
 		if f, err := os.Create(p); err == nil {
 			if pprof.StartCPUProfile(f) == nil {
-				code := run(os.Args[1:], os.Stderr)
+				code := run(os.Args[1:], os.Stdout, os.Stderr)
 				pprof.StopCPUProfile()
 				f.Close()
 				os.Exit(code)
 			}
 		}
 	}
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 type config struct {
@@ -71,6 +74,8 @@ type config struct {
 	maxBytes    int64
 	minFree     int64
 	verbose     bool
+	reconcile   bool
+	dryRun      bool
 }
 
 func parse(args []string, stderr io.Writer) (*config, error) {
@@ -86,6 +91,8 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.Int64Var(&c.maxBytes, "max-bytes", 0, "pull: bytes DIR may hold (0 = no quota)")
 	fs.Int64Var(&c.minFree, "min-free", -1, "pull: bytes to keep free on DIR's file system (-1 = engine default: max(512 MiB, 5%))")
 	fs.BoolVar(&c.verbose, "v", false, "log every pass")
+	fs.BoolVar(&c.reconcile, "reconcile", false, "compare with the other side too: upload again objects deleted or replaced in the bucket (push), download again files deleted locally (pull); costs one LIST per 1,000 objects")
+	fs.BoolVar(&c.dryRun, "dry-run", false, "list what would be uploaded, downloaded, refused or skipped for the disk guard, and change nothing")
 	if len(args) == 0 {
 		fs.Usage()
 		return nil, errors.New("missing command")
@@ -169,7 +176,9 @@ func stateDir(c *config) (string, error) {
 	return filepath.Join(home, ".local", "state", "flotta-sync"), nil
 }
 
-func run(args []string, stderr io.Writer) int {
+// run runs the command; a dry run's list goes to stdout, everything else to
+// stderr. It returns the exit code: 0 done, 1 failed, 2 bad usage.
+func run(args []string, stdout, stderr io.Writer) int {
 	c, err := parse(args, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "flotta-sync:", err)
@@ -184,6 +193,30 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "flotta-sync:", err)
 		return 2
+	}
+	if c.dir == datasync.Egress {
+		// The worker waits for a source its workload has not written yet;
+		// for a command, a source that is not there is a mistake.
+		if fi, err := os.Stat(c.local); err != nil {
+			fmt.Fprintf(stderr, "flotta-sync: push: source %s: %v\n", c.local, errors.Unwrap(err))
+			return 2
+		} else if !fi.IsDir() {
+			fmt.Fprintf(stderr, "flotta-sync: push: source %s is not a directory\n", c.local)
+			return 2
+		}
+	}
+	if c.dryRun {
+		// A dry run writes no journal: without one yet, plan against an
+		// empty one that is thrown away.
+		if _, err := os.Stat(filepath.Join(state, "sync-journal.db")); err != nil {
+			tmp, err := os.MkdirTemp("", "flotta-sync-dry-run-")
+			if err != nil {
+				fmt.Fprintln(stderr, "flotta-sync:", err)
+				return 1
+			}
+			defer os.RemoveAll(tmp)
+			state = tmp
+		}
 	}
 	level := zapcore.WarnLevel
 	if c.verbose {
@@ -227,7 +260,10 @@ func run(args []string, stderr io.Writer) int {
 	if isTerminal(stderr) {
 		go progress(stderr, counter, start, done)
 	}
-	err = eng.SyncNow(ctx, id)
+	if c.dryRun {
+		return dryRun(ctx, eng, id, c, stdout, stderr, done)
+	}
+	err = eng.Sync(ctx, datasync.PassOptions{Reconcile: c.reconcile}, id)
 	close(done)
 
 	st := eng.Status()[0]
@@ -247,6 +283,52 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	case st.Pending > 0 || st.Refused > 0:
 		fmt.Fprintln(stderr, "flotta-sync:", st.LastError)
+		return 1
+	}
+	return 0
+}
+
+// dryRun plans one pass, lists its actions on stdout and a summary on stderr.
+func dryRun(ctx context.Context, eng *datasync.Engine, id string, c *config, stdout, stderr io.Writer, done chan struct{}) int {
+	counts := map[string]int{}
+	var bytes int64
+	var unreadable int64
+	var mu sync.Mutex
+	err := eng.Sync(ctx, datasync.PassOptions{Reconcile: c.reconcile, DryRun: true, Report: func(p datasync.Planned) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p.Action == "summary" {
+			unreadable = p.Size
+			return
+		}
+		counts[p.Action]++
+		if p.Action == "upload" || p.Action == "adopt" || p.Action == "download" {
+			bytes += p.Size
+		}
+		path := p.Key
+		if c.dir == datasync.Ingress {
+			path = p.Key + " -> " + filepath.Join(c.local, filepath.FromSlash(p.Path))
+		}
+		fmt.Fprintf(stdout, "%-10s %s (%s): %s\n", p.Action, path, humanBytes(p.Size), p.Why)
+	}}, id)
+	close(done)
+	move := counts["upload"] + counts["adopt"]
+	verb := "upload"
+	if c.dir == datasync.Ingress {
+		move, verb = counts["download"], "download"
+	}
+	fmt.Fprintf(stderr, "dry run: would %s %d files, %s", verb, move, humanBytes(bytes))
+	if n := counts["adopt"]; n > 0 {
+		fmt.Fprintf(stderr, " (%d of them kept as they are if the bucket already holds them)", n)
+	}
+	fmt.Fprintf(stderr, "; %d refused; %d skipped for the disk guard; %d journal rows to forget", counts["refuse"]+counts["refused"],
+		counts["disk-guard"], counts["prune"])
+	if unreadable > 0 {
+		fmt.Fprintf(stderr, "; %d entries could not be read", unreadable)
+	}
+	fmt.Fprintln(stderr, "; nothing changed")
+	if err != nil {
+		fmt.Fprintln(stderr, "flotta-sync:", err)
 		return 1
 	}
 	return 0

@@ -27,17 +27,17 @@ func TestPushPull(t *testing.T) {
 	time.Sleep(60 * time.Millisecond)
 
 	var out bytes.Buffer
-	code := run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out)
+	code := run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out, &out)
 	require.Equal(t, 0, code, out.String())
 	assert.Regexp(t, `uploaded 2 files, 2\.0 KiB; \d+ S3 requests`, out.String())
 
 	out.Reset()
-	code = run([]string{"push", "--endpoint", srv.URL(), "--state", state, src, "s3://bkt/some/prefix"}, &out)
+	code = run([]string{"push", "--endpoint", srv.URL(), "--state", state, src, "s3://bkt/some/prefix"}, &out, &out)
 	require.Equal(t, 0, code, out.String())
 	assert.Contains(t, out.String(), "uploaded 0 files, 0 B; 0 S3 requests")
 
 	out.Reset()
-	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--concurrency", "2", "--min-free", "0"}, &out)
+	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--concurrency", "2", "--min-free", "0"}, &out, &out)
 	require.Equal(t, 0, code, out.String())
 	got, err := os.ReadFile(filepath.Join(dst, "d", "a"))
 	require.NoError(t, err)
@@ -48,9 +48,9 @@ func TestPushPull(t *testing.T) {
 	out.Reset()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "big"), bytes.Repeat([]byte("y"), 10000), 0o644))
 	time.Sleep(60 * time.Millisecond)
-	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out))
+	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out, &out))
 	out.Reset()
-	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--max-bytes", "5000"}, &out)
+	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--max-bytes", "5000"}, &out, &out)
 	assert.Equal(t, 1, code, "a refused download is a failure for the CLI")
 	assert.Contains(t, out.String(), "1 refused")
 }
@@ -62,13 +62,13 @@ func TestFailures(t *testing.T) {
 	var out bytes.Buffer
 
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
-	assert.Equal(t, 2, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL()}, &out))
+	assert.Equal(t, 2, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL()}, &out, &out))
 	assert.Contains(t, out.String(), "AWS_ACCESS_KEY_ID")
 
 	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
 	out.Reset()
-	assert.Equal(t, 1, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--state", state}, &out))
+	assert.Equal(t, 1, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--state", state}, &out, &out))
 	assert.NotContains(t, out.String(), "not-the-secret")
 
 	for _, args := range [][]string{
@@ -78,7 +78,7 @@ func TestFailures(t *testing.T) {
 		{"push", src, "s3://bkt/p", "--endpoint", "ftp://x"},
 	} {
 		out.Reset()
-		assert.Equal(t, 2, run(args, &out), "%v", args)
+		assert.Equal(t, 2, run(args, &out, &out), "%v", args)
 	}
 }
 
@@ -92,8 +92,70 @@ func TestTLSCAFile(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("tls"), 0o644))
 	time.Sleep(60 * time.Millisecond)
 	var out bytes.Buffer
-	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--ca-file", ca, "--state", state}, &out), out.String())
+	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--ca-file", ca, "--state", state}, &out, &out), out.String())
 	_, err := srv.Client().StatObject(context.Background(), "bkt", "p/a", minio.StatObjectOptions{})
 	require.NoError(t, err)
 	assert.Regexp(t, regexp.MustCompile(`uploaded 1 files`), out.String())
+}
+
+func TestPushMissingSourceIsAnError(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "a")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "b")
+	missing := filepath.Join(t.TempDir(), "nope")
+	var out bytes.Buffer
+	assert.Equal(t, 2, run([]string{"push", missing, "s3://bkt/p", "--endpoint", "http://127.0.0.1:1", "--state", t.TempDir()}, &out, &out))
+	assert.Contains(t, out.String(), "source "+missing+": no such file or directory")
+}
+
+func TestDryRunAndReconcile(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithBuckets("bkt"))
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
+	src, dst, state := t.TempDir(), filepath.Join(t.TempDir(), "dst"), t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("hello"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "big"), bytes.Repeat([]byte("y"), 10000), 0o644))
+	time.Sleep(60 * time.Millisecond)
+	flags := []string{"--endpoint", srv.URL(), "--state", state}
+	cli := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := run(append(args, flags...), &stdout, &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+	keys := func() []string {
+		var out []string
+		for o := range srv.Client().ListObjects(context.Background(), "bkt", minio.ListObjectsOptions{Recursive: true}) {
+			out = append(out, o.Key)
+		}
+		return out
+	}
+
+	code, list, summary := cli("push", "--dry-run", src, "s3://bkt/p")
+	require.Equal(t, 0, code, summary)
+	assert.Contains(t, list, "upload     p/a (5 B): new file")
+	assert.Contains(t, summary, "dry run: would upload 2 files")
+	assert.Empty(t, keys(), "a dry run uploads nothing")
+	assert.NoFileExists(t, filepath.Join(state, "sync-journal.db"), "nor writes a journal")
+
+	code, _, summary = cli("push", src, "s3://bkt/p")
+	require.Equal(t, 0, code, summary)
+
+	code, list, summary = cli("pull", "--dry-run", "s3://bkt/p", dst, "--max-bytes", "5000")
+	require.Equal(t, 0, code, summary)
+	assert.Contains(t, list, "download   p/a -> "+filepath.Join(dst, "a"))
+	assert.Contains(t, list, "disk-guard p/big")
+	assert.Contains(t, summary, "would download 1 files, 5 B; 0 refused; 1 skipped for the disk guard")
+	assert.NoDirExists(t, dst, "a dry run writes no local file")
+
+	// An object deleted behind the device's back: only a reconcile sees it.
+	require.NoError(t, srv.Client().RemoveObject(context.Background(), "bkt", "p/a", minio.RemoveObjectOptions{}))
+	code, _, summary = cli("push", src, "s3://bkt/p")
+	require.Equal(t, 0, code, summary)
+	assert.Contains(t, summary, "uploaded 0 files")
+	code, list, summary = cli("push", "--dry-run", "--reconcile", src, "s3://bkt/p")
+	require.Equal(t, 0, code, summary)
+	assert.Contains(t, list, "object missing from the bucket")
+	code, _, summary = cli("push", "--reconcile", src, "s3://bkt/p")
+	require.Equal(t, 0, code, summary)
+	assert.Contains(t, summary, "uploaded 1 files")
+	assert.Equal(t, []string{"p/a", "p/big"}, keys())
 }

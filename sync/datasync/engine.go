@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -19,7 +20,9 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
+	"github.com/project-flotta/flotta-device-worker/sync/keys"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 )
 
 // ErrUnknownMapping is returned by SyncNow for an id Configure did not name.
@@ -41,10 +44,16 @@ type Engine struct {
 	settle         time.Duration
 	backoffBase    time.Duration
 	backoffCeiling time.Duration
+	walkFault      func(dir string) error
+	onPass         func(id string, po PassOptions, partial bool)
+
+	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
+	// an in-memory bucket).
+	newBackend func(ep *Endpoint) (Backend, error)
 
 	mu       sync.Mutex
 	ep       *Endpoint
-	client   *minio.Client
+	backend  Backend
 	maps     map[string]*mapState
 	base     context.Context // cancelled by Close and RemoveAll
 	cancel   context.CancelFunc
@@ -58,7 +67,8 @@ type Engine struct {
 // mapState is one mapping and what the engine remembers of it in memory:
 // status and per-file retry backoff (the journal holds everything else).
 type mapState struct {
-	m    Mapping
+	id   string     // m.ID, never written after creation: read without locks
+	m    Mapping    // guarded by mu (written by Configure)
 	pass sync.Mutex // held for a whole pass: never two passes of one mapping
 	// prompt (guarded by Engine.mu) says the mapping is new or its endpoint
 	// changed and no pass has started since: Run starts one at once instead
@@ -66,6 +76,14 @@ type mapState struct {
 	prompt bool
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// watched (guarded by Engine.mu) says a healthy watcher reports the
+	// mapping's changes (SetWatched): Run's safety-net pass is then due
+	// every Options.WatchedInterval instead of every Interval.
+	watched bool
+	// lastFull and lastReconcile (guarded by Engine.mu) are when Run last
+	// started a full pass and a reconcile pass of the mapping.
+	lastFull, lastReconcile time.Time
 
 	mu           sync.Mutex // guards the fields below
 	status       MappingStatus
@@ -91,6 +109,13 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.WatchedInterval <= 0 {
+		opts.WatchedInterval = DefaultWatchedInterval
+	}
+	opts.WatchedInterval = max(opts.WatchedInterval, opts.Interval)
+	if opts.ReconcileInterval == 0 {
+		opts.ReconcileInterval = DefaultReconcileInterval
 	}
 	switch {
 	case opts.MinFreeBytes == 0:
@@ -126,6 +151,17 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		maps:           map[string]*mapState{},
 		kick:           make(chan struct{}, 1),
 	}
+	e.newBackend = func(ep *Endpoint) (Backend, error) {
+		client, err := s3client.New(s3client.Config{
+			Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
+			AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
+			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return minioBackend{client}, nil
+	}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	return e, nil
 }
@@ -159,14 +195,10 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 	}
 	endpointChanged := !sameEndpoint(e.ep, ep)
 	if endpointChanged {
-		var client *minio.Client
+		var be Backend
 		if ep != nil {
 			var err error
-			client, err = s3client.New(s3client.Config{
-				Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
-				AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
-				Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency,
-			})
+			be, err = e.newBackend(ep)
 			if err != nil {
 				e.mu.Unlock()
 				return err
@@ -175,7 +207,7 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 			cp.CAPEM = slices.Clone(ep.CAPEM)
 			ep = &cp
 		}
-		e.ep, e.client = ep, client
+		e.ep, e.backend = ep, be
 		e.log.Info("sync endpoint configured", zap.Stringer("endpoint", endpointString{ep}))
 	}
 	var removed []*mapState
@@ -190,7 +222,7 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 			next[m.ID] = old
 			continue
 		}
-		ms := &mapState{m: m, retry: map[string]*retryState{}, prompt: true,
+		ms := &mapState{id: m.ID, m: m, retry: map[string]*retryState{}, prompt: true, lastReconcile: time.Now(),
 			status: MappingStatus{ID: m.ID, Direction: m.Direction, LocalDir: m.LocalDir, Bucket: m.Bucket, Prefix: m.Prefix}}
 		ms.ctx, ms.cancel = context.WithCancel(e.base)
 		next[m.ID] = ms
@@ -215,7 +247,7 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 	for _, old := range removed {
 		old.pass.Lock()
 		old.pass.Unlock() //nolint:staticcheck // waiting for the pass to end
-		e.log.Info("sync mapping removed", zap.String("mapping", old.m.ID))
+		e.log.Info("sync mapping removed", zap.String("mapping", old.id))
 	}
 	if e.opts.KeepUnknownMappings {
 		return nil
@@ -272,10 +304,14 @@ func (s endpointString) String() string {
 	return s.ep.String()
 }
 
-// Run runs a pass of every mapping each Interval (plus up to 10% jitter) until
-// ctx is done, then waits for the passes in flight and returns nil. A mapping
-// still busy with its previous pass is skipped for that round. A mapping
-// Configure added, or whose endpoint changed, gets a pass at once.
+// Run runs passes until ctx is done, then waits for the passes in flight and
+// returns nil. Every Interval (plus up to 10% jitter) each mapping gets a
+// full pass: its safety net, which for egress costs no S3 request when
+// nothing changed. A mapping whose changes a healthy watcher reports
+// (SetWatched) gets it every WatchedInterval instead. Every
+// ReconcileInterval the pass is a reconcile (PassOptions.Reconcile). A
+// mapping still busy with its previous pass is skipped for that round. A
+// mapping Configure added, or whose endpoint changed, gets a pass at once.
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -295,25 +331,37 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// startPasses starts a pass of every mapping (only those owed a prompt pass
-// when onlyPrompt) that is not busy with one.
+// startPasses starts a pass of every mapping that is due (only those owed a
+// prompt pass when onlyPrompt) and not busy with one.
 func (e *Engine) startPasses(ctx context.Context, wg *sync.WaitGroup, onlyPrompt bool) {
+	now := time.Now()
 	for _, ms := range e.mappings(nil) {
-		if onlyPrompt {
-			e.mu.Lock()
-			owed := ms.prompt
-			e.mu.Unlock()
-			if !owed {
-				continue
-			}
+		e.mu.Lock()
+		due := ms.prompt
+		if !onlyPrompt && !due {
+			// A tenth of the interval of slack: the timer's jitter must not
+			// push a watched mapping's pass to the next round.
+			due = !ms.watched || now.Sub(ms.lastFull) >= e.opts.WatchedInterval-e.opts.Interval/10
+		}
+		reconcile := e.opts.ReconcileInterval > 0 && now.Sub(ms.lastReconcile) >= e.opts.ReconcileInterval
+		e.mu.Unlock()
+		if !due && !reconcile {
+			continue
 		}
 		if !ms.pass.TryLock() {
 			continue // busy: the pass in flight wakes Run up again when it ends
 		}
+		e.mu.Lock()
+		ms.lastFull = now
+		if reconcile {
+			ms.lastReconcile = now
+		}
+		e.mu.Unlock()
 		wg.Go(func() {
 			defer e.endPass(ms)
-			if err := e.passLocked(ctx, ms, false); err != nil && ctx.Err() == nil {
-				e.log.Debug("sync pass failed", zap.String("mapping", ms.m.ID), zap.Error(err))
+			err := e.passLocked(ctx, ms, false, PassOptions{Reconcile: reconcile}, nil)
+			if err != nil && ctx.Err() == nil {
+				e.log.Debug("sync pass failed", zap.String("mapping", ms.id), zap.Error(err))
 			}
 		})
 	}
@@ -324,7 +372,7 @@ func (e *Engine) startPasses(ctx context.Context, wg *sync.WaitGroup, onlyPrompt
 func (e *Engine) endPass(ms *mapState) {
 	ms.pass.Unlock()
 	e.mu.Lock()
-	owed := ms.prompt && e.ep != nil && e.maps[ms.m.ID] == ms
+	owed := ms.prompt && e.ep != nil && e.maps[ms.id] == ms
 	e.mu.Unlock()
 	if owed {
 		e.wake()
@@ -343,10 +391,16 @@ func (e *Engine) wake() {
 // ignoring retry backoff, and waits for them. A pass already running is waited
 // for first, so SyncNow always covers changes made before it was called.
 func (e *Engine) SyncNow(ctx context.Context, ids ...string) error {
+	return e.Sync(ctx, PassOptions{}, ids...)
+}
+
+// Sync is SyncNow with options: a reconcile, or a dry run that only reports
+// (through po.Report) what a pass would do and changes nothing.
+func (e *Engine) Sync(ctx context.Context, po PassOptions, ids ...string) error {
 	list := e.mappings(ids)
 	if len(ids) > 0 && len(list) != len(ids) {
 		for _, id := range ids {
-			if !slices.ContainsFunc(list, func(ms *mapState) bool { return ms.m.ID == id }) {
+			if !slices.ContainsFunc(list, func(ms *mapState) bool { return ms.id == id }) {
 				return fmt.Errorf("sync %s: %w", id, ErrUnknownMapping)
 			}
 		}
@@ -357,11 +411,44 @@ func (e *Engine) SyncNow(ctx context.Context, ids ...string) error {
 		wg.Go(func() {
 			ms.pass.Lock()
 			defer e.endPass(ms)
-			errs[i] = e.passLocked(ctx, ms, true)
+			errs[i] = e.passLocked(ctx, ms, true, po, nil)
 		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Changed runs the decision for just the named paths of a mapping (slash
+// separated, relative to its directory) and moves what differs, without
+// listing the bucket nor walking the rest of the tree: what a watcher calls
+// with a batch of changed paths. A path that is a directory, or that is gone,
+// covers everything under it. It waits for a pass in flight first. Retry
+// backoff applies.
+func (e *Engine) Changed(ctx context.Context, id string, rels []string) error {
+	list := e.mappings([]string{id})
+	if len(list) == 0 {
+		return fmt.Errorf("sync %s: %w", id, ErrUnknownMapping)
+	}
+	names := sortNames(rels)
+	if len(names) == 0 {
+		return nil
+	}
+	ms := list[0]
+	ms.pass.Lock()
+	defer e.endPass(ms)
+	return e.passLocked(ctx, ms, false, PassOptions{}, names)
+}
+
+// SetWatched tells the engine whether a healthy watcher reports the changes
+// of a mapping (through Changed). While it does, Run's safety-net pass of the
+// mapping runs every Options.WatchedInterval instead of every Interval; a
+// watcher that overflowed or failed sets it back to false.
+func (e *Engine) SetWatched(id string, healthy bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ms := e.maps[id]; ms != nil {
+		ms.watched = healthy
+	}
 }
 
 // mappings returns the named mapping states (all when ids is empty), by id.
@@ -374,7 +461,7 @@ func (e *Engine) mappings(ids []string) []*mapState {
 			out = append(out, ms)
 		}
 	}
-	slices.SortFunc(out, func(a, b *mapState) int { return strings.Compare(a.m.ID, b.m.ID) })
+	slices.SortFunc(out, func(a, b *mapState) int { return strings.Compare(a.id, b.id) })
 	return out
 }
 
@@ -438,14 +525,15 @@ func (e *Engine) Close() error {
 
 // passStats collects what one pass did; its methods are safe for concurrent use.
 type passStats struct {
-	mu       sync.Mutex
-	files    int64
-	bytes    int64
-	pending  int64
-	refused  int64
-	failed   int64
-	firstErr error // of a failure
-	refusal  error // the first refusal
+	mu         sync.Mutex
+	files      int64
+	bytes      int64
+	pending    int64
+	refused    int64
+	failed     int64
+	unreadable int64
+	firstErr   error // of a failure
+	refusal    error // the first refusal
 }
 
 func (p *passStats) moved(n int64) {
@@ -456,6 +544,8 @@ func (p *passStats) moved(n int64) {
 }
 
 func (p *passStats) addPending() { p.mu.Lock(); p.pending++; p.mu.Unlock() }
+
+func (p *passStats) unreadableOne() { p.mu.Lock(); p.unreadable++; p.mu.Unlock() }
 
 func (p *passStats) refuse(err error) {
 	p.mu.Lock()
@@ -476,23 +566,30 @@ func (p *passStats) fail(err error) {
 	p.mu.Unlock()
 }
 
-// passLocked runs one pass of ms; the caller holds ms.pass.
-func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool) error {
+// passLocked runs one pass of ms; the caller holds ms.pass. names, when not
+// nil, limits the pass to those paths (Changed).
+func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po PassOptions, names []string) error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return errors.New("datasync: engine closed")
 	}
-	client, ep := e.client, e.ep
-	ms.prompt = false // this pass uses the current endpoint and mapping
+	be, ep := e.backend, e.ep
+	if names == nil && !po.DryRun {
+		ms.prompt = false // this pass uses the current endpoint and mapping
+	}
 	ms.mu.Lock()
 	m := ms.m
 	ms.mu.Unlock()
 	e.passes.Add(1)
 	e.runCount++
+	onPass := e.onPass
 	e.mu.Unlock()
+	if onPass != nil {
+		onPass(ms.id, po, names != nil)
+	}
 	defer e.passes.Done()
-	if client == nil {
+	if be == nil {
 		return nil // sync off
 	}
 
@@ -503,38 +600,101 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool) error
 	defer stop()
 
 	started := time.Now()
-	ms.mu.Lock()
-	ms.status.LastAttempt = started
-	ms.mu.Unlock()
+	if !po.DryRun {
+		ms.mu.Lock()
+		ms.status.LastAttempt = started
+		ms.mu.Unlock()
+	}
 
 	st := &passStats{}
-	var err error
-	fp := strings.Join([]string{string(m.Direction), ep.Host, fmt.Sprint(ep.Port), m.Bucket, m.Prefix, m.LocalDir}, "\x00")
-	listed, err := e.jr.Prepare(m.ID, fp)
-	if err == nil {
-		p := &pass{e: e, ms: ms, m: m, client: client, force: force, stats: st, started: started}
-		if m.Direction == Egress {
-			err = p.egress(ctx, !listed)
-		} else {
-			err = p.ingress(ctx)
+	p := &pass{e: e, ms: ms, m: m, be: be, force: force, po: po, stats: st, started: started, lp: keys.ListPrefix(m.Prefix)}
+	p.way = p.strategy()
+	err := p.prepare(ep, names != nil)
+	if err == nil && (p.dir != nil || m.Direction == Ingress) {
+		if p.dir != nil {
+			defer p.dir.Close()
+		}
+		src := p.fullSource(ctx)
+		if names != nil {
+			if p.dir == nil {
+				src = func(func(item, scope) bool) error { return nil }
+			} else {
+				src = p.changedSource(names)
+			}
+		}
+		err = p.run(ctx, src)
+		if err == nil && p.adopt && names == nil && !po.DryRun && st.failed == 0 {
+			err = e.jr.SetListed(m.ID)
 		}
 	}
 	if err == nil && st.failed > 0 {
 		err = fmt.Errorf("%s %s: %d files failed, first: %w", m.Direction, m.ID, st.failed, st.firstErr)
 	}
-	e.finishPass(ms, st, started, err)
+	if po.DryRun {
+		if po.Report != nil {
+			// The end of the plan, with what the walk could not read.
+			po.Report(Planned{Action: "summary", Why: fmt.Sprintf("%d unreadable", st.unreadable), Size: st.unreadable})
+		}
+		return err
+	}
+	e.finishPass(ms, m, st, started, names != nil, err)
 	return err
 }
 
-func (e *Engine) finishPass(ms *mapState, st *passStats, started time.Time, err error) {
+// prepare checks the journal belongs to the mapping and opens its directory.
+// An egress source that does not exist leaves p.dir nil: nothing written yet
+// is normal for a workload.
+func (p *pass) prepare(ep *Endpoint, partial bool) error {
+	m := p.m
+	fp := strings.Join([]string{string(m.Direction), ep.Host, fmt.Sprint(ep.Port), m.Bucket, m.Prefix, m.LocalDir}, "\x00")
+	if p.po.DryRun {
+		matches, listed, err := p.e.jr.Peek(m.ID, fp)
+		if err != nil {
+			return fmt.Errorf("read journal: %w", err)
+		}
+		if !matches {
+			// The journal holds nothing of this mapping: plan against an
+			// empty one (a mapping no journal knows is not in it).
+			p.noRows = true
+		}
+		p.adopt = !listed
+	} else {
+		listed, err := p.e.jr.Prepare(m.ID, fp)
+		if err != nil {
+			return err
+		}
+		p.adopt = !listed && !partial
+		p.w = p.e.jr.NewWriter(m.ID, journal.Files)
+	}
+	if m.Direction == Ingress {
+		return p.openIngress()
+	}
+	dir, err := safefs.Open(m.Root, m.LocalDir, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // nothing written yet: normal
+	}
+	if err != nil {
+		return fmt.Errorf("source directory: %w", err)
+	}
+	p.dir = dir
+	return nil
+}
+
+func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time.Time, partial bool, err error) {
 	now := time.Now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	s := &ms.status
-	s.FilesLastPass, s.BytesLastPass = st.files, st.bytes
 	s.FilesTotal += st.files
 	s.BytesTotal += st.bytes
-	s.Pending, s.Refused = st.pending, st.refused
+	if partial {
+		// A change event: it adds to what the last full pass found.
+		s.FilesLastPass += st.files
+		s.BytesLastPass += st.bytes
+	} else {
+		s.FilesLastPass, s.BytesLastPass = st.files, st.bytes
+		s.Pending, s.Refused, s.Unreadable = st.pending, st.refused, st.unreadable
+	}
 	s.OldestPending = time.Time{}
 	for _, r := range ms.retry {
 		if s.OldestPending.IsZero() || r.first.Before(s.OldestPending) {
@@ -544,73 +704,28 @@ func (e *Engine) finishPass(ms *mapState, st *passStats, started time.Time, err 
 	switch {
 	case err != nil:
 		s.LastError = err.Error()
+	case partial:
 	case st.refusal != nil:
 		s.LastError = st.refusal.Error() // the pass did what it could
+	case st.unreadable > 0:
+		s.LastError = fmt.Sprintf("%d entries could not be read (see the log)", st.unreadable)
 	default:
 		s.LastError = ""
 	}
 	if err == nil {
 		s.LastSuccess = now
 	}
-	fields := []zap.Field{zap.String("mapping", ms.m.ID), zap.String("direction", string(ms.m.Direction)),
+	fields := []zap.Field{zap.String("mapping", ms.id), zap.String("direction", string(m.Direction)),
 		zap.Int64("files", st.files), zap.Int64("bytes", st.bytes), zap.Int64("pending", st.pending),
-		zap.Int64("refused", st.refused), zap.Duration("took", now.Sub(started))}
+		zap.Int64("refused", st.refused), zap.Int64("unreadable", st.unreadable), zap.Duration("took", now.Sub(started))}
 	switch {
 	case err != nil:
 		e.log.Warn("sync pass failed", append(fields, zap.Error(err))...)
-	case st.files > 0 || st.refused > 0 || st.pending > 0:
+	case st.files > 0 || st.refused > 0 || st.pending > 0 || st.unreadable > 0:
 		e.log.Info("sync pass done", fields...)
 	default:
 		e.log.Debug("sync pass idle", fields...)
 	}
-}
-
-// due reports whether key may be tried now (its backoff has passed).
-func (p *pass) due(key string) bool {
-	if p.force {
-		return true
-	}
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	r := p.ms.retry[key]
-	return r == nil || !p.started.Before(r.next)
-}
-
-// failed records a failure of key and schedules its next try with
-// exponential backoff; transient says the next pass may try again at once.
-func (p *pass) failed(key string, transient bool) {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	r := p.ms.retry[key]
-	if r == nil {
-		r = &retryState{first: p.started}
-		p.ms.retry[key] = r
-	}
-	if transient {
-		r.next = time.Time{}
-		return
-	}
-	r.attempts++
-	d := p.e.backoffBase << min(r.attempts-1, 16)
-	d = min(d, p.e.backoffCeiling)
-	r.next = time.Now().Add(d)
-}
-
-func (p *pass) succeeded(key string) {
-	p.ms.mu.Lock()
-	delete(p.ms.retry, key)
-	p.ms.mu.Unlock()
-}
-
-// pass is the context of one pass of one mapping.
-type pass struct {
-	e       *Engine
-	ms      *mapState
-	m       Mapping
-	client  *minio.Client
-	force   bool
-	stats   *passStats
-	started time.Time
 }
 
 // execute runs do for every job from jobs, at most Options.Concurrency at a

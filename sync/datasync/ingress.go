@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -21,25 +23,22 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 )
 
-// downJob is an object the plan decided to download.
-type downJob struct {
-	obj     minio.ObjectInfo
-	rel     string
-	known   bool // the journal has a record of an earlier version
-	refused error
-}
-
-// ingress lists the prefix and downloads objects that differ from the journal.
-func (p *pass) ingress(ctx context.Context) error {
-	dir, err := safefs.Open(p.m.Root, p.m.LocalDir, true)
+// openIngress opens (creating) the target directory, removes the temporary
+// files a crash left behind (once per engine), and prepares the disk guard.
+func (p *pass) openIngress() error {
+	dir, err := safefs.Open(p.m.Root, p.m.LocalDir, !p.po.DryRun)
+	if p.po.DryRun && errors.Is(err, fs.ErrNotExist) {
+		p.guard = p.newGuard(nil)
+		return nil // nothing there yet
+	}
 	if err != nil {
 		return fmt.Errorf("target directory: %w", err)
 	}
-	defer dir.Close()
+	p.dir = dir
 	p.ms.mu.Lock()
 	swept := p.ms.swept
 	p.ms.mu.Unlock()
-	if !swept {
+	if !swept && !p.po.DryRun {
 		// Once per engine: remove temp files a crash left behind.
 		n, err := dir.Sweep()
 		if err != nil {
@@ -52,163 +51,57 @@ func (p *pass) ingress(ctx context.Context) error {
 		p.ms.swept = true
 		p.ms.mu.Unlock()
 	}
-
-	w := p.e.jr.NewWriter(p.m.ID, journal.Files)
-	w.BeforeCommit = dir.SyncDirs
-	jobs := make(chan downJob)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var planErr error
-	go func() {
-		defer close(jobs)
-		planErr = p.planIngress(ctx, jobs)
-	}()
-	var guard *diskguard.Guard // made at the first download: it needs a walk
-	var guardErr error
-	var guardMu sync.Mutex
-	getGuard := func() (*diskguard.Guard, error) {
-		guardMu.Lock() // serialises the first walk
-		defer guardMu.Unlock()
-		if guard == nil && guardErr == nil {
-			used, err := dir.Usage()
-			if err != nil {
-				guardErr = fmt.Errorf("measure %s: %w", p.m.LocalDir, err)
-			} else {
-				quota := p.m.MaxBytes
-				if quota == 0 {
-					quota = p.e.opts.DefaultQuota
-				}
-				guard = diskguard.New(diskguard.Config{Path: p.m.LocalDir, Quota: quota, Used: used,
-					MinFreeBytes: p.e.opts.MinFreeBytes, MinFreePercent: p.e.opts.MinFreePercent, Free: p.e.free})
-			}
-		}
-		return guard, guardErr
+	if p.w != nil {
+		p.w.BeforeCommit = dir.SyncDirs
 	}
-
-	executeReleasing(ctx, p.e, jobs, func(j downJob, release func()) {
-		if j.refused != nil {
-			p.refused(j, w, true)
-			return
-		}
-		if ctx.Err() != nil {
-			p.stats.addPending()
-			return
-		}
-		n, err := p.download(ctx, dir, j, getGuard, w, release)
-		switch {
-		case err == nil:
-			p.succeeded(j.obj.Key)
-			if n >= 0 {
-				p.stats.moved(n)
-			}
-		case errors.Is(err, safefs.ErrUnsafe):
-			j.refused = err
-			p.refused(j, w, true)
-		case errors.Is(err, diskguard.ErrQuota) || errors.Is(err, diskguard.ErrFreeSpace):
-			j.refused = err
-			p.refused(j, w, false)
-		case serverWide(err):
-			p.stats.fail(err)
-			p.failed(j.obj.Key, true)
-			cancel(err)
-		default:
-			p.stats.fail(err)
-			p.failed(j.obj.Key, false)
-			p.e.log.Warn("download failed", zap.String("mapping", p.m.ID), zap.String("key", j.obj.Key), zap.Error(err))
-		}
-	})
-	flushErr := w.Flush()
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return fmt.Errorf("ingress %s: %w", p.m.ID, cause)
-	}
-	if planErr != nil {
-		return planErr
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if flushErr != nil {
-		return fmt.Errorf("write journal: %w", flushErr)
-	}
+	p.guard = p.newGuard(dir)
 	return nil
 }
 
-// refused reports an object that will not be written. Refusals for the key
-// or path are remembered in the journal, so they are logged once per version
-// of the object; disk guard refusals are retried every pass.
-func (p *pass) refused(j downJob, w *journal.Writer, remember bool) {
-	p.stats.refuse(j.refused)
-	if remember {
-		w.Add(journal.Entry{Key: j.obj.Key, Record: journal.Record{Size: j.obj.Size, ETag: j.obj.ETag, Refused: true}})
-	}
-	p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", j.obj.Key), zap.Error(j.refused))
-}
-
-// listBatch is how many listed objects are looked up in the journal at once.
-const listBatch = 256
-
-// planIngress streams the listing (one page in memory at a time) and sends the
-// objects whose ETag or size differ from the journal.
-func (p *pass) planIngress(ctx context.Context, jobs chan<- downJob) error {
+// newGuard returns a getter of the disk guard, made at the first download
+// (it needs a walk of the directory).
+func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 	var (
-		objs  = make([]minio.ObjectInfo, 0, listBatch)
-		ks    = make([]string, 0, listBatch)
-		recs  = make([]journal.Record, listBatch)
-		found = make([]bool, listBatch)
+		mu    sync.Mutex
+		guard *diskguard.Guard
+		gErr  error
 	)
-	send := func(j downJob) error {
-		select {
-		case jobs <- j:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+	return func() (*diskguard.Guard, error) {
+		mu.Lock() // serialises the first walk
+		defer mu.Unlock()
+		if guard != nil || gErr != nil {
+			return guard, gErr
 		}
-	}
-	decide := func() error {
-		if len(objs) == 0 {
-			return nil
+		used := int64(0)
+		if dir != nil {
+			var err error
+			if used, err = dir.Usage(); err != nil {
+				gErr = fmt.Errorf("measure %s: %w", p.m.LocalDir, err)
+				return nil, gErr
+			}
 		}
-		if err := p.e.jr.Lookup(p.m.ID, journal.Files, ks, recs, found); err != nil {
-			return fmt.Errorf("read journal: %w", err)
+		quota := p.m.MaxBytes
+		if quota == 0 {
+			quota = p.e.opts.DefaultQuota
 		}
-		for i, obj := range objs {
-			r := recs[i]
-			same := found[i] && r.ETag == obj.ETag && r.Size == obj.Size
-			switch {
-			case same && r.Refused:
-				p.stats.refuse(fmt.Errorf("%w %q (refused earlier)", keys.ErrHostile, obj.Key))
-			case same:
-				// unchanged since downloaded
-			case !p.due(obj.Key):
-				p.stats.addPending()
-			default:
-				j := downJob{obj: obj, known: found[i] && !r.Refused}
-				j.rel, j.refused = keys.Rel(p.m.Prefix, obj.Key)
-				if err := send(j); err != nil {
-					return err
+		free := p.e.free
+		if dir == nil {
+			// A dry run of a directory not made yet: the file system of its
+			// nearest existing parent.
+			free = func(path string) (uint64, uint64, error) {
+				for path != filepath.Dir(path) {
+					if _, err := os.Stat(path); err == nil {
+						break
+					}
+					path = filepath.Dir(path)
 				}
+				return p.e.free(path)
 			}
 		}
-		objs, ks = objs[:0], ks[:0]
-		return nil
+		guard = diskguard.New(diskguard.Config{Path: p.m.LocalDir, Quota: quota, Used: used,
+			MinFreeBytes: p.e.opts.MinFreeBytes, MinFreePercent: p.e.opts.MinFreePercent, Free: free})
+		return guard, nil
 	}
-	lp := keys.ListPrefix(p.m.Prefix)
-	for obj := range p.client.ListObjects(ctx, p.m.Bucket, minio.ListObjectsOptions{Prefix: lp, Recursive: true}) {
-		if obj.Err != nil {
-			return fmt.Errorf("list %s/%s: %w", p.m.Bucket, lp, obj.Err)
-		}
-		if strings.HasSuffix(obj.Key, "/") {
-			continue // a "directory" marker
-		}
-		objs = append(objs, obj)
-		ks = append(ks, obj.Key)
-		if len(objs) == listBatch {
-			if err := decide(); err != nil {
-				return err
-			}
-		}
-	}
-	return decide()
 }
 
 // download writes one object atomically into dir. It returns the bytes
@@ -217,43 +110,50 @@ func (p *pass) planIngress(ctx context.Context, jobs chan<- downJob) error {
 // Once the body is in the temporary file, the transfer slot is released
 // (release) while the file is fsynced and renamed, so that the disk's latency
 // does not idle the network; a commit slot bounds the files in that state.
-func (p *pass) download(ctx context.Context, dir *safefs.Dir, j downJob,
-	getGuard func() (*diskguard.Guard, error), w *journal.Writer, release func()) (int64, error) {
-	obj := j.obj
-	existing, err := dir.Existing(j.rel)
+func (p *pass) download(ctx context.Context, j job, release func()) outcome {
+	n, rec, err := p.downloadObject(ctx, j, release)
+	return outcome{bytes: n, row: rec, err: err}
+}
+
+func (p *pass) downloadObject(ctx context.Context, j job, release func()) (int64, *journal.Record, error) {
+	dir := p.dir
+	obj := j.it.remote0()
+	obj.Key = p.lp + j.it.name
+	rel, err := keys.Rel(p.m.Prefix, obj.Key)
 	if err != nil {
-		return 0, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, err
+	}
+	existing, err := dir.Existing(rel)
+	if err != nil {
+		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	rec := journal.Record{Size: obj.Size, ETag: obj.ETag}
-	if !j.known && existing == obj.Size && isMD5(obj.ETag) {
+	known := j.it.row != nil && !j.it.row.Refused
+	if !known && existing == obj.Size && isMD5(obj.ETag) {
 		// No journal of it (first pass, lost journal): keep an identical file.
-		if sum, err := fileMD5(dir.Root(), j.rel); err == nil && strings.EqualFold(sum, obj.ETag) {
-			w.Add(journal.Entry{Key: obj.Key, Record: rec})
-			return -1, nil
+		if sum, err := fileMD5(dir.Root(), rel); err == nil && strings.EqualFold(sum, obj.ETag) {
+			return -1, &rec, nil
 		}
 	}
-	guard, err := getGuard()
+	guard, err := p.guard()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	res, err := guard.Reserve(obj.Size, existing)
 	if err != nil {
-		return 0, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	defer res.Release()
 
-	var opts minio.GetObjectOptions
-	if obj.ETag != "" {
-		_ = opts.SetMatchETag(obj.ETag) // the version we decided on, or fail
-	}
-	body, err := p.client.GetObject(ctx, p.m.Bucket, obj.Key, opts)
+	// The version the plan decided on, or fail.
+	body, err := p.be.Get(ctx, p.m.Bucket, obj.Key, obj.ETag)
 	if err != nil {
-		return 0, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
 	}
 	defer body.Close()
-	tmp, err := dir.Create(j.rel)
+	tmp, err := dir.Create(rel)
 	if err != nil {
-		return 0, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	var h hash.Hash
 	var dst io.Writer = tmp
@@ -272,24 +172,33 @@ func (p *pass) download(ctx context.Context, dir *safefs.Dir, j downJob,
 	}
 	if err != nil {
 		tmp.Abort()
-		return 0, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
 	}
 	body.Close() // the connection goes back to the pool now, not after the fsync
 	select {
 	case p.e.commits <- struct{}{}: // taken before the transfer slot is given up: bounded
 	case <-ctx.Done():
 		tmp.Abort()
-		return 0, fmt.Errorf("download %s: %w", obj.Key, ctx.Err())
+		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, ctx.Err())
 	}
 	release()
 	err = tmp.Commit(obj.LastModified)
 	<-p.e.commits
 	if err != nil {
-		return 0, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	res.Commit()
-	w.Add(journal.Entry{Key: obj.Key, Record: rec})
-	return n, nil
+	return n, &rec, nil
+}
+
+// movedOr turns "no such key" and "precondition failed" (the version the
+// plan saw is gone) into errObjectMoved.
+func movedOr(err error) error {
+	var er minio.ErrorResponse
+	if errors.Is(err, ErrNotFound) || errors.As(err, &er) && (er.Code == "NoSuchKey" || er.Code == "PreconditionFailed" || er.StatusCode == 412) {
+		return fmt.Errorf("%w: %w", errObjectMoved, err)
+	}
+	return err
 }
 
 func fileMD5(root *os.Root, rel string) (string, error) {

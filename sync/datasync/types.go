@@ -1,6 +1,16 @@
 // Package datasync keeps local directories and S3 prefixes in sync, both ways.
 // It knows nothing of yggdrasil or podman: it takes an S3 endpoint and a set of
-// mappings and runs a pass over each mapping every interval.
+// mappings and runs a pass over each mapping every interval, on change events
+// (Engine.Changed) and, now and then, a reconcile.
+//
+// Where things are:
+//   - engine.go: the Engine's API and scheduling (Configure, Run, Sync, Changed);
+//   - backend.go: the Backend interface over the bucket, and its minio-go implementation;
+//   - walk.go: the local walker, in key order; march.go: local files, journal rows and
+//     the listing walked in lock step;
+//   - decide.go: the one decision function per direction (pure; decide_test.go has the tables);
+//   - pass.go: the one pass skeleton (plan, execute, record) and dry runs;
+//   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard).
 package datasync
 
 import (
@@ -52,13 +62,21 @@ type Mapping struct {
 
 // Options tune an Engine. Zero values take the documented defaults.
 type Options struct {
-	StateDir       string            // where the journal lives (required)
-	Interval       time.Duration     // time between passes of a mapping; default 15s
-	Concurrency    int               // parallel transfers; default suits a 2-core device
-	DefaultQuota   int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
-	MinFreeBytes   int64             // ingress keeps at least this much free on the file system
-	MinFreePercent float64           // ... and at least this share of it
-	Transport      http.RoundTripper // optional, for tests (counting requests)
+	StateDir string        // where the journal lives (required)
+	Interval time.Duration // time between passes of a mapping; default 15s
+	// WatchedInterval is the time between full passes of a mapping whose
+	// changes a healthy watcher reports (Engine.SetWatched); default 5m,
+	// never less than Interval.
+	WatchedInterval time.Duration
+	// ReconcileInterval is the time between reconcile passes (both sides
+	// compared, see PassOptions.Reconcile) in Run; default 1h, negative
+	// for none.
+	ReconcileInterval time.Duration
+	Concurrency       int               // parallel transfers; default suits a 2-core device
+	DefaultQuota      int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
+	MinFreeBytes      int64             // ingress keeps at least this much free on the file system
+	MinFreePercent    float64           // ... and at least this share of it
+	Transport         http.RoundTripper // optional, for tests (counting requests)
 	// WrapTransport, when set, wraps the transport the engine builds (or
 	// Transport), e.g. to count requests while keeping the engine's TLS setup.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
@@ -70,10 +88,12 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultInterval       = 15 * time.Second
-	DefaultConcurrency    = 8         // transfers are I/O bound: a 2-core device keeps 8 busy
-	DefaultMinFreeBytes   = 512 << 20 // MinFreeBytes 0 means this; negative means none
-	DefaultMinFreePercent = 5.0       // MinFreePercent 0 means this; negative means none
+	DefaultInterval          = 15 * time.Second
+	DefaultWatchedInterval   = 5 * time.Minute
+	DefaultReconcileInterval = time.Hour
+	DefaultConcurrency       = 8         // transfers are I/O bound: a 2-core device keeps 8 busy
+	DefaultMinFreeBytes      = 512 << 20 // MinFreeBytes 0 means this; negative means none
+	DefaultMinFreePercent    = 5.0       // MinFreePercent 0 means this; negative means none
 )
 
 // MappingStatus is what a mapping has done, for heartbeats and the CLI.
@@ -99,4 +119,8 @@ type MappingStatus struct {
 	LastError string `json:"last_error,omitempty"`
 	// OldestPending is when the oldest change not yet synced was first seen.
 	OldestPending time.Time `json:"oldest_pending,omitzero"`
+	// Unreadable counts entries the last pass skipped because they could
+	// not be read or named (a directory or file without permission, a name
+	// that is not UTF-8); they are retried every pass.
+	Unreadable int64 `json:"unreadable,omitempty"`
 }

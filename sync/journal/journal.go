@@ -346,3 +346,81 @@ func (d *DB) Put(mapping string, t Table, entries []Entry) error {
 		return nil
 	})
 }
+
+// Peek is Prepare without writing: it reports whether the mapping's journal
+// belongs to fingerprint (when not, its rows say nothing of this mapping) and
+// whether the remote side was listed. For dry runs.
+func (d *DB) Peek(mapping, fingerprint string) (matches, listed bool, err error) {
+	err = d.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(mapping))
+		if b == nil {
+			return nil
+		}
+		if m := b.Bucket(metaKey); m != nil && bytes.Equal(m.Get(fpKey), []byte(fingerprint)) {
+			matches, listed = true, m.Get(listedKey) != nil
+		}
+		return nil
+	})
+	return matches, listed, err
+}
+
+// Scan appends to out up to n rows of table t whose keys start with prefix
+// and sort after after ("" for the first), in key order, in one short read
+// transaction, and returns out. Fewer than n rows means the end was reached.
+// Corrupt records are returned as rows with a zero Record (their file moves
+// again).
+func (d *DB) Scan(mapping string, t Table, prefix, after string, n int, out []Entry) ([]Entry, error) {
+	err := d.db.View(func(tx *bolt.Tx) error {
+		mb := tx.Bucket([]byte(mapping))
+		if mb == nil {
+			return nil
+		}
+		b := mb.Bucket(t.key())
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		start := []byte(prefix)
+		if after != "" && after > prefix {
+			start = []byte(after)
+		}
+		k, v := c.Seek(start)
+		if after != "" && k != nil && string(k) == after {
+			k, v = c.Next()
+		}
+		for ; k != nil && n > 0; k, v = c.Next() {
+			if !bytes.HasPrefix(k, []byte(prefix)) {
+				break
+			}
+			r, _ := unmarshal(v)
+			out = append(out, Entry{Key: string(k), Record: r})
+			n--
+		}
+		if d.lookups.Add(1)%dropEvery == 0 {
+			d.dropPages(tx)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Rows counts the rows of a mapping's table (for tests and reports).
+func (d *DB) Rows(mapping string, t Table) (int, error) {
+	n := 0
+	err := d.db.View(func(tx *bolt.Tx) error {
+		if mb := tx.Bucket([]byte(mapping)); mb != nil {
+			if b := mb.Bucket(t.key()); b != nil {
+				n = b.Stats().KeyN
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Size is the journal file's size in bytes.
+func (d *DB) Size() (int64, error) {
+	var n int64
+	err := d.db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	return n, err
+}

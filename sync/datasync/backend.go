@@ -1,0 +1,121 @@
+package datasync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// Object is what the engine knows of one object in the bucket.
+type Object struct {
+	Key          string
+	Size         int64
+	ETag         string
+	LastModified time.Time
+	// Meta is the object's user metadata; only Stat fills it. Keys may come
+	// back canonicalised: compare them case-insensitively.
+	Meta map[string]string
+}
+
+// PutOptions are the few upload options the engine uses.
+type PutOptions struct {
+	Meta     map[string]string // user metadata
+	PartSize int64             // 0: one PUT carrying Content-MD5; else a multipart upload in parts of this size
+	Threads  int               // parts uploaded in parallel
+}
+
+// Backend is the bucket as the engine sees it. Implementations must be safe
+// for concurrent use. Errors that are not ErrNotFound are passed to
+// serverWide, so a Backend reports server errors as minio.ErrorResponse or
+// network errors.
+type Backend interface {
+	// List yields the objects under prefix in key order (byte order, as S3
+	// lists them), streaming: never the whole listing in memory.
+	List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error]
+	// Stat returns an object with its user metadata; ErrNotFound when absent.
+	Stat(ctx context.Context, bucket, key string) (Object, error)
+	// Put uploads size bytes from r and returns the object's new ETag.
+	Put(ctx context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (etag string, err error)
+	// Get opens the object's body. With matchETag set it fails unless the
+	// object still has that ETag (the version the plan decided on).
+	Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error)
+}
+
+// ErrNotFound is returned by Backend.Stat and Backend.Get for a missing object.
+var ErrNotFound = errors.New("no such object")
+
+// minioBackend is Backend over minio-go.
+type minioBackend struct{ c *minio.Client }
+
+func (b minioBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
+	return func(yield func(Object, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // stops minio-go's listing goroutine when the caller stops early
+		for o := range b.c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+			if o.Err != nil {
+				yield(Object{}, o.Err)
+				return
+			}
+			if !yield(Object{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified}, nil) {
+				return
+			}
+		}
+	}
+}
+
+func notFound(err error) bool {
+	var er minio.ErrorResponse
+	return errors.As(err, &er) && (er.Code == "NoSuchKey" || er.StatusCode == 404 && er.Code != "NoSuchBucket")
+}
+
+func (b minioBackend) Stat(ctx context.Context, bucket, key string) (Object, error) {
+	info, err := b.c.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		if notFound(err) {
+			return Object{}, fmt.Errorf("%s: %w", key, ErrNotFound)
+		}
+		return Object{}, err
+	}
+	return Object{Key: info.Key, Size: info.Size, ETag: info.ETag, LastModified: info.LastModified, Meta: info.UserMetadata}, nil
+}
+
+func (b minioBackend) Put(ctx context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (string, error) {
+	info, err := b.c.PutObject(ctx, bucket, key, r, size, minio.PutObjectOptions{
+		UserMetadata: o.Meta,
+		ContentType:  "application/octet-stream",
+		// A single PUT carries Content-MD5: a server that would commit a
+		// truncated body (versitygw does, when the reader holds back its last
+		// bytes) rejects it instead. Multipart uploads are never completed
+		// when a part fails, so they need no MD5. The payload is not signed
+		// (that would hash it once more), and the client is built without
+		// TrailingHeaders (versitygw rejects trailing checksums).
+		SendContentMd5:       o.PartSize == 0,
+		DisableContentSha256: true,
+		NumThreads:           uint(max(o.Threads, 1)),
+		PartSize:             uint64(o.PartSize),
+	})
+	if err != nil {
+		return "", err
+	}
+	return info.ETag, nil
+}
+
+func (b minioBackend) Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error) {
+	var opts minio.GetObjectOptions
+	if matchETag != "" {
+		_ = opts.SetMatchETag(matchETag)
+	}
+	body, err := b.c.GetObject(ctx, bucket, key, opts)
+	if err != nil {
+		if notFound(err) {
+			return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
+		}
+		return nil, err
+	}
+	return body, nil
+}

@@ -1,0 +1,136 @@
+package datasync
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/project-flotta/flotta-device-worker/sync/journal"
+	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
+)
+
+// The decision tables: every action of both directions, from (local,
+// journal row, remote) and what the pass looked at. Pure functions: no
+// server, no disk.
+
+func TestDecideEgress(t *testing.T) {
+	file := &stablefile.Stat{Size: 5, MtimeNs: 10, CtimeNs: 11, Inode: 7}
+	row := &journal.Record{Size: 5, MtimeNs: 10, CtimeNs: 11, Inode: 7, ETag: "e1"}
+	touched := &stablefile.Stat{Size: 5, MtimeNs: 20, CtimeNs: 21, Inode: 7}
+	obj := &Object{Key: "p/a", Size: 5, ETag: "e1"}
+	replaced := &Object{Key: "p/a", Size: 5, ETag: "e2"}
+	resized := &Object{Key: "p/a", Size: 9, ETag: "e1"}
+	walked := scope{localWalked: true}
+	listed := scope{localWalked: true, remoteListed: true}
+	for _, tc := range []struct {
+		name string
+		it   item
+		sc   scope
+		want action
+	}{
+		{"nothing anywhere", item{}, listed, actSkip},
+		{"object not from a file: egress never deletes", item{remote: obj}, listed, actSkip},
+		{"new file", item{local: file}, walked, actUpload},
+		{"new file, no object of its size", item{local: file, remote: resized}, listed, actUpload},
+		{"new file, object of its size (lost journal)", item{local: file, remote: obj}, listed, actAdopt},
+		{"unchanged", item{local: file, row: row}, walked, actSkip},
+		{"unchanged, object as uploaded", item{local: file, row: row, remote: obj}, listed, actSkip},
+		{"changed", item{local: touched, row: row}, walked, actUpload},
+		{"changed, object still the old one", item{local: touched, row: row, remote: obj}, listed, actUpload},
+		{"reconcile: object deleted behind our back", item{local: file, row: row}, listed, actUpload},
+		{"reconcile: object replaced behind our back", item{local: file, row: row, remote: replaced}, listed, actUpload},
+		{"reconcile: object resized behind our back", item{local: file, row: row, remote: resized}, listed, actUpload},
+		{"file deleted: row pruned", item{row: row}, walked, actPrune},
+		{"file deleted, object kept", item{row: row, remote: obj}, listed, actPrune},
+		{"file not looked at (unreadable directory)", item{row: row}, scope{}, actSkip},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.it.name = "a"
+			assert.Equal(t, tc.want, decideEgress(tc.it, tc.sc).act)
+		})
+	}
+}
+
+func TestDecideIngress(t *testing.T) {
+	obj := &Object{Key: "p/a", Size: 5, ETag: "e1"}
+	changed := &Object{Key: "p/a", Size: 5, ETag: "e2"}
+	row := &journal.Record{Size: 5, ETag: "e1"}
+	file := &stablefile.Stat{Size: 5}
+	hostile := &Object{Key: "p/../x", Size: 5, ETag: "e1"}
+	refusedRow := &journal.Record{Size: 5, ETag: "e1", Refused: true}
+	listed := scope{remoteListed: true}
+	reconcile := scope{remoteListed: true, localWalked: true}
+	event := scope{localWalked: true}
+	for _, tc := range []struct {
+		name string
+		it   item
+		sc   scope
+		want action
+	}{
+		{"nothing anywhere", item{}, listed, actSkip},
+		{"local file not from the bucket: ingress never deletes", item{local: file}, reconcile, actSkip},
+		{"new object", item{remote: obj}, listed, actDownload},
+		{"new object, local file there (adopted when identical)", item{remote: obj, local: file}, reconcile, actDownload},
+		{"unchanged", item{remote: obj, row: row}, listed, actSkip},
+		{"unchanged, file there", item{remote: obj, row: row, local: file}, reconcile, actSkip},
+		{"object changed", item{remote: changed, row: row}, listed, actDownload},
+		{"reconcile: file deleted locally", item{remote: obj, row: row}, reconcile, actDownload},
+		{"event: file deleted locally, fetched as the row knows it", item{row: row}, event, actDownload},
+		{"event: file there", item{row: row, local: file}, event, actSkip},
+		{"object deleted: row pruned, file kept", item{row: row, local: file}, reconcile, actPrune},
+		{"object deleted, no file", item{row: row}, listed, actPrune},
+		{"hostile key", item{remote: hostile}, listed, actRefuse},
+		{"hostile key, refused earlier", item{remote: hostile, row: refusedRow}, listed, actRefused},
+		{"hostile key changed since refused", item{remote: &Object{Key: "p/../x", Size: 6, ETag: "e3"}, row: refusedRow}, listed, actRefuse},
+		{"unsafe path refused earlier", item{remote: obj, row: refusedRow}, listed, actRefused},
+		{"unsafe path, object changed since", item{remote: changed, row: refusedRow}, listed, actDownload},
+		{"event: refused row stays refused", item{row: refusedRow}, event, actSkip},
+		{"not listed, not walked", item{row: row}, scope{}, actSkip},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.it.remote != nil {
+				tc.it.name = tc.it.remote.Key[2:]
+			} else {
+				tc.it.name = "a"
+			}
+			assert.Equal(t, tc.want, decideIngress(tc.it, tc.sc, "p").act)
+		})
+	}
+}
+
+func TestMarchKeyOrder(t *testing.T) {
+	// Local files, journal rows and objects meet by name even where a
+	// directory's files sort after a sibling ("a-b" < "a/x" in key order).
+	local := func(yield func(localFile) bool) {
+		for _, n := range []string{"a-b", "a/x", "c"} {
+			if !yield(localFile{name: n}) {
+				return
+			}
+		}
+	}
+	remote := func(yield func(Object, error) bool) {
+		for _, k := range []string{"p/a-b", "p/a/", "p/a/x", "p/b", "p/a0"} { // "p/a0" out of order: late
+			if !yield(Object{Key: k}, nil) {
+				return
+			}
+		}
+	}
+	var got []string
+	rows := &rowCursor{done: true}
+	err := march(local, rows, remote, "p/", func(it item, late bool) bool {
+		s := it.name + ":"
+		if it.local != nil {
+			s += "L"
+		}
+		if it.remote != nil {
+			s += "R"
+		}
+		if late {
+			s += "!"
+		}
+		got = append(got, s)
+		return true
+	})
+	assert.NoError(t, err)
+	assert.Equal(t, []string{"a-b:LR", "a/x:LR", "b:R", "a0:R!", "c:L"}, got)
+}

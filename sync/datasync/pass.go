@@ -1,0 +1,538 @@
+package datasync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"iter"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
+	"github.com/project-flotta/flotta-device-worker/sync/journal"
+	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/safefs"
+	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
+)
+
+// A pass is plan then execute: a source (the march of a full pass, or the
+// names of a change event) yields items; the direction's decision function
+// turns each into an action; actions that move data become jobs run by
+// bounded transfers, each returning an outcome; the recorder writes every
+// outcome to the journal, the status and the retry backoff. The direction
+// only supplies the decision and the transfers (strategy below).
+
+// pass is the context of one pass of one mapping.
+type pass struct {
+	e       *Engine
+	ms      *mapState
+	m       Mapping
+	be      Backend
+	force   bool
+	adopt   bool // egress: no journal yet, the remote side is listed to adopt what it holds
+	po      PassOptions
+	stats   *passStats
+	started time.Time
+
+	dir   *safefs.Dir // the mapping's directory (nil when it does not exist)
+	w     *journal.Writer
+	guard func() (*diskguard.Guard, error) // ingress
+	lp    string                           // keys.ListPrefix(m.Prefix)
+	way   strategy
+
+	noRows bool // dry run: the journal holds nothing of this mapping
+
+	problemMu sync.Mutex
+	problems  []string // names the walker could not read: nothing under them is assumed gone
+	tooMany   bool
+}
+
+// strategy is what a direction adds to the one pass skeleton.
+type strategy struct {
+	// rowPrefix is what journal keys carry before a name: egress rows are
+	// keyed by relative path, ingress rows by object key.
+	rowPrefix string
+	// decide is the direction's decision function.
+	decide func(it item, sc scope) decision
+	// transfer moves one name's data; it may call release once it no
+	// longer needs the network (see executeReleasing).
+	transfer func(ctx context.Context, j job, release func()) outcome
+}
+
+func (p *pass) strategy() strategy {
+	if p.m.Direction == Egress {
+		return strategy{
+			decide:   decideEgress,
+			transfer: func(ctx context.Context, j job, _ func()) outcome { return p.upload(ctx, j) },
+		}
+	}
+	return strategy{
+		rowPrefix: p.lp,
+		decide:    func(it item, sc scope) decision { return decideIngress(it, sc, p.m.Prefix) },
+		transfer:  p.download,
+	}
+}
+
+// job is one name whose action moves data or refuses it.
+type job struct {
+	it item
+	d  decision
+}
+
+// outcome is what a transfer did.
+type outcome struct {
+	bytes int64           // moved; -1 when an existing copy was adopted
+	row   *journal.Record // to store; nil for none
+	prune bool            // drop the row
+	err   error
+}
+
+// maxProblems bounds the names remembered as unreadable in one pass; past
+// it, nothing is pruned in that pass.
+const maxProblems = 4096
+
+func (p *pass) problem(wp walkProblem) {
+	p.stats.unreadableOne()
+	p.problemMu.Lock()
+	if len(p.problems) < maxProblems {
+		p.problems = append(p.problems, wp.name)
+	} else {
+		p.tooMany = true
+	}
+	n := len(p.problems)
+	p.problemMu.Unlock()
+	log := p.e.log.Debug
+	if n <= 10 {
+		log = p.e.log.Warn
+	}
+	log("skipped an entry that cannot be read (retried next pass)", zap.String("mapping", p.m.ID),
+		zap.String("path", wp.name), zap.Error(wp.err))
+}
+
+// underProblem reports whether name is, or lies under, an entry the walker
+// could not read: its absence from the walk says nothing.
+func (p *pass) underProblem(name string) bool {
+	p.problemMu.Lock()
+	defer p.problemMu.Unlock()
+	if p.tooMany {
+		return true
+	}
+	for _, d := range p.problems {
+		if d == "." || name == d || strings.HasPrefix(name, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *pass) walker() *walker {
+	return &walker{root: p.dir.Root(), problem: p.problem, symlink: p.noteSymlink, fault: p.e.walkFault}
+}
+
+func (p *pass) noteSymlink(rel string) {
+	p.ms.mu.Lock()
+	first := !p.ms.symlinkNoted
+	p.ms.symlinkNoted = true
+	p.ms.mu.Unlock()
+	if first {
+		p.e.log.Info("symlinks are not followed nor uploaded", zap.String("mapping", p.m.ID),
+			zap.String("first", p.m.LocalDir+"/"+rel))
+	}
+}
+
+// source yields the items of a pass with the scope they were seen in.
+type source func(yield func(item, scope) bool) error
+
+// fullSource is the march of a whole pass: local files (egress, and ingress
+// when reconciling), journal rows, and the remote listing (ingress, egress
+// adoption and reconcile).
+func (p *pass) fullSource(ctx context.Context) source {
+	walkLocal := p.dir != nil && (p.m.Direction == Egress || p.po.Reconcile)
+	listRemote := p.m.Direction == Ingress || p.adopt || p.po.Reconcile
+	sc := scope{localWalked: walkLocal, remoteListed: listRemote}
+	return func(yield func(item, scope) bool) error {
+		var local iter.Seq[localFile]
+		if walkLocal {
+			w := p.walker()
+			local = func(y func(localFile) bool) { w.walk(".", y) }
+		}
+		var remote iter.Seq2[Object, error]
+		if listRemote {
+			remote = p.be.List(ctx, p.m.Bucket, p.lp)
+		}
+		rows := &rowCursor{jr: p.e.jr, mapping: p.m.ID, prefix: p.way.rowPrefix, strip: p.way.rowPrefix, done: p.noRows}
+		err := march(local, rows, remote, p.lp, func(it item, late bool) bool {
+			if late {
+				// Out of key order: look the other sides up for this name.
+				p.lookupRow(&it)
+				if walkLocal {
+					p.lookupLocal(&it)
+				}
+			}
+			return yield(it, sc)
+		})
+		if err != nil {
+			return fmt.Errorf("%s %s: list %s/%s: %w", p.m.Direction, p.m.ID, p.m.Bucket, p.lp, err)
+		}
+		return nil
+	}
+}
+
+// changedSource yields the items of the named paths only: each path's local
+// stat and journal row, and for a directory (or a path now gone) everything
+// under it. The remote side is not listed.
+func (p *pass) changedSource(names []string) source {
+	return func(yield func(item, scope) bool) error {
+		sc := scope{localWalked: true}
+		for _, name := range names {
+			it := item{name: name}
+			p.lookupRow(&it)
+			st, ok, isDir, err := statLocal(p.dir.Root(), name)
+			if err != nil {
+				p.problem(walkProblem{name: name, err: err})
+				continue
+			}
+			if ok {
+				it.local = &st
+			}
+			if (it.local != nil || it.row != nil) && !yield(it, sc) {
+				return nil
+			}
+			if ok {
+				continue
+			}
+			// A directory, or gone: the subtree, walked against its rows.
+			var local iter.Seq[localFile]
+			if isDir {
+				w := p.walker()
+				local = func(y func(localFile) bool) { w.walk(name, y) }
+			}
+			rows := &rowCursor{jr: p.e.jr, mapping: p.m.ID, prefix: p.way.rowPrefix + name + "/", strip: p.way.rowPrefix}
+			stop := false
+			if err := march(local, rows, nil, p.lp, func(it item, _ bool) bool {
+				stop = !yield(it, sc)
+				return !stop
+			}); err != nil {
+				return err
+			}
+			if stop {
+				return nil
+			}
+		}
+		return nil
+	}
+}
+
+func (p *pass) lookupRow(it *item) {
+	if p.noRows {
+		return
+	}
+	recs, found := make([]journal.Record, 1), make([]bool, 1)
+	if p.e.jr.Lookup(p.m.ID, journal.Files, []string{p.way.rowPrefix + it.name}, recs, found) == nil && found[0] {
+		it.row = &recs[0]
+	}
+}
+
+func (p *pass) lookupLocal(it *item) {
+	if st, ok, _, err := statLocal(p.dir.Root(), it.name); err == nil && ok {
+		it.local = &st
+	}
+}
+
+// run is the one pass skeleton of both directions: plan (src and decide) in
+// one goroutine, execute (bounded transfers) in others, record every outcome.
+func (p *pass) run(ctx context.Context, src source) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan job)
+	var planErr error
+	go func() {
+		defer close(jobs)
+		planErr = src(func(it item, sc scope) bool {
+			if sc.localWalked && it.local == nil && p.underProblem(it.name) {
+				sc.localWalked = false // not seen is not gone
+			}
+			d := p.way.decide(it, sc)
+			switch d.act {
+			case actSkip:
+				return true
+			case actRefused:
+				p.stats.refuse(fmt.Errorf("%w %q (refused earlier)", keys.ErrHostile, p.lp+it.name))
+				p.report(it, d)
+				return true
+			case actPrune:
+				p.report(it, d)
+				if p.po.DryRun {
+					return true
+				}
+				p.w.Add(journal.Entry{Key: p.way.rowPrefix + it.name, Delete: true})
+				p.succeeded(it.name)
+				return true
+			}
+			if p.po.DryRun {
+				p.dryRun(job{it: it, d: d}) // in key order, nothing executed
+				return true
+			}
+			if d.act != actRefuse && !p.due(it.name) {
+				p.stats.addPending()
+				return true
+			}
+			select {
+			case jobs <- job{it: it, d: d}:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
+	executeReleasing(ctx, p.e, jobs, func(j job, release func()) {
+		if ctx.Err() != nil {
+			p.stats.addPending()
+			return
+		}
+		var out outcome
+		if j.d.act == actRefuse {
+			_, out.err = keys.Rel(p.m.Prefix, j.it.remote.Key)
+		} else {
+			out = p.way.transfer(ctx, j, release)
+		}
+		if p.record(j, out) {
+			cancel(out.err)
+		}
+	})
+	var flushErr error
+	if !p.po.DryRun {
+		flushErr = p.w.Flush()
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return fmt.Errorf("%s %s: %w", p.m.Direction, p.m.ID, cause)
+	}
+	if planErr != nil {
+		return planErr
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if flushErr != nil {
+		return fmt.Errorf("write journal: %w", flushErr)
+	}
+	return nil
+}
+
+// record is the one place an outcome is written down: journal row, pass
+// statistics (the status), retry backoff, log. It reports whether the error
+// means the server cannot be used, so that the pass stops.
+func (p *pass) record(j job, out outcome) (serverDown bool) {
+	name, key := j.it.name, p.lp+j.it.name
+	err := out.err
+	switch {
+	case err == nil:
+		if out.row != nil {
+			p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Record: *out.row})
+		} else if out.prune {
+			p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Delete: true})
+		}
+		p.succeeded(name)
+		if out.bytes >= 0 && out.row != nil {
+			p.stats.moved(out.bytes)
+		}
+	case errors.Is(err, keys.ErrHostile) || errors.Is(err, safefs.ErrUnsafe):
+		// Refused for its key or path: remembered, so that it is logged
+		// once per version of the object.
+		p.stats.refuse(err)
+		o := j.it.remote0()
+		p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Record: journal.Record{Size: o.Size, ETag: o.ETag, Refused: true}})
+		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
+	case errors.Is(err, diskguard.ErrQuota) || errors.Is(err, diskguard.ErrFreeSpace):
+		p.stats.refuse(err) // retried every pass
+		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
+	case errors.Is(err, stablefile.ErrChanged):
+		p.stats.addPending()
+		p.failed(name, true)
+		p.e.log.Debug("file changed during upload, retrying later", zap.String("mapping", p.m.ID), zap.String("key", key))
+	case errors.Is(err, errObjectMoved):
+		p.stats.addPending() // the next listing sees the new version
+		p.failed(name, true)
+	case errors.Is(err, fs.ErrNotExist) && p.m.Direction == Egress:
+		// Deleted since the walk: the next pass prunes its row.
+	case errors.Is(err, fs.ErrPermission) && p.m.Direction == Egress:
+		// A file the engine may not read: skipped like an unreadable
+		// directory, retried with backoff; the pass goes on.
+		p.stats.unreadableOne()
+		p.failed(name, false)
+		p.e.log.Warn("skipped a file that cannot be read", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
+	case serverWide(err):
+		p.stats.fail(err)
+		p.failed(name, true)
+		return true
+	default:
+		p.stats.fail(err)
+		p.failed(name, false)
+		p.e.log.Warn(p.m.Direction.verb()+" failed", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
+	}
+	return false
+}
+
+// errObjectMoved means the object changed or vanished between the listing and
+// the download.
+var errObjectMoved = errors.New("object changed since it was listed")
+
+func (d Direction) verb() string {
+	if d == Egress {
+		return "upload"
+	}
+	return "download"
+}
+
+// due reports whether name may be tried now (its backoff has passed).
+func (p *pass) due(name string) bool {
+	if p.force {
+		return true
+	}
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	r := p.ms.retry[name]
+	return r == nil || !p.started.Before(r.next)
+}
+
+// failed records a failure of name and schedules its next try with
+// exponential backoff; transient says the next pass may try again at once.
+func (p *pass) failed(name string, transient bool) {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	r := p.ms.retry[name]
+	if r == nil {
+		r = &retryState{first: p.started}
+		p.ms.retry[name] = r
+	}
+	if transient {
+		r.next = time.Time{}
+		return
+	}
+	r.attempts++
+	d := p.e.backoffBase << min(r.attempts-1, 16)
+	d = min(d, p.e.backoffCeiling)
+	r.next = time.Now().Add(d)
+}
+
+func (p *pass) succeeded(name string) {
+	p.ms.mu.Lock()
+	delete(p.ms.retry, name)
+	p.ms.mu.Unlock()
+}
+
+// PassOptions change what one pass does.
+type PassOptions struct {
+	// Reconcile compares both sides, not only each with the journal: the
+	// remote prefix is listed (one LIST per 1,000 objects) and, for ingress,
+	// the local directory walked. An egress object deleted or replaced in
+	// the bucket is uploaded again; a file deleted from an ingress target is
+	// downloaded again.
+	Reconcile bool
+	// DryRun plans and reports without moving anything nor writing the
+	// journal or any local file.
+	DryRun bool
+	// Report, when set, receives every planned action that is not a skip
+	// (for dry runs; also called during real passes).
+	Report func(Planned)
+}
+
+// Planned is one action a pass decided on.
+type Planned struct {
+	Action string // upload, adopt, download, refuse, refused, prune, disk-guard; "summary" ends a dry run (Size: entries that could not be read)
+	Key    string // object key
+	Path   string // local path relative to the mapping's directory
+	Size   int64
+	Why    string
+}
+
+func (p *pass) report(it item, d decision) {
+	if p.po.Report == nil {
+		return
+	}
+	pl := Planned{Action: d.act.String(), Key: p.lp + it.name, Path: it.name, Why: d.why}
+	switch {
+	case it.local != nil && p.m.Direction == Egress:
+		pl.Size = it.local.Size
+	case it.remote != nil:
+		pl.Size = it.remote.Size
+	case it.row != nil:
+		pl.Size = it.row.Size
+	}
+	p.po.Report(pl)
+}
+
+// dryRun reports what a job would do; it reads (the disk guard measures the
+// directory) but writes nothing.
+func (p *pass) dryRun(j job) {
+	d := j.d
+	if d.act == actDownload {
+		if _, err := keys.Rel(p.m.Prefix, j.it.remote0().Key); err == nil {
+			guard, err := p.guard()
+			if err == nil {
+				var res *diskguard.Reservation
+				existing := int64(0)
+				if j.it.local != nil {
+					existing = j.it.local.Size
+				}
+				res, err = guard.Reserve(j.it.remote0().Size, existing)
+				if err == nil {
+					res.Commit() // counted as written, for the next ones
+				}
+			}
+			if err != nil {
+				p.stats.refuse(err)
+				d = decision{actSkip, err.Error()}
+				p.reportAs(j.it, "disk-guard", d.why)
+				return
+			}
+		}
+	}
+	switch d.act {
+	case actRefuse:
+		p.stats.refuse(fmt.Errorf("%w %q", keys.ErrHostile, p.lp+j.it.name))
+	default:
+		p.stats.addPending()
+	}
+	p.report(j.it, d)
+}
+
+func (p *pass) reportAs(it item, act, why string) {
+	if p.po.Report == nil {
+		return
+	}
+	p.po.Report(Planned{Action: act, Key: p.lp + it.name, Path: it.name, Size: it.remote0().Size, Why: why})
+}
+
+// remote0 is the object of an ingress item: listed, or as the journal row
+// last saw it (change events do not list).
+func (it item) remote0() Object {
+	if it.remote != nil {
+		return *it.remote
+	}
+	if it.row != nil {
+		return Object{Size: it.row.Size, ETag: it.row.ETag}
+	}
+	return Object{}
+}
+
+// sortNames sorts and dedups the paths of a change event, dropping those that
+// are not clean relative paths.
+func sortNames(rels []string) []string {
+	out := make([]string, 0, len(rels))
+	for _, r := range rels {
+		r = strings.Trim(r, "/")
+		if r == "" || r == "." || strings.HasPrefix(r, "../") || r == ".." || strings.Contains(r, "/../") ||
+			strings.Contains(r, "//") || strings.Contains(r, "/./") {
+			continue
+		}
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
