@@ -4,7 +4,11 @@ GO ?= go
 export CGO_ENABLED ?= 0
 # Build tags that let the podman v4 bindings compile without cgo libraries.
 PODMAN_TAGS := remote exclude_graphdriver_btrfs btrfs_noversion exclude_graphdriver_devicemapper containers_image_openpgp
+# The version the binaries print (device-worker --version, flotta-sync version):
+# the spec's Version; the RPM's %build stamps Version-Release the same way.
+VERSION := $(shell sed -n 's/^Version:[[:space:]]*//p' flotta-device-worker.spec)
 GOFLAGS_BUILD := -trimpath -tags "$(PODMAN_TAGS)"
+LDFLAGS_VERSION := -X main.version=$(VERSION)
 BIN := $(CURDIR)/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
@@ -20,7 +24,7 @@ all: build
 ## build: compile every binary under cmd/ into bin/
 build:
 	@mkdir -p $(BIN)
-	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/...
+	$(GO) build $(GOFLAGS_BUILD) -ldflags "$(LDFLAGS_VERSION)" -o $(BIN)/ ./cmd/...
 
 ## demo: one device end to end on this machine (S3, podman, dispatcher, worker)
 DEMO_FLAGS ?=
@@ -73,7 +77,7 @@ clean:
 # ---- packaging (flotta-device-worker.spec, packaging/) ----
 SPEC := flotta-device-worker.spec
 RPM_NAME := flotta-device-worker
-RPM_VERSION := $(shell sed -n 's/^Version:[[:space:]]*//p' $(SPEC))
+RPM_VERSION := $(VERSION)
 # What goes into the tarball: a committed tree (uncommitted changes are not packaged).
 RPM_REF ?= HEAD
 DIST := $(CURDIR)/dist

@@ -69,7 +69,7 @@ func flottaTool() tool {
 		},
 		pull: func(o options, srv *server, bucket, prefix, dir, state string) ([]string, []string) {
 			args := append([]string{bin(o), "pull"}, common(o, srv, state)...)
-			return append(args, "--min-free", "0", "s3://"+bucket+"/"+prefix, dir), credentialsEnv()
+			return append(args, "--min-free", "-1", "s3://"+bucket+"/"+prefix, dir), credentialsEnv()
 		},
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker"
 )
@@ -37,13 +38,13 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	engine, err := datasync.New(datasync.Options{
-		StateDir:     filepath.Join(s.dataDir, "sync"),
-		Interval:     s.syncInterval,
-		Concurrency:  s.syncConcurrency,
-		DefaultQuota: s.ingressQuota,
-		MinFreeBytes: s.minFreeBytes,
-	}, log.Named("sync"))
+	opts := datasync.Options{
+		StateDir:    filepath.Join(s.dataDir, "sync"),
+		Interval:    s.syncInterval,
+		Concurrency: s.syncConcurrency,
+	}
+	opts.DefaultQuota, opts.MinFreeBytes, opts.MinFreePercent = bytesize.DiskGuard(s.ingressQuota, s.minFreeBytes)
+	engine, err := datasync.New(opts, log.Named("sync"))
 	if err != nil {
 		return fmt.Errorf("open the sync journal: %w", err)
 	}

@@ -27,17 +27,17 @@ func TestPushPull(t *testing.T) {
 	time.Sleep(60 * time.Millisecond)
 
 	var out bytes.Buffer
-	code := run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out)
+	code := run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out, &out)
 	require.Equal(t, 0, code, out.String())
 	assert.Regexp(t, `uploaded 2 files, 2\.0 KiB; \d+ S3 requests`, out.String())
 
 	out.Reset()
-	code = run([]string{"push", "--endpoint", srv.URL(), "--state", state, src, "s3://bkt/some/prefix"}, &out)
+	code = run([]string{"push", "--endpoint", srv.URL(), "--state", state, src, "s3://bkt/some/prefix"}, &out, &out)
 	require.Equal(t, 0, code, out.String())
 	assert.Contains(t, out.String(), "uploaded 0 files, 0 B; 0 S3 requests")
 
 	out.Reset()
-	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--concurrency", "2", "--min-free", "0"}, &out)
+	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--concurrency", "2", "--min-free", "-1"}, &out, &out)
 	require.Equal(t, 0, code, out.String())
 	got, err := os.ReadFile(filepath.Join(dst, "d", "a"))
 	require.NoError(t, err)
@@ -48,9 +48,9 @@ func TestPushPull(t *testing.T) {
 	out.Reset()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "big"), bytes.Repeat([]byte("y"), 10000), 0o644))
 	time.Sleep(60 * time.Millisecond)
-	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out))
+	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/some/prefix", "--endpoint", srv.URL(), "--state", state}, &out, &out))
 	out.Reset()
-	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--max-bytes", "5000"}, &out)
+	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--max-bytes", "5000"}, &out, &out)
 	assert.Equal(t, 1, code, "a refused download is a failure for the CLI")
 	assert.Contains(t, out.String(), "1 refused")
 }
@@ -62,13 +62,13 @@ func TestFailures(t *testing.T) {
 	var out bytes.Buffer
 
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
-	assert.Equal(t, 2, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL()}, &out))
+	assert.Equal(t, 2, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL()}, &out, &out))
 	assert.Contains(t, out.String(), "AWS_ACCESS_KEY_ID")
 
 	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
 	out.Reset()
-	assert.Equal(t, 1, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--state", state}, &out))
+	assert.Equal(t, 1, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--state", state}, &out, &out))
 	assert.NotContains(t, out.String(), "not-the-secret")
 
 	for _, args := range [][]string{
@@ -78,7 +78,7 @@ func TestFailures(t *testing.T) {
 		{"push", src, "s3://bkt/p", "--endpoint", "ftp://x"},
 	} {
 		out.Reset()
-		assert.Equal(t, 2, run(args, &out), "%v", args)
+		assert.Equal(t, 2, run(args, &out, &out), "%v", args)
 	}
 }
 
@@ -92,7 +92,7 @@ func TestTLSCAFile(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("tls"), 0o644))
 	time.Sleep(60 * time.Millisecond)
 	var out bytes.Buffer
-	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--ca-file", ca, "--state", state}, &out), out.String())
+	require.Equal(t, 0, run([]string{"push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--ca-file", ca, "--state", state}, &out, &out), out.String())
 	_, err := srv.Client().StatObject(context.Background(), "bkt", "p/a", minio.StatObjectOptions{})
 	require.NoError(t, err)
 	assert.Regexp(t, regexp.MustCompile(`uploaded 1 files`), out.String())
