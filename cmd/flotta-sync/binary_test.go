@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -132,4 +134,60 @@ func TestBinarySizes(t *testing.T) {
 		assert.Contains(t, errOut, bytesize.Forms)
 		assert.False(t, strings.Contains(errOut, "downloaded"), bad)
 	}
+}
+
+func TestBinaryCheck(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithBuckets("bkt"))
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
+	dir := t.TempDir()
+	for rel, data := range map[string]string{"a.txt": "a", "a/b": "b", "a/c/d": "d", "e": "eeee"} {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(data), 0o644))
+	}
+	time.Sleep(60 * time.Millisecond)
+	_, errOut, code := cli(t, "push", dir, "s3://bkt/dev/1", "--endpoint", srv.URL(), "--state", t.TempDir())
+	require.Equal(t, 0, code, errOut)
+
+	check := func(args ...string) (string, string, int) {
+		return cli(t, append([]string{"check", dir, "s3://bkt/dev/1", "--endpoint", srv.URL()}, args...)...)
+	}
+	out, errOut, code := check()
+	assert.Equal(t, 0, code, errOut)
+	assert.Empty(t, out)
+	assert.Contains(t, errOut, "4 matching, 0 missing from the bucket, 0 differing, 0 extra in the bucket, 0 errors")
+	out, _, code = check("-v", "--download")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, "match   a.txt\nmatch   a/b\nmatch   a/c/d\nmatch   e\n", sortLines(out))
+
+	// Behind the device's back: a file added, an object removed, one
+	// overwritten with the same size, one added.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "new"), []byte("n"), 0o644))
+	cl := srv.Client()
+	ctx := t.Context()
+	require.NoError(t, cl.RemoveObject(ctx, "bkt", "dev/1/a/b", minio.RemoveObjectOptions{}))
+	_, err := cl.PutObject(ctx, "bkt", "dev/1/e", strings.NewReader("EEEE"), 4, minio.PutObjectOptions{})
+	require.NoError(t, err)
+	_, err = cl.PutObject(ctx, "bkt", "dev/1/zz", strings.NewReader("z"), 1, minio.PutObjectOptions{})
+	require.NoError(t, err)
+
+	out, errOut, code = check()
+	assert.Equal(t, 1, code, errOut)
+	assert.Equal(t, "differs e: MD5 differs\nextra   zz\nmissing a/b\nmissing new\n", sortLines(out))
+	assert.Contains(t, errOut, "2 matching, 2 missing from the bucket, 1 differing, 1 extra in the bucket, 0 errors")
+	assert.Contains(t, errOut, "the directory and the bucket differ")
+
+	_, errOut, code = check("--endpoint", "ftp://x")
+	assert.Equal(t, 2, code, errOut)
+	_, errOut, code = cli(t, "check", filepath.Join(dir, "nope"), "s3://bkt/dev/1", "--endpoint", srv.URL())
+	assert.Equal(t, 1, code, errOut)
+	assert.Contains(t, errOut, "no such file or directory")
+}
+
+// sortLines sorts the lines of s: check reports in no particular order.
+func sortLines(s string) string {
+	lines := strings.SplitAfter(s, "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "")
 }

@@ -2,6 +2,7 @@
 //
 //	flotta-sync push DIR s3://BUCKET/PREFIX   upload new and changed files
 //	flotta-sync pull s3://BUCKET/PREFIX DIR   download new and changed objects
+//	flotta-sync check DIR s3://BUCKET/PREFIX  compare, without the journal
 //	flotta-sync help [COMMAND]                usage, and a command's flags
 //
 // It keeps the same journal as the worker (under --state), so a second run
@@ -45,6 +46,7 @@ type command struct{ name, operands, what string }
 var commands = []command{
 	{"push", "DIR s3://BUCKET/PREFIX", "upload new and changed files of DIR"},
 	{"pull", "s3://BUCKET/PREFIX DIR", "download new and changed objects into DIR"},
+	{"check", "DIR s3://BUCKET/PREFIX", "compare DIR with the prefix, without the journal"},
 	{"help", "[COMMAND]", "print this help, or a command's flags"},
 	{"version", "", "print the version"},
 }
@@ -83,6 +85,7 @@ type config struct {
 	maxBytes    int64
 	minFree     int64
 	verbose     bool
+	download    bool // check: hash objects whose ETag is no MD5 by downloading them
 }
 
 // flags declares the flags of cmd into c; help prints them.
@@ -93,10 +96,13 @@ func flags(cmd string, c *config) *flag.FlagSet {
 	fs.StringVar(&c.region, "region", "us-east-1", "S3 region (\"\" discovers it)")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates trusted in addition to the system roots")
 	fs.IntVar(&c.concurrency, "concurrency", datasync.DefaultConcurrency, "parallel transfers")
-	fs.BoolVar(&c.verbose, "v", false, "log every decision")
+	fs.BoolVar(&c.verbose, "v", false, "log every decision (check: list matching files too)")
 	switch cmd {
 	case "push", "pull":
 		fs.StringVar(&c.state, "state", "", "journal directory (default $XDG_STATE_HOME/flotta-sync or ~/.local/state/flotta-sync)")
+	}
+	if cmd == "check" {
+		fs.BoolVar(&c.download, "download", false, "compare objects whose ETag is not an MD5 (multipart uploads) by downloading and hashing them")
 	}
 	if cmd == "pull" {
 		fs.Var(bytesize.NewValue(&c.maxBytes), "max-bytes", "`size` DIR may hold, e.g. 10G (0 or -1 = no quota)")
@@ -187,7 +193,7 @@ func parse(args []string, stdout, stderr io.Writer) (*config, error) {
 	}
 	var s3url string
 	switch c.cmd {
-	case "push":
+	case "push", "check":
 		c.dir, c.local, s3url = datasync.Egress, pos[0], pos[1]
 	case "pull":
 		c.dir, s3url, c.local = datasync.Ingress, pos[0], pos[1]
@@ -256,6 +262,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "flotta-sync:", err)
 		return 2
+	}
+	if c.cmd == "check" {
+		return runCheck(c, ep, stdout, stderr)
 	}
 	state, err := stateDir(c)
 	if err != nil {
