@@ -13,6 +13,8 @@ BIN := $(CURDIR)/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 VERSITYGW_VERSION := v1.8.0
+# deadcode (golang.org/x/tools) reports functions no main or test reaches.
+DEADCODE_VERSION := v0.52.0
 
 CMDS := $(notdir $(wildcard cmd/*))
 
@@ -39,11 +41,13 @@ test: build
 test-unit:
 	$(GO) test $(GOFLAGS_BUILD) -count=1 -short ./...
 
-## lint: gofmt and go vet must be clean, and no build output is tracked
+## lint: gofmt, go vet and deadcode must be clean, and no build output is tracked
 lint:
 	@bash .ci/check-tracked
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(GOFLAGS_BUILD) ./...
+	@out=$$($(GO) run golang.org/x/tools/cmd/deadcode@$(DEADCODE_VERSION) -test -tags "$(PODMAN_TAGS)" ./...) || exit 1; \
+		if [ -n "$$out" ]; then echo "unreachable code (deadcode -test): remove it"; echo "$$out"; exit 1; fi
 
 ## tools: pinned code generators into bin/
 tools:
