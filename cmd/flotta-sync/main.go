@@ -116,7 +116,7 @@ func usage(w io.Writer, cmd string) {
 	fmt.Fprintln(w, "usage:")
 	for _, c := range commands {
 		if cmd == "" || cmd == c.name {
-			fmt.Fprintf(w, "  flotta-sync %-40s %s\n", strings.TrimSpace(c.name+" "+c.operands), c.what)
+			fmt.Fprintf(w, "  flotta-sync %-30s %s\n", strings.TrimSpace(c.name+" "+c.operands), c.what)
 		}
 	}
 	switch cmd {
