@@ -8,13 +8,16 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 )
 
 const buildTags = "remote exclude_graphdriver_btrfs btrfs_noversion exclude_graphdriver_devicemapper containers_image_openpgp"
 
-// TestBinaryVersion builds the worker with a stamped version, as the Makefile
-// and the RPM do, and asks it for its version without any yggd around.
-func TestBinaryVersion(t *testing.T) {
+// TestBinaryVersionHelpAndSizes builds the worker with a stamped version, as
+// the Makefile and the RPM do, and runs it without any yggd around: it
+// prints its version and help, and refuses a wrong size naming the setting.
+func TestBinaryVersionHelpAndSizes(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "device-worker")
 	build := exec.Command("go", "build", "-tags", buildTags, "-ldflags", "-X main.version=1.2.3-4.test", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -30,4 +33,13 @@ func TestBinaryVersion(t *testing.T) {
 	out, err = exec.Command(bin, "--help").CombinedOutput()
 	require.NoError(t, err, "help exits 0")
 	assert.Contains(t, string(out), "-min-free")
+
+	cmd = exec.Command(bin)
+	cmd.Env = []string{"YGG_SOCKET_ADDR=unix:@flotta-test-nobody", "FLOTTA_MIN_FREE=1 gigabyte", "FLOTTA_DATA_DIR=" + t.TempDir()}
+	out, err = cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "%s", out)
+	assert.Equal(t, 2, exit.ExitCode())
+	assert.Contains(t, string(out), `FLOTTA_MIN_FREE, --min-free) "1 gigabyte"`)
+	assert.Contains(t, string(out), bytesize.Forms)
 }
