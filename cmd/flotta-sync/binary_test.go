@@ -161,13 +161,29 @@ func TestBinaryCheck(t *testing.T) {
 	assert.Equal(t, 0, code)
 	assert.Equal(t, "match   a.txt\nmatch   a/b\nmatch   a/c/d\nmatch   e\n", sortLines(out))
 
+	// A big file goes up in parts; the part size the engine records lets
+	// check compare its content without downloading it.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "big"), bytes.Repeat([]byte("0123456789abcdef"), 17<<16), 0o644))
+	time.Sleep(60 * time.Millisecond)
+	_, errOut, code = cli(t, "push", dir, "s3://bkt/dev/1", "--endpoint", srv.URL(), "--state", t.TempDir())
+	require.Equal(t, 0, code, errOut)
+	info, err := srv.Client().StatObject(t.Context(), "bkt", "dev/1/big", minio.StatObjectOptions{})
+	require.NoError(t, err)
+	require.Contains(t, info.ETag, "-", "uploaded in parts")
+	out, errOut, code = check("-v")
+	assert.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "match   big\n")
+	assert.NotContains(t, errOut, "size only")
+	require.NoError(t, os.Remove(filepath.Join(dir, "big")))
+	require.NoError(t, srv.Client().RemoveObject(t.Context(), "bkt", "dev/1/big", minio.RemoveObjectOptions{}))
+
 	// Behind the device's back: a file added, an object removed, one
 	// overwritten with the same size, one added.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "new"), []byte("n"), 0o644))
 	cl := srv.Client()
 	ctx := t.Context()
 	require.NoError(t, cl.RemoveObject(ctx, "bkt", "dev/1/a/b", minio.RemoveObjectOptions{}))
-	_, err := cl.PutObject(ctx, "bkt", "dev/1/e", strings.NewReader("EEEE"), 4, minio.PutObjectOptions{})
+	_, err = cl.PutObject(ctx, "bkt", "dev/1/e", strings.NewReader("EEEE"), 4, minio.PutObjectOptions{})
 	require.NoError(t, err)
 	_, err = cl.PutObject(ctx, "bkt", "dev/1/zz", strings.NewReader("z"), 1, minio.PutObjectOptions{})
 	require.NoError(t, err)

@@ -3,8 +3,9 @@
 // listed in lock step, both in object key order, so memory stays bounded by
 // the largest single directory whatever the size of the trees. Files present
 // on both sides are compared by size, then by content: with the MD5 a plain
-// ETag carries, or, for other ETags (multipart uploads), by downloading the
-// object and hashing it when Options.Download is set.
+// ETag carries; for a multipart ETag, with the file's own multipart ETag when
+// the object records its part size (the sync engine's uploads do); else by
+// downloading the object and hashing it when Options.Download is set.
 package check
 
 import (
@@ -20,6 +21,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -47,7 +49,8 @@ type Result struct {
 	Path   string
 	Detail string // why it differs, or the error
 	// SizeOnly is set on a Match whose content could not be compared: the
-	// ETag is not an MD5 and Options.Download is off.
+	// ETag is not an MD5, the object records no part size, and
+	// Options.Download is off.
 	SizeOnly bool
 }
 
@@ -185,7 +188,7 @@ func (c *comparer) compare(ctx context.Context, l localFile, obj minio.ObjectInf
 	}
 	etag := strings.Trim(obj.ETag, `"`)
 	plain := isMD5(etag)
-	if !plain && !c.o.Download {
+	if !plain && multipartParts(etag) == 0 && !c.o.Download {
 		c.emit(Result{Kind: Match, Path: l.rel, SizeOnly: true})
 		return
 	}
@@ -201,7 +204,27 @@ func (c *comparer) compare(ctx context.Context, l localFile, obj minio.ObjectInf
 }
 
 func (c *comparer) hashCompare(ctx context.Context, l localFile, key, etag string, plain bool) Result {
-	local, err := md5File(filepath.Join(c.o.Dir, filepath.FromSlash(l.rel)))
+	file := filepath.Join(c.o.Dir, filepath.FromSlash(l.rel))
+	if parts := multipartParts(etag); parts > 0 {
+		ps, err := c.partSize(ctx, key)
+		if err != nil {
+			return Result{Kind: Error, Path: l.rel, Detail: err.Error()}
+		}
+		if ps > 0 && (l.size+ps-1)/ps == parts {
+			local, err := multipartETagFile(file, l.size, ps)
+			switch {
+			case err != nil:
+				return Result{Kind: Error, Path: l.rel, Detail: err.Error()}
+			case !strings.EqualFold(local, etag):
+				return Result{Kind: Differ, Path: l.rel, Detail: "multipart ETag differs"}
+			}
+			return Result{Kind: Match, Path: l.rel}
+		}
+		if !c.o.Download {
+			return Result{Kind: Match, Path: l.rel, SizeOnly: true}
+		}
+	}
+	local, err := md5File(file)
 	if err != nil {
 		return Result{Kind: Error, Path: l.rel, Detail: err.Error()}
 	}
@@ -229,6 +252,61 @@ func (c *comparer) md5Object(ctx context.Context, key string) (string, error) {
 		return "", fmt.Errorf("download %s: %w", key, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// metaPartSize is the user metadata in which the sync engine's egress
+// records the part size of a multipart upload.
+const metaPartSize = "Flotta-Part-Size"
+
+// partSize is the part size the object at key records, 0 when none.
+func (c *comparer) partSize(ctx context.Context, key string) (int64, error) {
+	info, err := c.client.StatObject(ctx, c.o.Bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", key, err)
+	}
+	for k, v := range info.UserMetadata {
+		if strings.EqualFold(k, metaPartSize) {
+			if ps, err := strconv.ParseInt(v, 10, 64); err == nil && ps > 0 {
+				return ps, nil
+			}
+		}
+	}
+	return 0, nil
+}
+
+// multipartParts is the number of parts a multipart ETag ("<md5>-N")
+// names, 0 for any other ETag.
+func multipartParts(etag string) int64 {
+	sum, n, ok := strings.Cut(etag, "-")
+	if !ok || !isMD5(sum) {
+		return 0
+	}
+	parts, err := strconv.ParseInt(n, 10, 64)
+	if err != nil || parts <= 0 {
+		return 0
+	}
+	return parts
+}
+
+// multipartETagFile is the ETag S3 gives the file at p uploaded in parts
+// of partSize: the MD5 of the parts' binary MD5s, "-", the number of parts.
+func multipartETagFile(p string, size, partSize int64) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	all, part := md5.New(), md5.New()
+	n := int64(0)
+	for off := int64(0); off < size; off += partSize {
+		part.Reset()
+		if _, err := io.Copy(part, io.LimitReader(f, min(partSize, size-off))); err != nil {
+			return "", fmt.Errorf("read %s: %w", p, err)
+		}
+		all.Write(part.Sum(nil))
+		n++
+	}
+	return hex.EncodeToString(all.Sum(nil)) + "-" + strconv.FormatInt(n, 10), nil
 }
 
 func md5File(p string) (string, error) {

@@ -69,6 +69,12 @@ func TestRun(t *testing.T) {
 	changed[1000] ^= 1
 	writeFile(t, dir, "big/changed", changed)
 	put("p/big/changed", big, multipart)
+	// The engine records the part size: no download needed.
+	recorded := minio.PutObjectOptions{PartSize: 5 << 20, UserMetadata: map[string]string{"Flotta-Part-Size": "5242880"}}
+	writeFile(t, dir, "big/recorded", big)
+	put("p/big/recorded", big, recorded)
+	writeFile(t, dir, "big/recorded-changed", changed)
+	put("p/big/recorded-changed", big, recorded)
 
 	run := func(download bool) (Summary, map[string]Result) {
 		got := map[string]Result{}
@@ -81,17 +87,20 @@ func TestRun(t *testing.T) {
 		return sum, got
 	}
 	sum, got := run(false)
-	assert.Equal(t, Summary{Matching: 6, Missing: 1, Differing: 2, Extra: 1, SizeOnly: 2}, sum)
+	assert.Equal(t, Summary{Matching: 7, Missing: 1, Differing: 3, Extra: 1, SizeOnly: 2}, sum)
 	assert.False(t, sum.Equal())
 	for path, kind := range map[string]Kind{"same": Match, "a.txt": Match, "a/b": Match, "a0": Match, "size": Differ,
-		"content": Differ, "only/here": Missing, "only-there": Extra, "big/same": Match, "big/changed": Match} {
+		"content": Differ, "only/here": Missing, "only-there": Extra, "big/same": Match, "big/changed": Match,
+		"big/recorded": Match, "big/recorded-changed": Differ} {
 		assert.Equal(t, kind, got[path].Kind, path)
 	}
 	assert.True(t, got["big/changed"].SizeOnly, "a multipart ETag is no MD5")
+	assert.False(t, got["big/recorded"].SizeOnly, "compared by its multipart ETag")
+	assert.Equal(t, "multipart ETag differs", got["big/recorded-changed"].Detail)
 	assert.Contains(t, got["size"].Detail, "size 6 in the directory, 5 in the bucket")
 
 	sum, got = run(true)
-	assert.Equal(t, Summary{Matching: 5, Missing: 1, Differing: 3, Extra: 1}, sum)
+	assert.Equal(t, Summary{Matching: 6, Missing: 1, Differing: 4, Extra: 1}, sum)
 	assert.Equal(t, Differ, got["big/changed"].Kind)
 	assert.Equal(t, Match, got["big/same"].Kind)
 
@@ -100,10 +109,11 @@ func TestRun(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "size"), []byte("short"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "content"), []byte("bucke"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "big", "changed"), big, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "big", "recorded-changed"), big, 0o644))
 	writeFile(t, dir, "only-there", []byte("e"))
 	sum, _ = run(true)
 	assert.True(t, sum.Equal(), "%+v", sum)
-	assert.Equal(t, int64(9), sum.Matching)
+	assert.Equal(t, int64(11), sum.Matching)
 
 	_, err := Run(ctx, cl, Options{Dir: filepath.Join(dir, "nope"), Bucket: "bkt", Prefix: "p"}, func(Result) {})
 	assert.Error(t, err)
