@@ -28,11 +28,12 @@ const (
 
 // server is versitygw with a request-counting proxy in front of it.
 type server struct {
-	gw    *s3server.Server
-	proxy *countingProxy
-	ln    net.Listener
-	url   string // the proxy's URL: what every tool talks to
-	root  string // the server's storage directory
+	gw      *s3server.Server
+	proxy   *countingProxy
+	ln      net.Listener
+	url     string // the proxy's URL: what every tool talks to
+	backend string // versitygw's own host:port, for the bench's uncounted requests
+	root    string // the server's storage directory
 }
 
 func startServer(o options) (*server, error) {
@@ -53,7 +54,7 @@ func startServer(o options) (*server, error) {
 		return nil, err
 	}
 	go http.Serve(ln, p)
-	return &server{gw: gw, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), root: gw.Dir}, nil
+	return &server{gw: gw, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), backend: gw.Endpoint(), root: gw.Dir}, nil
 }
 
 func (s *server) stop() {
