@@ -97,16 +97,15 @@ func flags(cmd string, c *config) *flag.FlagSet {
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates trusted in addition to the system roots")
 	fs.IntVar(&c.concurrency, "concurrency", datasync.DefaultConcurrency, "parallel transfers")
 	fs.BoolVar(&c.verbose, "v", false, "log every decision (check: list matching files too)")
-	switch cmd {
-	case "push", "pull":
+	if cmd == "push" || cmd == "pull" {
 		fs.StringVar(&c.state, "state", "", "journal directory (default $XDG_STATE_HOME/flotta-sync or ~/.local/state/flotta-sync)")
 	}
-	if cmd == "check" {
-		fs.BoolVar(&c.download, "download", false, "compare objects whose ETag is not an MD5 (multipart uploads) by downloading and hashing them")
-	}
-	if cmd == "pull" {
+	switch cmd {
+	case "pull":
 		fs.Var(bytesize.NewValue(&c.maxBytes), "max-bytes", "`size` DIR may hold, e.g. 10G (0 or -1 = no quota)")
 		fs.Var(bytesize.NewValue(&c.minFree), "min-free", "`size` to keep free on DIR's file system, e.g. 1G (0 = max(512M, 5%), -1 = no guard)")
+	case "check":
+		fs.BoolVar(&c.download, "download", false, "compare objects whose ETag is not an MD5 and records no part size by downloading and hashing them")
 	}
 	return fs
 }
@@ -168,7 +167,7 @@ func parse(args []string, stdout, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unknown command %q", c.cmd)
 	}
 	fs := flags(c.cmd, c)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // the error is printed once, by run
 	// Flags may come before, between or after the two operands.
 	var pos []string
 	rest := args[1:]
