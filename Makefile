@@ -4,11 +4,17 @@ GO ?= go
 export CGO_ENABLED ?= 0
 # Build tags that let the podman v4 bindings compile without cgo libraries.
 PODMAN_TAGS := remote exclude_graphdriver_btrfs btrfs_noversion exclude_graphdriver_devicemapper containers_image_openpgp
+# The version the binaries print (device-worker --version, flotta-sync version):
+# the spec's Version; the RPM's %build stamps Version-Release the same way.
+VERSION := $(shell sed -n 's/^Version:[[:space:]]*//p' flotta-device-worker.spec)
 GOFLAGS_BUILD := -trimpath -tags "$(PODMAN_TAGS)"
+LDFLAGS_VERSION := -X main.version=$(VERSION)
 BIN := $(CURDIR)/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 VERSITYGW_VERSION := v1.8.0
+# deadcode (golang.org/x/tools) reports functions no main or test reaches.
+DEADCODE_VERSION := v0.52.0
 
 CMDS := $(notdir $(wildcard cmd/*))
 
@@ -20,7 +26,7 @@ all: build
 ## build: compile every binary under cmd/ into bin/
 build:
 	@mkdir -p $(BIN)
-	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/...
+	$(GO) build $(GOFLAGS_BUILD) -ldflags "$(LDFLAGS_VERSION)" -o $(BIN)/ ./cmd/...
 
 ## demo: one device end to end on this machine (S3, podman, dispatcher, worker)
 DEMO_FLAGS ?=
@@ -39,11 +45,15 @@ test-unit:
 test-race:
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -race -count=1 -timeout 20m ./sync/... ./worker/...
 
-## lint: gofmt and go vet must be clean, and no build output is tracked
+## lint: gofmt, go vet and deadcode must be clean, and no build output is tracked
 lint:
 	@bash .ci/check-tracked
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(GOFLAGS_BUILD) ./...
+	@# Example functions are documentation that tests compile but may not run.
+	@out=$$($(GO) run golang.org/x/tools/cmd/deadcode@$(DEADCODE_VERSION) -test -tags "$(PODMAN_TAGS)" ./...) || exit 1; \
+		out=$$(printf '%s\n' "$$out" | grep -Ev '_test\.go:[0-9]+:[0-9]+: unreachable func: Example' || true); \
+		if [ -n "$$out" ]; then echo "unreachable code (deadcode -test): remove it"; echo "$$out"; exit 1; fi
 
 ## tools: pinned code generators into bin/
 tools:
@@ -77,7 +87,7 @@ clean:
 # ---- packaging (flotta-device-worker.spec, packaging/) ----
 SPEC := flotta-device-worker.spec
 RPM_NAME := flotta-device-worker
-RPM_VERSION := $(shell sed -n 's/^Version:[[:space:]]*//p' $(SPEC))
+RPM_VERSION := $(VERSION)
 # What goes into the tarball: a committed tree (uncommitted changes are not packaged).
 RPM_REF ?= HEAD
 DIST := $(CURDIR)/dist

@@ -8,7 +8,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,16 +17,18 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3server"
 )
 
 const (
-	accessKey = "minioadmin"
-	secretKey = "minioadmin"
+	accessKey = s3server.AccessKey
+	secretKey = s3server.SecretKey
 )
 
 // server is versitygw with a request-counting proxy in front of it.
 type server struct {
-	cmd     *exec.Cmd
+	gw      *s3server.Server
 	proxy   *countingProxy
 	ln      net.Listener
 	url     string // the proxy's URL: what every tool talks to
@@ -36,69 +37,34 @@ type server struct {
 }
 
 func startServer(o options) (*server, error) {
-	bin := filepath.Join(o.repo, "bin", "versitygw")
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("versitygw not found at %s: run `make versitygw`", bin)
-	}
-	root := filepath.Join(o.workDir, "s3")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return nil, err
-	}
-	port, err := freePort()
+	gw, err := s3server.StartVersitygw(s3server.Options{
+		Binary: filepath.Join(o.repo, "bin", "versitygw"),
+		Dir:    filepath.Join(o.workDir, "s3"),
+		Log:    os.Stderr,
+	})
 	if err != nil {
 		return nil, err
 	}
-	backend := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, "--port", backend, "--access", accessKey, "--secret", secretKey, "--quiet", "posix", root)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	target, _ := url.Parse("http://" + backend)
+	target, _ := url.Parse(gw.URL())
 	p := &countingProxy{rp: httputil.NewSingleHostReverseProxy(target)}
 	p.rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		cmd.Process.Kill()
+		gw.Stop()
 		return nil, err
 	}
 	go http.Serve(ln, p)
-	s := &server{cmd: cmd, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), backend: backend, root: root}
-	if err := s.waitReady(); err != nil {
-		s.stop()
-		return nil, err
-	}
-	return s, nil
+	return &server{gw: gw, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), backend: gw.Endpoint(), root: gw.Dir}, nil
 }
 
 func (s *server) stop() {
 	s.ln.Close()
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
+	s.gw.Stop()
 }
 
 func (s *server) client() (*minio.Client, error) {
 	u, _ := url.Parse(s.url)
 	return minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(accessKey, secretKey, ""), Region: "us-east-1"})
-}
-
-func (s *server) waitReady() error {
-	c, err := s.client()
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		_, err := c.ListBuckets(context.Background())
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("versitygw did not answer: %w", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // makeBucket creates a bucket if it does not exist yet.
@@ -112,15 +78,6 @@ func (s *server) makeBucket(name string) error {
 		return nil
 	}
 	return c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: "us-east-1"})
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // countingProxy forwards to the server and counts the requests it forwards.
@@ -146,7 +103,7 @@ func maxRSSKiB(ps *os.ProcessState) int64 {
 
 // cpu is the server's user+system time so far.
 func (s *server) cpu() time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.gw.Pid()))
 	if err != nil {
 		return 0
 	}

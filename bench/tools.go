@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -69,7 +68,7 @@ func flottaTool() tool {
 		},
 		pull: func(o options, srv *server, bucket, prefix, dir, state string) ([]string, []string) {
 			args := append([]string{bin(o), "pull"}, common(o, srv, state)...)
-			return append(args, "--min-free", "0", "s3://"+bucket+"/"+prefix, dir), credentialsEnv()
+			return append(args, "--min-free", "-1", "s3://"+bucket+"/"+prefix, dir), credentialsEnv()
 		},
 	}
 }
@@ -127,14 +126,4 @@ func rawTool() tool {
 			return []string{self(), "raw", "-endpoint", srv.url, "-concurrency", fmt.Sprint(o.concurrency), "get", bucket, prefix, dir}, nil
 		},
 	}
-}
-
-func runQuiet(args, env []string) error {
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(cleanEnv(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/project-flotta/flotta-device-worker/podman/podmantest"
-	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/sync/s3test"
 	"github.com/project-flotta/flotta-device-worker/worker"
 )
@@ -205,12 +204,12 @@ func running(hb worker.Heartbeat, name string) bool {
 	return false
 }
 
-func mapping(hb worker.Heartbeat, id string) (datasync.MappingStatus, bool) {
+func mapping(hb worker.Heartbeat, id string) (worker.DataSyncHeartbeat, bool) {
 	i := slices.IndexFunc(hb.DataSync, func(m worker.DataSyncHeartbeat) bool { return m.ID == id })
 	if i < 0 {
-		return datasync.MappingStatus{}, false
+		return worker.DataSyncHeartbeat{}, false
 	}
-	return hb.DataSync[i].MappingStatus, true
+	return hb.DataSync[i], true
 }
 
 func event(hb worker.Heartbeat, reason string) (string, bool) {

@@ -25,7 +25,7 @@ type cliRun struct {
 
 func startCLI(t *testing.T, srv *s3test.Server, args ...string) *cliRun {
 	t.Helper()
-	return startCLIWith(t, srv, accessKey, secretKey, append(args, "--min-free", "0")...)
+	return startCLIWith(t, srv, accessKey, secretKey, append(args, "--min-free", "-1")...)
 }
 
 // startCLIWith runs flotta-sync -v against srv with the given credentials.

@@ -2,8 +2,6 @@ package worker
 
 import (
 	"sync"
-
-	"github.com/project-flotta/flotta-device-worker/podman"
 )
 
 // Event types of the heartbeat.
@@ -19,26 +17,26 @@ const maxQueuedEvents = 100
 // eventQueue holds events until a heartbeat carrying them was delivered.
 type eventQueue struct {
 	mu     sync.Mutex
-	events []podman.Event
+	events []Event
 	next   uint64 // sequence number of events[0]
 }
 
-func (q *eventQueue) add(evs ...podman.Event) {
+func (q *eventQueue) add(evs ...Event) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.events = append(q.events, evs...)
 	if over := len(q.events) - maxQueuedEvents; over > 0 {
-		q.events = append([]podman.Event(nil), q.events[over:]...)
+		q.events = append([]Event(nil), q.events[over:]...)
 		q.next += uint64(over)
 	}
 }
 
 // peek returns a copy of the queued events and the sequence number that
 // follows the last of them, for drop.
-func (q *eventQueue) peek() ([]podman.Event, uint64) {
+func (q *eventQueue) peek() ([]Event, uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return append([]podman.Event{}, q.events...), q.next + uint64(len(q.events))
+	return append([]Event{}, q.events...), q.next + uint64(len(q.events))
 }
 
 // drop forgets the events before sequence number end (those a delivered
@@ -53,7 +51,7 @@ func (q *eventQueue) drop(end uint64) {
 	if n > uint64(len(q.events)) {
 		n = uint64(len(q.events))
 	}
-	q.events = append([]podman.Event(nil), q.events[n:]...)
+	q.events = append([]Event(nil), q.events[n:]...)
 	q.next += n
 }
 

@@ -18,6 +18,10 @@ import (
 // HeartbeatDirective is the directive of heartbeat messages.
 const HeartbeatDirective = "heartbeat"
 
+// The heartbeat's wire types are defined here, with their JSON names, and
+// fed from the podman and sync status types: what the control plane reads
+// changes only when these change (testdata/heartbeat/full.json pins it).
+
 // Heartbeat is the content of a heartbeat message.
 type Heartbeat struct {
 	// Status is "up", or "degraded" when a workload crashed, a mapping
@@ -25,16 +29,57 @@ type Heartbeat struct {
 	Status    string              `json:"status"`
 	Version   string              `json:"version"`
 	Workloads []WorkloadHeartbeat `json:"workloads"`
-	Events    []podman.Event      `json:"events"`
+	Events    []Event             `json:"events"`
 	// DataSyncState is "on", or "off: no storage configured".
 	DataSyncState string              `json:"data_sync_state"`
 	DataSync      []DataSyncHeartbeat `json:"data_sync"`
 }
 
+// Event is something worth telling the control plane, sent once.
+type Event struct {
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+	Type    string `json:"type"` // EventInfo or EventWarn
+}
+
+// heartbeatEvents are the workload runner's events as the heartbeat sends
+// them.
+func heartbeatEvents(evs ...podman.Event) []Event {
+	out := make([]Event, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, Event{Reason: e.Reason, Message: e.Message, Type: e.Type})
+	}
+	return out
+}
+
 // DataSyncHeartbeat is one data path in a heartbeat: the engine's status,
 // the path as the configuration message wrote it, and how far behind it is.
 type DataSyncHeartbeat struct {
-	datasync.MappingStatus
+	ID        string `json:"id"`        // the mapping: <workload>/<direction>/<path under /export>
+	Direction string `json:"direction"` // "egress" or "ingress"
+	LocalDir  string `json:"local_dir"` // absolute directory on the device
+	Bucket    string `json:"bucket"`    //
+	Prefix    string `json:"prefix"`    // key prefix in the bucket
+
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// FilesTotal and BytesTotal count what moved since the worker started.
+	FilesTotal int64 `json:"files_total"`
+	BytesTotal int64 `json:"bytes_total"`
+	// FilesLastPass and BytesLastPass count what moved in the last pass.
+	FilesLastPass int64 `json:"files_last_pass"`
+	BytesLastPass int64 `json:"bytes_last_pass"`
+	// Pending counts files known to differ and not yet moved.
+	Pending int64 `json:"pending"`
+	// Refused counts files the disk guard or the key checks would not write.
+	Refused int64 `json:"refused"`
+	// Unreadable counts entries the last pass skipped because they could
+	// not be read or named; they are retried every pass.
+	Unreadable int64  `json:"unreadable"`
+	LastError  string `json:"last_error,omitempty"`
+	// OldestPending is when the oldest change not yet synced was first seen.
+	OldestPending time.Time `json:"oldest_pending,omitzero"`
+
 	Workload string `json:"workload"`
 	// Source and Target are the message's data path: a directory under
 	// /export and a bucket prefix, in the direction of the copy.
@@ -47,7 +92,12 @@ type DataSyncHeartbeat struct {
 
 // dataSyncHeartbeat describes one mapping status, now.
 func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbeat {
-	h := DataSyncHeartbeat{MappingStatus: m}
+	h := DataSyncHeartbeat{
+		ID: m.ID, Direction: string(m.Direction), LocalDir: m.LocalDir, Bucket: m.Bucket, Prefix: m.Prefix,
+		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
+		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
+		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, LastError: m.LastError, OldestPending: m.OldestPending,
+	}
 	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
 	workload, rest, _ := strings.Cut(m.ID, "/")
 	_, local, _ := strings.Cut(rest, "/")
@@ -152,7 +202,7 @@ func (w *Worker) sendHeartbeat(ctx context.Context) {
 // buildHeartbeat gathers the current state; end is the event sequence
 // number to drop through once delivered.
 func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
-	w.events.add(w.wl.Events()...)
+	w.events.add(heartbeatEvents(w.wl.Events()...)...)
 	statuses := w.wl.Statuses()
 	mappings := w.ds.Status()
 	w.events.add(w.syncEvents(mappings)...)
@@ -209,8 +259,8 @@ func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
 // syncEvents turns what changed in the mappings' status since the last
 // heartbeat into events: a new error or new refusals (disk guard, unsafe
 // keys) are warnings, an error that cleared is news too.
-func (w *Worker) syncEvents(mappings []datasync.MappingStatus) []podman.Event {
-	var evs []podman.Event
+func (w *Worker) syncEvents(mappings []datasync.MappingStatus) []Event {
+	var evs []Event
 	seen := make(map[string]syncReport, len(mappings))
 	for _, m := range mappings {
 		prev := w.syncSeen[m.ID]
@@ -218,13 +268,13 @@ func (w *Worker) syncEvents(mappings []datasync.MappingStatus) []podman.Event {
 		seen[m.ID] = now
 		switch {
 		case now.refused > prev.refused:
-			evs = append(evs, podman.Event{Reason: "DataSyncRefused", Type: EventWarn,
+			evs = append(evs, Event{Reason: "DataSyncRefused", Type: EventWarn,
 				Message: fmt.Sprintf("%s: %d file(s) not written: %s", m.ID, now.refused-prev.refused, m.LastError)})
 		case now.lastError != "" && now.lastError != prev.lastError:
-			evs = append(evs, podman.Event{Reason: "DataSyncFailed", Type: EventWarn,
+			evs = append(evs, Event{Reason: "DataSyncFailed", Type: EventWarn,
 				Message: fmt.Sprintf("%s: %s", m.ID, m.LastError)})
 		case now.lastError == "" && prev.lastError != "":
-			evs = append(evs, podman.Event{Reason: "DataSyncRecovered", Type: EventInfo,
+			evs = append(evs, Event{Reason: "DataSyncRecovered", Type: EventInfo,
 				Message: m.ID + ": synchronising again"})
 		}
 	}

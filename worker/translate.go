@@ -31,6 +31,19 @@ func MappingID(workload string, dir datasync.Direction, localPath string) string
 	return workload + "/" + string(dir) + "/" + localPath
 }
 
+// syncEndpoint is the synchroniser's view of the message's storage.
+func syncEndpoint(ep *config.Endpoint) *datasync.Endpoint {
+	return &datasync.Endpoint{
+		Host:      ep.Host,
+		Port:      ep.Port,
+		Secure:    ep.Secure,
+		Region:    ep.Region,
+		AccessKey: ep.AccessKey,
+		SecretKey: ep.SecretKey,
+		CAPEM:     ep.CAPEM,
+	}
+}
+
 // Translate turns a validated message into a Plan. Each workload's /export
 // is volumesDir/<workload>.
 func Translate(m *config.Message, volumesDir string) (Plan, error) {
@@ -41,7 +54,7 @@ func Translate(m *config.Message, volumesDir string) (Plan, error) {
 		if err != nil {
 			return Plan{}, fmt.Errorf("configuration.storage.s3.%w", err)
 		}
-		p.Endpoint, bucket = ep, st.S3.BucketName
+		p.Endpoint, bucket = syncEndpoint(ep), st.S3.BucketName
 	}
 	for _, w := range m.Workloads {
 		p.Workloads = append(p.Workloads, podman.Workload{

@@ -12,7 +12,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/project-flotta/flotta-device-worker/podman"
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker/config"
@@ -199,11 +198,11 @@ func (w *Worker) loadPersisted() {
 }
 
 func (w *Worker) warn(reason, message string) {
-	w.events.add(podman.Event{Reason: reason, Message: message, Type: EventWarn})
+	w.events.add(Event{Reason: reason, Message: message, Type: EventWarn})
 }
 
 func (w *Worker) info(reason, message string) {
-	w.events.add(podman.Event{Reason: reason, Message: message, Type: EventInfo})
+	w.events.add(Event{Reason: reason, Message: message, Type: EventInfo})
 }
 
 // signal wakes the goroutine reading ch without ever blocking.

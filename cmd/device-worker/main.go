@@ -6,21 +6,29 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 )
 
-// version is stamped at build time (-ldflags "-X main.version=..."), as the
-// RPM does.
+// version is stamped at build time (-ldflags "-X main.version=..."): the
+// Makefile stamps the spec's Version, the RPM Version-Release.
 var version = "dev"
 
 func main() {
 	s, err := parseSettings(os.Args[1:], os.Getenv)
-	if err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "device-worker: %v\n", err)
 		os.Exit(2)
+	case s.printVersion:
+		fmt.Println("device-worker", version)
+		return
 	}
 	log, err := newLogger(s.logLevel)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker"
 )
@@ -42,15 +43,15 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	if reconcile == 0 {
 		reconcile = -1 // the engine reads 0 as its default
 	}
-	engine, err := datasync.New(datasync.Options{
+	opts := datasync.Options{
 		StateDir:          filepath.Join(s.dataDir, "sync"),
 		Interval:          s.syncInterval,
 		WatchedInterval:   s.rescanInterval,
 		ReconcileInterval: reconcile,
 		Concurrency:       s.syncConcurrency,
-		DefaultQuota:      s.ingressQuota,
-		MinFreeBytes:      s.minFreeBytes,
-	}, log.Named("sync"))
+	}
+	opts.DefaultQuota, opts.MinFreeBytes, opts.MinFreePercent = bytesize.DiskGuard(s.ingressQuota, s.minFreeBytes)
+	engine, err := datasync.New(opts, log.Named("sync"))
 	if err != nil {
 		return fmt.Errorf("open the sync journal: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 )
 
 // Defaults of the worker's own settings.
@@ -38,9 +40,11 @@ type settings struct {
 	reconcileInterval time.Duration
 
 	syncConcurrency int           // parallel transfers; 0 = the engine's default
-	ingressQuota    int64         // bytes per ingress mapping; 0 = unlimited
-	minFreeBytes    int64         // ingress keeps this much free; 0 = engine default, <0 = none
+	ingressQuota    int64         // bytes per ingress mapping; 0 (default) or -1 = unlimited
+	minFreeBytes    int64         // ingress keeps this much free; 0 = default max(512 MiB, 5%), -1 = none
 	shutdownSync    time.Duration // bound of the last egress pass on SIGTERM
+
+	printVersion bool // --version: print the version and exit
 }
 
 func parseSettings(args []string, getenv func(string) string) (settings, error) {
@@ -67,16 +71,20 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	concurrency := env("FLOTTA_SYNC_CONCURRENCY", "0")
 	fs.StringVar(&concurrency, "sync-concurrency", concurrency, "parallel transfers, 0 = default (env FLOTTA_SYNC_CONCURRENCY)")
 	quota := env("FLOTTA_INGRESS_QUOTA", "0")
-	fs.StringVar(&quota, "ingress-quota", quota, "bytes each ingress data path may hold, 0 = unlimited (env FLOTTA_INGRESS_QUOTA)")
+	fs.StringVar(&quota, "ingress-quota", quota, "size each ingress data path may hold (1G, 500M, bytes), 0 or -1 = unlimited (env FLOTTA_INGRESS_QUOTA)")
 	minFree := env("FLOTTA_MIN_FREE", "0")
-	fs.StringVar(&minFree, "min-free", minFree, "bytes ingress leaves free on the file system, 0 = max(512 MiB, 5%), -1 = no guard (env FLOTTA_MIN_FREE)")
+	fs.StringVar(&minFree, "min-free", minFree, "size ingress leaves free on the file system (1G, 500M, bytes), 0 = max(512 MiB, 5%), -1 = no guard (env FLOTTA_MIN_FREE)")
 	shutdown := env("FLOTTA_SHUTDOWN_SYNC_TIMEOUT", defaultShutdownSync.String())
 	fs.StringVar(&shutdown, "shutdown-sync-timeout", shutdown, "bound of the last egress pass on SIGTERM, 0 = none (env FLOTTA_SHUTDOWN_SYNC_TIMEOUT)")
+	fs.BoolVar(&s.printVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
 	}
 	if fs.NArg() > 0 {
 		return settings{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if s.printVersion {
+		return s, nil
 	}
 	if s.socketAddr == "" {
 		return settings{}, errors.New("YGG_SOCKET_ADDR is not set: device-worker is started by yggd, which sets it (or pass --socket-addr)")
@@ -100,11 +108,11 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 		return settings{}, fmt.Errorf("sync concurrency %q: want a number of transfers, 0 for the default", concurrency)
 	}
 	s.syncConcurrency = n
-	if s.ingressQuota, err = strconv.ParseInt(quota, 10, 64); err != nil || s.ingressQuota < 0 {
-		return settings{}, fmt.Errorf("ingress quota %q: want bytes, 0 for unlimited", quota)
+	if s.ingressQuota, err = bytesize.Setting("ingress quota (FLOTTA_INGRESS_QUOTA, --ingress-quota)", quota); err != nil {
+		return settings{}, err
 	}
-	if s.minFreeBytes, err = strconv.ParseInt(minFree, 10, 64); err != nil {
-		return settings{}, fmt.Errorf("min free %q: want bytes, 0 for the default, -1 for no guard", minFree)
+	if s.minFreeBytes, err = bytesize.Setting("min free (FLOTTA_MIN_FREE, --min-free)", minFree); err != nil {
+		return settings{}, err
 	}
 	if s.dataDir == "" {
 		return settings{}, errors.New("data directory is empty (FLOTTA_DATA_DIR / --data-dir)")

@@ -47,7 +47,7 @@ func TestSettingsErrors(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "sync interval")
 
-	for name, value := range map[string]string{"FLOTTA_SYNC_CONCURRENCY": "many", "FLOTTA_INGRESS_QUOTA": "-5", "FLOTTA_MIN_FREE": "1G", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "later",
+	for name, value := range map[string]string{"FLOTTA_SYNC_CONCURRENCY": "many", "FLOTTA_MIN_FREE": "1Q", "FLOTTA_INGRESS_QUOTA": "-2", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "later",
 		"FLOTTA_RESCAN_INTERVAL": "0", "FLOTTA_RECONCILE_INTERVAL": "-1h"} {
 		_, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", name: value}))
 		assert.Error(t, err, name)
@@ -61,4 +61,23 @@ func TestLogLevels(t *testing.T) {
 	}
 	_, err := newLogger("LOUD")
 	assert.Error(t, err)
+}
+
+func TestSizeSettings(t *testing.T) {
+	for value, want := range map[string]int64{"1G": 1 << 30, "512MiB": 512 << 20, "4k": 4096, "100": 100, "0": 0, "-1": -1} {
+		s, err := parseSettings([]string{"--ingress-quota", value}, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_MIN_FREE": value}))
+		require.NoError(t, err, value)
+		assert.Equal(t, want, s.minFreeBytes, value)
+		assert.Equal(t, want, s.ingressQuota, value)
+	}
+	_, err := parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_MIN_FREE": "1 gigabyte"}))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "FLOTTA_MIN_FREE")
+	assert.Contains(t, err.Error(), "K, M, G or T")
+}
+
+func TestVersionNeedsNoSocket(t *testing.T) {
+	s, err := parseSettings([]string{"--version"}, envOf(nil))
+	require.NoError(t, err)
+	assert.True(t, s.printVersion)
 }

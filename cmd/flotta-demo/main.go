@@ -84,7 +84,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, s3.stop)
-	say("S3: versitygw on %s, bucket %s", s3.url, bucket)
+	say("S3: versitygw on %s, bucket %s", s3.URL(), bucket)
 
 	var pod *podmanService
 	if o.noPodman {

@@ -75,7 +75,7 @@ spec:
           image: %s
           imagePullPolicy: Never
           command: ["sh", "-c", "mkdir -p /export/stats; i=0; while true; do i=$((i+1)); cat /proc/loadavg > /export/stats/loadavg-$i.txt; sleep 4; done"]
-`, bucket, s3.port, accessKey, secretKey, workload, image)
+`, bucket, s3.Port, accessKey, secretKey, workload, image)
 	objPath := filepath.Join(dir, "device.yaml")
 	if err := os.WriteFile(objPath, []byte(objects), 0o600); err != nil {
 		return "", err

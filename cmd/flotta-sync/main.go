@@ -2,6 +2,8 @@
 //
 //	flotta-sync push DIR s3://BUCKET/PREFIX   upload new and changed files
 //	flotta-sync pull s3://BUCKET/PREFIX DIR   download new and changed objects
+//	flotta-sync check DIR s3://BUCKET/PREFIX  compare, without the journal
+//	flotta-sync help [COMMAND]                usage, and a command's flags
 //
 // It keeps the same journal as the worker (under --state), so a second run
 // moves only what changed. --reconcile also compares with the other side
@@ -24,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,16 +37,26 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
+	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 )
 
-const usage = `usage:
-  flotta-sync push DIR s3://BUCKET/PREFIX [flags]
-  flotta-sync pull s3://BUCKET/PREFIX DIR [flags]
+// command is one of flotta-sync's commands: how it is called, what it does.
+type command struct{ name, operands, what string }
 
-flags:
-`
+// commands are listed by help in this order.
+var commands = []command{
+	{"push", "DIR s3://BUCKET/PREFIX", "upload new and changed files of DIR"},
+	{"pull", "s3://BUCKET/PREFIX DIR", "download new and changed objects into DIR"},
+	{"check", "DIR s3://BUCKET/PREFIX", "compare DIR with the prefix, without the journal"},
+	{"help", "[COMMAND]", "print this help, or a command's flags"},
+	{"version", "", "print the version"},
+}
+
+// version is stamped at build time (-ldflags "-X main.version=..."): the
+// Makefile stamps the spec's Version.
+var version = "dev"
 
 func main() {
 	// FLOTTA_SYNC_CPUPROFILE=FILE writes a CPU profile of the run (for
@@ -62,6 +75,7 @@ func main() {
 }
 
 type config struct {
+	cmd         string
 	dir         datasync.Direction
 	local       string
 	bucket      string
@@ -76,34 +90,102 @@ type config struct {
 	verbose     bool
 	reconcile   bool
 	dryRun      bool
+	download    bool // check: hash objects whose ETag is no MD5 by downloading them
 }
 
-func parse(args []string, stderr io.Writer) (*config, error) {
-	c := &config{}
-	fs := flag.NewFlagSet("flotta-sync", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+// flags declares the flags of cmd into c; help prints them.
+func flags(cmd string, c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("flotta-sync "+cmd, flag.ContinueOnError)
+	fs.Usage = func() {} // help goes to stdout, errors to stderr: run decides
 	fs.StringVar(&c.endpoint, "endpoint", os.Getenv("AWS_ENDPOINT_URL"), "S3 endpoint URL, http:// or https:// (default $AWS_ENDPOINT_URL)")
 	fs.StringVar(&c.region, "region", "us-east-1", "S3 region (\"\" discovers it)")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates trusted in addition to the system roots")
-	fs.StringVar(&c.state, "state", "", "journal directory (default $XDG_STATE_HOME/flotta-sync or ~/.local/state/flotta-sync)")
 	fs.IntVar(&c.concurrency, "concurrency", datasync.DefaultConcurrency, "parallel transfers")
-	fs.Int64Var(&c.maxBytes, "max-bytes", 0, "pull: bytes DIR may hold (0 = no quota)")
-	fs.Int64Var(&c.minFree, "min-free", -1, "pull: bytes to keep free on DIR's file system (-1 = engine default: max(512 MiB, 5%))")
-	fs.BoolVar(&c.verbose, "v", false, "log every pass")
-	fs.BoolVar(&c.reconcile, "reconcile", false, "compare with the other side too: upload again objects deleted or replaced in the bucket (push), download again files deleted locally (pull); costs one LIST per 1,000 objects")
-	fs.BoolVar(&c.dryRun, "dry-run", false, "list what would be uploaded, downloaded, refused or skipped for the disk guard, and change nothing")
+	fs.BoolVar(&c.verbose, "v", false, "log every decision (check: list matching files too)")
+	if cmd == "push" || cmd == "pull" {
+		fs.StringVar(&c.state, "state", "", "journal directory (default $XDG_STATE_HOME/flotta-sync or ~/.local/state/flotta-sync)")
+		fs.BoolVar(&c.reconcile, "reconcile", false, "compare with the other side too: upload again objects deleted or replaced in the bucket (push), download again files deleted locally (pull); costs one LIST per 1,000 objects")
+		fs.BoolVar(&c.dryRun, "dry-run", false, "list what would be uploaded, downloaded, refused or skipped for the disk guard, and change nothing")
+	}
+	switch cmd {
+	case "pull":
+		fs.Var(bytesize.NewValue(&c.maxBytes), "max-bytes", "`size` DIR may hold, e.g. 10G (0 or -1 = no quota)")
+		fs.Var(bytesize.NewValue(&c.minFree), "min-free", "`size` to keep free on DIR's file system, e.g. 1G (0 = max(512M, 5%), -1 = no guard)")
+	case "check":
+		fs.BoolVar(&c.download, "download", false, "compare objects whose ETag is not an MD5 and records no part size by downloading and hashing them")
+	}
+	return fs
+}
+
+// usage writes the help of cmd, or of every command when cmd is "".
+func usage(w io.Writer, cmd string) {
+	fmt.Fprintln(w, "usage:")
+	for _, c := range commands {
+		if cmd == "" || cmd == c.name {
+			fmt.Fprintf(w, "  flotta-sync %-30s %s\n", strings.TrimSpace(c.name+" "+c.operands), c.what)
+		}
+	}
+	switch cmd {
+	case "":
+		fmt.Fprint(w, `
+Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Sizes are
+bytes or a number with K, M, G or T (binary: 1K = 1024; 1Ki, 1KiB, 1KB too).
+Exit status: 0 done, 1 something failed or differs, 2 usage error.
+"flotta-sync help COMMAND" lists a command's flags.
+`)
+	case "help", "version":
+	default:
+		fmt.Fprintln(w, "\nflags:")
+		fs := flags(cmd, &config{})
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+}
+
+// errHelp means help was asked for and printed: exit 0.
+var errHelp = errors.New("help printed")
+
+func isHelp(arg string) bool {
+	return arg == "help" || arg == "-h" || arg == "-help" || arg == "--help"
+}
+
+func known(cmd string) bool {
+	return slices.ContainsFunc(commands, func(c command) bool { return c.name == cmd })
+}
+
+func parse(args []string, stdout, stderr io.Writer) (*config, error) {
 	if len(args) == 0 {
-		fs.Usage()
+		usage(stderr, "")
 		return nil, errors.New("missing command")
 	}
-	cmd := args[0]
+	c := &config{cmd: args[0]}
+	switch {
+	case isHelp(c.cmd) && len(args) > 1 && known(args[1]):
+		usage(stdout, args[1])
+		return nil, errHelp
+	case isHelp(c.cmd):
+		usage(stdout, "")
+		return nil, errHelp
+	case c.cmd == "version" || c.cmd == "--version" || c.cmd == "-version":
+		fmt.Fprintln(stdout, "flotta-sync", version)
+		return nil, errHelp
+	case !known(c.cmd):
+		usage(stderr, "")
+		return nil, fmt.Errorf("unknown command %q", c.cmd)
+	}
+	fs := flags(c.cmd, c)
+	fs.SetOutput(io.Discard) // the error is printed once, by run
 	// Flags may come before, between or after the two operands.
 	var pos []string
 	rest := args[1:]
 	for {
-		if err := fs.Parse(rest); err != nil {
-			return nil, err
+		err := fs.Parse(rest)
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout, c.cmd)
+			return nil, errHelp
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w (flotta-sync help %s lists the flags)", err, c.cmd)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -112,18 +194,15 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 		rest = fs.Args()[1:]
 	}
 	if len(pos) != 2 {
-		fs.Usage()
-		return nil, fmt.Errorf("%s needs two operands, got %d", cmd, len(pos))
+		usage(stderr, c.cmd)
+		return nil, fmt.Errorf("%s needs two operands, got %d", c.cmd, len(pos))
 	}
 	var s3url string
-	switch cmd {
-	case "push":
+	switch c.cmd {
+	case "push", "check":
 		c.dir, c.local, s3url = datasync.Egress, pos[0], pos[1]
 	case "pull":
 		c.dir, s3url, c.local = datasync.Ingress, pos[0], pos[1]
-	default:
-		fs.Usage()
-		return nil, fmt.Errorf("unknown command %q", cmd)
 	}
 	u, err := url.Parse(s3url)
 	if err != nil || u.Scheme != "s3" || u.Host == "" {
@@ -176,10 +255,14 @@ func stateDir(c *config) (string, error) {
 	return filepath.Join(home, ".local", "state", "flotta-sync"), nil
 }
 
-// run runs the command; a dry run's list goes to stdout, everything else to
-// stderr. It returns the exit code: 0 done, 1 failed, 2 bad usage.
+// run runs the command; a dry run's list, check's report and help go to
+// stdout, everything else to stderr. It returns the exit code: 0 done, 1
+// failed or differs, 2 bad usage.
 func run(args []string, stdout, stderr io.Writer) int {
-	c, err := parse(args, stderr)
+	c, err := parse(args, stdout, stderr)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "flotta-sync:", err)
 		return 2
@@ -188,6 +271,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "flotta-sync:", err)
 		return 2
+	}
+	if c.cmd == "check" {
+		return runCheck(c, ep, stdout, stderr)
 	}
 	state, err := stateDir(c)
 	if err != nil {
@@ -226,21 +312,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		zapcore.AddSync(stderr), level))
 	defer func() { _ = log.Sync() }()
 
-	// The engine reads 0 as "its default" and a negative value as "none".
-	minFree, minFreePct := int64(0), 0.0
-	if c.minFree >= 0 {
-		minFree, minFreePct = max(c.minFree, 1), -1
-	}
 	counter := &s3client.Counter{}
-	eng, err := datasync.New(datasync.Options{
+	opts := datasync.Options{
 		StateDir:            state,
 		Concurrency:         c.concurrency,
-		DefaultQuota:        c.maxBytes,
-		MinFreeBytes:        minFree,
-		MinFreePercent:      minFreePct,
 		KeepUnknownMappings: true,
 		WrapTransport:       func(rt http.RoundTripper) http.RoundTripper { counter.Next = rt; return counter },
-	}, log)
+	}
+	opts.DefaultQuota, opts.MinFreeBytes, opts.MinFreePercent = bytesize.DiskGuard(c.maxBytes, c.minFree)
+	eng, err := datasync.New(opts, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "flotta-sync:", err)
 		return 1

@@ -37,7 +37,7 @@ func TestPushPull(t *testing.T) {
 	assert.Contains(t, out.String(), "uploaded 0 files, 0 B; 0 S3 requests")
 
 	out.Reset()
-	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--concurrency", "2", "--min-free", "0"}, &out, &out)
+	code = run([]string{"pull", "s3://bkt/some/prefix", dst, "--endpoint", srv.URL(), "--state", state, "--concurrency", "2", "--min-free", "-1"}, &out, &out)
 	require.Equal(t, 0, code, out.String())
 	got, err := os.ReadFile(filepath.Join(dst, "d", "a"))
 	require.NoError(t, err)

@@ -728,16 +728,11 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	}
 }
 
-// execute runs do for every job from jobs, at most Options.Concurrency at a
-// time engine-wide, and returns when jobs is closed and all are done.
-func execute[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(T)) {
-	executeReleasing(ctx, e, jobs, func(j T, _ func()) { do(j) })
-}
-
-// executeReleasing is execute for jobs whose last step needs no network: do
-// may call release once its transfer is over, to hand its slot to the next
-// job while it finishes (ingress: fsync and rename). Callers bound that
-// finishing work themselves (Engine.commits).
+// executeReleasing runs do for every job from jobs, at most
+// Options.Concurrency at a time engine-wide, and returns when jobs is closed
+// and all are done. do may call release once its transfer is over, to hand
+// its slot to the next job while it finishes locally (ingress: fsync and
+// rename). Callers bound that finishing work themselves (Engine.commits).
 func executeReleasing[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(j T, release func())) {
 	var wg sync.WaitGroup
 	for j := range jobs {

@@ -271,6 +271,3 @@ func TestIngressAdoptsIdenticalLocalFiles(t *testing.T) {
 
 func minioStat() minio.StatObjectOptions     { return minio.StatObjectOptions{} }
 func minioRemove() minio.RemoveObjectOptions { return minio.RemoveObjectOptions{} }
-func minioPut() minio.PutObjectOptions {
-	return minio.PutObjectOptions{DisableContentSha256: true}
-}

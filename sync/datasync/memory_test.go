@@ -220,12 +220,6 @@ func (f *memFixture) start() {
 	}
 }
 
-func (f *memFixture) restart() {
-	f.t.Helper()
-	require.NoError(f.t, f.eng.Close())
-	f.start()
-}
-
 func (f *memFixture) configure(ms ...Mapping) {
 	f.t.Helper()
 	f.maps = ms

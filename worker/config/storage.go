@@ -7,14 +7,23 @@ import (
 	"fmt"
 	"net"
 	"strings"
-
-	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 )
 
-// Endpoint decodes the S3 settings into the synchroniser's endpoint. The
-// error starts with the offending field name (relative to the s3 object)
-// and never contains a credential.
-func (s *S3) Endpoint() (*datasync.Endpoint, error) {
+// Endpoint is the decoded S3 storage of a message: how to reach the server
+// and who to be there. The worker hands it to the synchroniser.
+type Endpoint struct {
+	Host      string // host name or IP address, without scheme or port
+	Port      int    // the scheme's default (80/443) when the message has none
+	Secure    bool   // https unless bucket_host says http://
+	Region    string // as sent; "ignore" for in-cluster buckets
+	AccessKey string // decoded from base64
+	SecretKey string // decoded from base64
+	CAPEM     []byte // decoded aws_ca_bundle: extra trusted CA certificates, PEM
+}
+
+// Endpoint decodes the S3 settings. The error starts with the offending
+// field name (relative to the s3 object) and never contains a credential.
+func (s *S3) Endpoint() (*Endpoint, error) {
 	host, secure, err := splitScheme(s.BucketHost)
 	if err != nil {
 		return nil, fmt.Errorf("bucket_host: %w", err)
@@ -48,7 +57,7 @@ func (s *S3) Endpoint() (*datasync.Endpoint, error) {
 			return nil, errors.New("aws_ca_bundle: must be base64 of PEM certificates; none found")
 		}
 	}
-	return &datasync.Endpoint{
+	return &Endpoint{
 		Host:      host,
 		Port:      port,
 		Secure:    secure,
