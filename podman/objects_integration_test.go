@@ -91,8 +91,19 @@ func TestOperatorWorkloadsOnPodman(t *testing.T) {
 	cm := operatorWorkload(t, "configmap.json")
 	reg := operatorWorkload(t, "image-registries.json")
 
-	require.NoError(t, e.m.Apply(ctx, []Workload{sec, cm, reg}))
+	// envFrom takes every key of a Secret and of a ConfigMap.
+	envFrom := Workload{Name: "env-from", Secrets: sec.Secrets, ConfigMaps: cm.ConfigMaps, Specification: `containers:
+- name: app
+  image: ` + e.svc.Image + `
+  imagePullPolicy: Never
+  command: ["sh", "-c", "printf '%s %s %s' \"$token\" \"$password\" \"$greeting\" > /export/env.txt; exec sleep 3600"]
+  envFrom:
+  - secretRef: {name: app-creds}
+  - configMapRef: {name: app-env}
+`}
+	require.NoError(t, e.m.Apply(ctx, []Workload{sec, cm, reg, envFrom}))
 	vol := func(w, f string) string { return filepath.Join(e.volumesDir, w, f) }
+	waitContent(t, vol("env-from", "env.txt"), "placeholder-token-0001 placeholder-password-0002 hello-from-configmap")
 	waitContent(t, vol("secret-consumer", "secret-env.txt"), "placeholder-token-0001")
 	waitContent(t, vol("secret-consumer", "secret-volume.txt"), "placeholder-password-0002")
 	waitContent(t, vol("configmap-consumer", "configmap-env.txt"), "hello-from-configmap")
@@ -124,7 +135,7 @@ func TestOperatorWorkloadsOnPodman(t *testing.T) {
 	assert.True(t, strings.HasPrefix(owned[0], "flotta-app-creds-"), owned[0])
 	manifests, err := os.ReadDir(e.stateDir)
 	require.NoError(t, err)
-	require.Len(t, manifests, 3)
+	require.Len(t, manifests, 4)
 	for _, f := range manifests {
 		b, err := os.ReadFile(filepath.Join(e.stateDir, f.Name()))
 		require.NoError(t, err)
@@ -135,7 +146,7 @@ func TestOperatorWorkloadsOnPodman(t *testing.T) {
 	podReg := e.status(t, "private-registry").PodID
 
 	// A resend changes nothing.
-	require.NoError(t, e.m.Apply(ctx, []Workload{operatorWorkload(t, "secret.json"), operatorWorkload(t, "configmap.json"), operatorWorkload(t, "image-registries.json")}))
+	require.NoError(t, e.m.Apply(ctx, []Workload{operatorWorkload(t, "secret.json"), operatorWorkload(t, "configmap.json"), operatorWorkload(t, "image-registries.json"), envFrom}))
 	require.NoError(t, e.m.Reconcile(ctx))
 	assert.Equal(t, podSec, e.status(t, "secret-consumer").PodID)
 
@@ -148,8 +159,10 @@ func TestOperatorWorkloadsOnPodman(t *testing.T) {
 	cm.ConfigMaps[0] = strings.Replace(cm.ConfigMaps[0], "hello-from-configmap", "changed-greeting", 1)
 	reg.AuthFile = `{"auths":{"localhost":{"auth":"b3RoZXI6dXNlcg=="}}}`
 	require.NoError(t, os.Remove(vol("secret-consumer", "secret-env.txt")))
-	require.NoError(t, e.m.Apply(ctx, []Workload{sec, cm, reg}))
+	envFrom.Secrets, envFrom.ConfigMaps = sec.Secrets, cm.ConfigMaps
+	require.NoError(t, e.m.Apply(ctx, []Workload{sec, cm, reg, envFrom}))
 	waitContent(t, vol("secret-consumer", "secret-env.txt"), "rotated-token-0003")
+	waitContent(t, vol("env-from", "env.txt"), "rotated-token-0003 placeholder-password-0002 changed-greeting")
 	waitContent(t, vol("configmap-consumer", "configmap-env.txt"), "changed-greeting")
 	require.NoError(t, e.m.Reconcile(ctx))
 	assert.NotEqual(t, podSec, e.status(t, "secret-consumer").PodID)
@@ -165,7 +178,7 @@ func TestOperatorWorkloadsOnPodman(t *testing.T) {
 	// A wrong auth file is this workload's error, reported, never its content.
 	bad := reg
 	bad.AuthFile = "user:placeholder-pass"
-	err = e.m.Apply(ctx, []Workload{sec, cm, bad})
+	err = e.m.Apply(ctx, []Workload{sec, cm, bad, envFrom})
 	require.ErrorContains(t, err, `workload "private-registry": imageRegistries.authFile: not a JSON auth file`)
 	assert.NotContains(t, err.Error(), "placeholder-pass")
 	st := e.status(t, "private-registry")
