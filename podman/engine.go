@@ -14,6 +14,7 @@ import (
 	"github.com/containers/podman/v4/pkg/bindings/containers"
 	"github.com/containers/podman/v4/pkg/bindings/kube"
 	"github.com/containers/podman/v4/pkg/bindings/pods"
+	"github.com/containers/podman/v4/pkg/bindings/secrets"
 	"github.com/containers/podman/v4/pkg/errorhandling"
 )
 
@@ -38,9 +39,16 @@ type containerInfo struct {
 // engine is the part of podman the manager uses; bindingsEngine is the real one.
 type engine interface {
 	ListPods(ctx context.Context) ([]podInfo, error)
-	Play(ctx context.Context, manifest []byte) error
+	// Play plays manifest; authFile, when not empty, is the path of the
+	// registry auth file for its pulls.
+	Play(ctx context.Context, manifest []byte, authFile string) error
 	StartPod(ctx context.Context, id string) error
 	RemovePod(ctx context.Context, id string) error
+	// ListSecrets lists the names of the podman secrets starting with
+	// SecretPrefix.
+	ListSecrets(ctx context.Context) ([]string, error)
+	CreateSecret(ctx context.Context, name string, data []byte) error
+	RemoveSecret(ctx context.Context, name string) error
 }
 
 // Time limits for calls to the podman service. Play may pull images.
@@ -146,14 +154,20 @@ func (e *bindingsEngine) ListPods(ctx context.Context) ([]podInfo, error) {
 	return out, nil
 }
 
-// Play creates and starts the pod described by manifest.
-func (e *bindingsEngine) Play(ctx context.Context, manifest []byte) error {
+// Play creates and starts the pod described by manifest. The bindings
+// read authFile and send its credentials with this request only
+// (X-Registry-Auth), so they serve this workload's pulls and no other's.
+func (e *bindingsEngine) Play(ctx context.Context, manifest []byte, authFile string) error {
 	c, done, err := e.call(ctx, playTimeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	report, err := kube.PlayWithBody(c, bytes.NewReader(manifest), new(kube.PlayOptions).WithStart(true))
+	opts := new(kube.PlayOptions).WithStart(true)
+	if authFile != "" {
+		opts.WithAuthfile(authFile)
+	}
+	report, err := kube.PlayWithBody(c, bytes.NewReader(manifest), opts)
 	if err != nil {
 		return fmt.Errorf("play pod: %w", err)
 	}
@@ -231,4 +245,51 @@ func removePod(c context.Context, id string) error {
 func isNotFound(err error) bool {
 	var em *errorhandling.ErrorModel
 	return errors.As(err, &em) && em.ResponseCode == http.StatusNotFound
+}
+
+// ListSecrets lists the podman secrets this worker owns (SecretPrefix).
+func (e *bindingsEngine) ListSecrets(ctx context.Context) ([]string, error) {
+	c, done, err := e.call(ctx, callTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	reports, err := secrets.List(c, nil)
+	if err != nil {
+		return nil, fmt.Errorf("list secrets: %w", err)
+	}
+	var names []string
+	for _, r := range reports {
+		if strings.HasPrefix(r.Spec.Name, SecretPrefix) {
+			names = append(names, r.Spec.Name)
+		}
+	}
+	return names, nil
+}
+
+// CreateSecret creates podman secret name holding data. Errors never carry
+// data.
+func (e *bindingsEngine) CreateSecret(ctx context.Context, name string, data []byte) error {
+	c, done, err := e.call(ctx, callTimeout)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if _, err := secrets.Create(c, bytes.NewReader(data), new(secrets.CreateOptions).WithName(name)); err != nil {
+		return fmt.Errorf("create secret %s: %w", name, err)
+	}
+	return nil
+}
+
+// RemoveSecret removes podman secret name; a missing one is not an error.
+func (e *bindingsEngine) RemoveSecret(ctx context.Context, name string) error {
+	c, done, err := e.call(ctx, callTimeout)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := secrets.Remove(c, name); err != nil && !isNotFound(err) {
+		return fmt.Errorf("remove secret %s: %w", name, err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -17,9 +18,13 @@ const DefaultMonitorInterval = 15 * time.Second
 
 // Config is what the Manager needs to know about the device.
 type Config struct {
-	Socket          string        // podman service URI, e.g. unix:///run/podman/podman.sock
-	VolumesDir      string        // host side of every workload's /export: <VolumesDir>/<workload>
-	StateDir        string        // manifests live here, one <workload>.yaml each
+	Socket     string // podman service URI, e.g. unix:///run/podman/podman.sock
+	VolumesDir string // host side of every workload's /export: <VolumesDir>/<workload>
+	StateDir   string // manifests live here, one <workload>.yaml each
+	// FilesDir holds each workload's registry auth file and Secret and
+	// ConfigMap volume files (see WorkloadFilesDir); default: "workloads"
+	// beside StateDir.
+	FilesDir        string
 	DeviceID        string        // DEVICE_ID in every container
 	MonitorInterval time.Duration // reconcile period; DefaultMonitorInterval if zero
 }
@@ -35,6 +40,8 @@ type Manager struct {
 	eng   engine
 	store manifestStore
 	vols  volumes
+	files filesStore
+	key   []byte // digest key, see ManifestOptions.DigestKey
 
 	intervalCh chan time.Duration
 
@@ -70,12 +77,22 @@ func NewManager(cfg Config, log *zap.Logger) (*Manager, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	if cfg.FilesDir == "" {
+		cfg.FilesDir = filepath.Join(filepath.Dir(filepath.Clean(cfg.StateDir)), "workloads")
+	}
+	files := filesStore{dir: cfg.FilesDir}
+	key, err := files.digestKey()
+	if err != nil {
+		return nil, fmt.Errorf("podman manager: %w", err)
+	}
 	return &Manager{
 		cfg:        cfg,
 		log:        log,
 		eng:        newBindingsEngine(cfg.Socket),
 		store:      manifestStore{dir: cfg.StateDir},
 		vols:       volumes{dir: cfg.VolumesDir},
+		files:      files,
+		key:        key,
 		intervalCh: make(chan time.Duration, 1),
 		warned:     map[string]string{},
 	}, nil
@@ -103,6 +120,20 @@ func (m *Manager) Apply(ctx context.Context, ws []Workload) error {
 
 	// Build errors are part of every reconcile's result.
 	errs := m.saveManifests(manifests)
+	keep := map[string]bool{}
+	for _, mf := range manifests {
+		keep[mf.Name] = true
+		// A changed auth file is stored even when the pod stays.
+		if _, err := m.files.Materialise(&mf); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for name := range buildErrs { // their pods keep running on their files
+		keep[name] = true
+	}
+	if err := m.files.Prune(keep); err != nil {
+		errs = append(errs, err)
+	}
 
 	m.mu.Lock()
 	m.desired, m.buildErrs, m.applied, m.fingerprint = manifests, buildErrs, true, fp
@@ -118,7 +149,7 @@ func (m *Manager) Apply(ctx context.Context, ws []Workload) error {
 
 // build renders every workload's manifest; a duplicate name is an error.
 func (m *Manager) build(ws []Workload) ([]Manifest, map[string]error) {
-	opts := ManifestOptions{VolumesDir: m.cfg.VolumesDir, DeviceID: m.cfg.DeviceID}
+	opts := ManifestOptions{VolumesDir: m.cfg.VolumesDir, DeviceID: m.cfg.DeviceID, FilesDir: m.cfg.FilesDir, DigestKey: m.key}
 	manifests := make([]Manifest, 0, len(ws))
 	errs := map[string]error{}
 	seen := map[string]bool{}
@@ -166,7 +197,7 @@ func (m *Manager) saveManifests(ms []Manifest) []error {
 func fingerprint(ms []Manifest, errs map[string]error) string {
 	var b strings.Builder
 	for _, mf := range ms {
-		b.WriteString(mf.Name + "=" + mf.Hash + "\n")
+		b.WriteString(mf.Name + "=" + mf.Hash + " " + mf.authDigest + "\n")
 	}
 	names := make([]string, 0, len(errs))
 	for name := range errs {

@@ -30,13 +30,28 @@ const (
 type ManifestOptions struct {
 	VolumesDir string // host directory holding one sub-directory per workload
 	DeviceID   string // value of DEVICE_ID in every container
+	// FilesDir holds, per workload, the files of its Secret and ConfigMap
+	// volumes and its registry auth file (see WorkloadFilesDir).
+	FilesDir string
+	// DigestKey keys the digests that name podman secrets and identify
+	// secret content in hashes, so that they reveal nothing of it.
+	DigestKey []byte
 }
 
 // Manifest is a rendered Pod manifest and the hash that identifies it.
 type Manifest struct {
 	Name string // workload (and pod) name
-	YAML []byte // Kubernetes Pod manifest, apiVersion v1, kind Pod
-	Hash string // hex digest of YAML without the hash label; also in LabelManifestHash
+	// YAML is what kube play gets: the workload's ConfigMap documents, if
+	// any, then the Pod (apiVersion v1, kind Pod). It holds no secret value.
+	YAML []byte
+	// Hash is a hex digest of YAML without the hash label and of the
+	// content of the Secret and ConfigMap volumes; also in LabelManifestHash.
+	Hash string
+
+	volumes    []volumeFiles     // Secret and ConfigMap volumes, as files to write
+	secrets    map[string][]byte // podman secrets the pod needs: name → content
+	authFile   []byte            // registry auth file; nil for none
+	authDigest string            // keyed digest of authFile, for change detection
 
 	Containers     []string             // names of the spec's containers
 	InitContainers []string             // names of the spec's init containers
@@ -49,6 +64,11 @@ func ExportVolumeName(name string) string { return "export-" + name }
 // VolumeDir is the host directory backing the /export of workload name.
 func VolumeDir(volumesDir, name string) string { return filepath.Join(volumesDir, name) }
 
+// WorkloadFilesDir is the directory of workload name's own files under
+// filesDir: auth.json (its registry auth file) and volumes/<volume>/ (its
+// Secret and ConfigMap volumes).
+func WorkloadFilesDir(filesDir, name string) string { return filepath.Join(filesDir, name) }
+
 // BuildManifest validates w and renders its Pod manifest: the user's PodSpec
 // plus the export-<name> hostPath volume mounted at /export in every container
 // and init container, DEVICE_ID in their environment, and the ownership labels.
@@ -56,6 +76,15 @@ func BuildManifest(w Workload, opts ManifestOptions) (Manifest, error) {
 	spec, err := parseWorkload(w)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("workload %q: %w", w.Name, err)
+	}
+	ex, err := resolveObjects(w, spec, opts)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("workload %q: %w", w.Name, err)
+	}
+	if w.AuthFile != "" {
+		if err := checkAuthFile(w.AuthFile); err != nil {
+			return Manifest{}, fmt.Errorf("workload %q: %w", w.Name, err)
+		}
 	}
 	pod := corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
@@ -72,14 +101,33 @@ func BuildManifest(w Workload, opts ManifestOptions) (Manifest, error) {
 	if err != nil {
 		return Manifest{}, fmt.Errorf("workload %q: render manifest: %w", w.Name, err)
 	}
-	sum := sha256.Sum256(unhashed)
-	hash := hex.EncodeToString(sum[:16]) // 32 characters: fits a 63-character label value
+	// Without ConfigMaps and volume files the hash is that of the Pod alone,
+	// as it always was, so existing pods are not replaced by an upgrade.
+	h := sha256.New()
+	h.Write(unhashed)
+	for _, doc := range ex.configMaps {
+		h.Write([]byte("\n---\n"))
+		h.Write(doc)
+	}
+	if d := filesDigest(ex.volumes, opts.DigestKey); d != "" {
+		h.Write([]byte("\nfiles " + d))
+	}
+	hash := hex.EncodeToString(h.Sum(nil)[:16]) // 32 characters: fits a 63-character label value
 	pod.Labels[LabelManifestHash] = hash
 	out, err := yaml.Marshal(&pod)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("workload %q: render manifest: %w", w.Name, err)
 	}
-	m := Manifest{Name: w.Name, YAML: out, Hash: hash, RestartPolicy: spec.RestartPolicy}
+	var body []byte
+	for _, doc := range ex.configMaps {
+		body = append(append(body, doc...), "---\n"...)
+	}
+	m := Manifest{Name: w.Name, YAML: append(body, out...), Hash: hash, RestartPolicy: spec.RestartPolicy,
+		volumes: ex.volumes, secrets: ex.secrets}
+	if w.AuthFile != "" {
+		m.authFile = []byte(w.AuthFile)
+		m.authDigest = authDigest(m.authFile, opts.DigestKey)
+	}
 	for _, c := range spec.InitContainers {
 		m.InitContainers = append(m.InitContainers, c.Name)
 	}

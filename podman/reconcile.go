@@ -71,10 +71,19 @@ func (m *Manager) reconcile(ctx context.Context) (err error) {
 		byWorkload[pod.Workload] = append(byWorkload[pod.Workload], pod)
 	}
 	acted := m.removeUnwanted(ctx, p, found, desired, buildErrs)
+	owned, secretsErr := m.eng.ListSecrets(ctx)
+	if secretsErr == nil {
+		m.createSecrets(ctx, p, desired, owned)
+	}
 	for i := range desired {
 		if m.converge(ctx, p, &desired[i], byWorkload[desired[i].Name]) {
 			acted = true
 		}
+	}
+	if secretsErr == nil {
+		m.removeUnusedSecrets(ctx, desired, buildErrs, owned)
+	} else {
+		m.log.Warn("list podman secrets", zap.Error(secretsErr))
 	}
 	if acted { // observe the result of what was done
 		if again, err := m.eng.ListPods(ctx); err == nil {
@@ -132,11 +141,19 @@ func (m *Manager) converge(ctx context.Context, p *pass, mf *Manifest, pods []po
 		}
 	}
 	if current == nil {
+		if p.errs[mf.Name] != nil { // e.g. its podman secrets could not be made
+			return len(stale) > 0
+		}
 		if err := m.vols.Ensure(mf.Name); err != nil {
 			p.errs[mf.Name] = err
 			return len(stale) > 0
 		}
-		if err := m.eng.Play(ctx, mf.YAML); err != nil {
+		authFile, err := m.files.Materialise(mf)
+		if err != nil {
+			p.errs[mf.Name] = err
+			return len(stale) > 0
+		}
+		if err := m.eng.Play(ctx, mf.YAML, authFile); err != nil {
 			p.errs[mf.Name] = err
 			return true
 		}
@@ -152,6 +169,10 @@ func (m *Manager) converge(ctx context.Context, p *pass, mf *Manifest, pods []po
 		return false
 	}
 	if err := m.vols.Ensure(mf.Name); err != nil {
+		p.errs[mf.Name] = err
+		return false
+	}
+	if _, err := m.files.Materialise(mf); err != nil {
 		p.errs[mf.Name] = err
 		return false
 	}
@@ -186,4 +207,53 @@ func joinWorkloadErrors(errs map[string]error) error {
 		out = append(out, e)
 	}
 	return errors.Join(out...)
+}
+
+// createSecrets creates the podman secrets the desired pods refer to and
+// that do not exist yet. A failure is an error of the workloads needing the
+// secret (its name only: never its content).
+func (m *Manager) createSecrets(ctx context.Context, p *pass, desired []Manifest, owned []string) {
+	have := map[string]bool{}
+	for _, n := range owned {
+		have[n] = true
+	}
+	for i := range desired {
+		mf := &desired[i]
+		for _, name := range sortedKeys(mf.secrets) {
+			if have[name] {
+				continue
+			}
+			if err := m.eng.CreateSecret(ctx, name, mf.secrets[name]); err != nil {
+				p.errs[mf.Name] = err
+				continue
+			}
+			have[name] = true
+			m.log.Info("podman secret created", zap.String("workload", mf.Name), zap.String("secret", name))
+		}
+	}
+}
+
+// removeUnusedSecrets removes the podman secrets this worker owns that no
+// desired pod refers to. Workloads whose new specification is invalid keep
+// running on what they had, so while there are any, nothing is removed.
+func (m *Manager) removeUnusedSecrets(ctx context.Context, desired []Manifest, buildErrs map[string]error, owned []string) {
+	if len(buildErrs) > 0 {
+		return
+	}
+	want := map[string]bool{}
+	for i := range desired {
+		for name := range desired[i].secrets {
+			want[name] = true
+		}
+	}
+	for _, name := range owned {
+		if want[name] {
+			continue
+		}
+		if err := m.eng.RemoveSecret(ctx, name); err != nil {
+			m.log.Warn("remove unused podman secret", zap.String("secret", name), zap.Error(err))
+			continue
+		}
+		m.log.Info("unused podman secret removed", zap.String("secret", name))
+	}
 }

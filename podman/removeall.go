@@ -44,6 +44,18 @@ func (m *Manager) RemoveAll(ctx context.Context) error {
 	if err := m.vols.RemoveAll(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.files.Prune(nil); err != nil {
+		errs = append(errs, err)
+	}
+	if owned, err := m.eng.ListSecrets(ctx); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, name := range owned {
+			if err := m.eng.RemoveSecret(ctx, name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 
 	m.mu.Lock()
 	m.statuses = nil

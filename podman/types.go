@@ -10,6 +10,23 @@ type Workload struct {
 	Labels        map[string]string //
 	Annotations   map[string]string //
 	Specification string            // YAML of a Kubernetes PodSpec
+	// ConfigMaps are whole Kubernetes ConfigMap YAML documents the pod
+	// refers to; they are played with it.
+	ConfigMaps []string
+	// AuthFile is a containers auth file (JSON) used for this workload's
+	// image pulls only; empty for none. It is a credential.
+	AuthFile string
+	// Secrets are the device's secrets, which any workload may refer to
+	// by name (env secretKeyRef, envFrom secretRef, secret volumes). Only
+	// those the specification names are used.
+	Secrets []Secret
+}
+
+// Secret is one of the device's secrets: its keys and their raw values.
+// Values never reach logs, events, errors or manifests.
+type Secret struct {
+	Name string
+	Data map[string][]byte
 }
 
 // State is a workload's lifecycle as reported in heartbeats.

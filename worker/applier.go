@@ -75,6 +75,12 @@ func (w *Worker) applyLatest(ctx context.Context, retry bool) (failed bool) {
 		if remove || desired != nil {
 			w.applied, w.applyErr = desired, err
 		}
+		switch {
+		case desired != nil:
+			w.version, w.hasVersion = desired.Version, true
+		case remove:
+			w.version, w.hasVersion = "", false
+		}
 		w.appliedGen = gen
 		again := w.gen != gen
 		w.mu.Unlock()

@@ -178,7 +178,14 @@ func (w *Worker) sendHeartbeat(ctx context.Context) {
 	if paused {
 		return
 	}
-	hb, end := w.buildHeartbeat()
+	hb, end, ok := w.buildHeartbeat()
+	if !ok {
+		// Nothing applied or loaded yet: a heartbeat would carry an empty
+		// version, which the control plane records as the device's synced
+		// version. Events wait for the first configuration.
+		w.log.Debug("heartbeat held back: no configuration applied yet")
+		return
+	}
 	content, err := json.Marshal(hb)
 	if err != nil {
 		w.log.Error("cannot encode heartbeat", zap.Error(err))
@@ -200,8 +207,9 @@ func (w *Worker) sendHeartbeat(ctx context.Context) {
 }
 
 // buildHeartbeat gathers the current state; end is the event sequence
-// number to drop through once delivered.
-func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
+// number to drop through once delivered. ok is false while there is no
+// version to report.
+func (w *Worker) buildHeartbeat() (hb Heartbeat, end uint64, ok bool) {
 	w.events.add(heartbeatEvents(w.wl.Events()...)...)
 	statuses := w.wl.Statuses()
 	mappings := w.ds.Status()
@@ -209,10 +217,7 @@ func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
 	events, end := w.events.peek()
 
 	w.mu.Lock()
-	version := ""
-	if w.applied != nil {
-		version = w.applied.Version
-	}
+	version, hasVersion := w.version, w.hasVersion
 	applyFailed := w.applyErr != nil
 	mappingsOf := w.mappingsOf
 	syncState := DataSyncOn
@@ -220,8 +225,11 @@ func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
 		syncState = DataSyncNoStorage
 	}
 	w.mu.Unlock()
+	if !hasVersion {
+		return Heartbeat{}, 0, false
+	}
 
-	hb := Heartbeat{
+	hb = Heartbeat{
 		Status:        StatusUp,
 		Version:       version,
 		Workloads:     make([]WorkloadHeartbeat, 0, len(statuses)),
@@ -253,7 +261,7 @@ func (w *Worker) buildHeartbeat() (Heartbeat, uint64) {
 		}
 		hb.Workloads = append(hb.Workloads, wh)
 	}
-	return hb, end
+	return hb, end, true
 }
 
 // syncEvents turns what changed in the mappings' status since the last

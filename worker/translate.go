@@ -56,14 +56,24 @@ func Translate(m *config.Message, volumesDir string) (Plan, error) {
 		}
 		p.Endpoint, bucket = syncEndpoint(ep), st.S3.BucketName
 	}
+	secrets, err := decodeSecrets(m.Secrets)
+	if err != nil {
+		return Plan{}, err
+	}
 	for _, w := range m.Workloads {
-		p.Workloads = append(p.Workloads, podman.Workload{
+		pw := podman.Workload{
 			Name:          w.Name,
 			Namespace:     w.Namespace,
 			Labels:        w.Labels,
 			Annotations:   w.Annotations,
 			Specification: w.Specification,
-		})
+			ConfigMaps:    w.ConfigMaps,
+			Secrets:       secrets,
+		}
+		if w.ImageRegistries != nil {
+			pw.AuthFile = w.ImageRegistries.AuthFile
+		}
+		p.Workloads = append(p.Workloads, pw)
 		if w.Data == nil {
 			continue
 		}
@@ -92,4 +102,21 @@ func Translate(m *config.Message, volumesDir string) (Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// decodeSecrets decodes the device's secrets; every workload may refer to
+// any of them (podman uses those its specification names).
+func decodeSecrets(list []config.Secret) ([]podman.Secret, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	out := make([]podman.Secret, 0, len(list))
+	for i, s := range list {
+		data, err := s.Values()
+		if err != nil {
+			return nil, fmt.Errorf("secrets[%d].data (secret %q): %w", i, s.Name, err)
+		}
+		out = append(out, podman.Secret{Name: s.Name, Data: data})
+	}
+	return out, nil
 }

@@ -64,9 +64,14 @@ type Worker struct {
 	paused       bool            // heartbeats stop after a disconnect
 	applied      *config.Message // last configuration the applier applied
 	applyErr     error           // its outcome
-	appliedGen   uint64          // the generation the applier last handled
-	mappingsOf   map[string][]string
-	syncOff      bool // the configuration in force has no storage
+	// version is what heartbeats report: the version of the last applied
+	// configuration, or of the one loaded from disk until it is applied.
+	// hasVersion is false until there is one (heartbeats wait for it).
+	version    string
+	hasVersion bool
+	appliedGen uint64 // the generation the applier last handled
+	mappingsOf map[string][]string
+	syncOff    bool // the configuration in force has no storage
 
 	// mappings is the set handed to DataSync; only the applier uses it.
 	mappings []datasync.Mapping
@@ -192,6 +197,9 @@ func (w *Worker) loadPersisted() {
 	w.mu.Lock()
 	w.desired, w.desiredCanon = m, canonical(m)
 	w.gen++
+	// The last good configuration is what the device runs until the
+	// applier (re)applies it: report its version, never an empty one.
+	w.version, w.hasVersion = m.Version, true
 	w.mu.Unlock()
 	w.log.Info("loaded persisted configuration", zap.String("version", m.Version), zap.Int("workloads", len(m.Workloads)))
 	signal(w.kick)

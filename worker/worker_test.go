@@ -361,3 +361,62 @@ func TestDisconnectRemovesEverything(t *testing.T) {
 	require.Eventually(t, func() bool { return len(h.wl.applies()) == 2 }, waitFor, 5*time.Millisecond)
 	assert.FileExists(t, filepath.Join(h.dir, worker.ConfigFileName))
 }
+
+// withPeriod sets the heartbeat period of a JSON message.
+func withPeriod(t *testing.T, b []byte, seconds int) []byte {
+	return edit(t, b, func(m map[string]any) {
+		cfg := m["configuration"].(map[string]any)
+		cfg["heartbeat"] = map[string]any{"period_seconds": seconds}
+	})
+}
+
+func TestHeartbeatNeverCarriesAnEmptyOrUnappliedVersion(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	release := make(chan struct{})
+	h.wl.mu.Lock()
+	h.wl.blockNext = release
+	h.wl.mu.Unlock()
+	require.NoError(t, h.send(t, withPeriod(t, message(t, "os-stats.json"), 1)))
+	// The period (1 s) elapses while the first configuration is applied:
+	// nothing is sent before it has been applied.
+	time.Sleep(1500 * time.Millisecond)
+	assert.Empty(t, h.heartbeats(t), "no heartbeat before a configuration was applied")
+	close(release)
+	h.waitHeartbeat(t, func(hb worker.Heartbeat) bool { return hb.Version == "48213" })
+
+	// A newer configuration reports the old version until it is applied.
+	release = make(chan struct{})
+	h.wl.mu.Lock()
+	h.wl.blockNext = release
+	h.wl.mu.Unlock()
+	mark := len(h.heartbeats(t))
+	require.NoError(t, h.send(t, edit(t, withPeriod(t, message(t, "os-stats.json"), 1), func(m map[string]any) { m["version"] = "48300" })))
+	require.Eventually(t, func() bool { return len(h.heartbeats(t)) > mark+1 }, waitFor, 10*time.Millisecond)
+	for _, hb := range h.heartbeats(t)[mark:] {
+		assert.Equal(t, "48213", hb.Version, "the version being applied is not reported yet")
+	}
+	close(release)
+	h.waitHeartbeat(t, func(hb worker.Heartbeat) bool { return hb.Version == "48300" })
+	for _, hb := range h.heartbeats(t) {
+		assert.NotEmpty(t, hb.Version)
+	}
+}
+
+func TestHeartbeatReportsThePersistedVersionBeforeItIsApplied(t *testing.T) {
+	dir := t.TempDir()
+	first := newHarness(t, dir)
+	require.NoError(t, first.send(t, withPeriod(t, message(t, "os-stats.json"), 1)))
+	first.waitHeartbeat(t, func(hb worker.Heartbeat) bool { return hb.Version == "48213" })
+	first.w.Stop()
+
+	h := &harness{wl: &fakeWorkloads{blockNext: make(chan struct{})}, ds: &fakeDataSync{}, disp: &fakeDispatcher{}, dir: dir}
+	release := h.wl.blockNext
+	w, err := worker.New(worker.Options{DataDir: dir, Dispatcher: h.disp, Log: zaptest.NewLogger(t)}, h.wl, h.ds)
+	require.NoError(t, err)
+	require.NoError(t, w.Start(context.Background()))
+	t.Cleanup(w.Stop)
+	t.Cleanup(func() { close(release) })
+	h.w = w
+	hb := h.waitHeartbeat(t, func(worker.Heartbeat) bool { return true })
+	assert.Equal(t, "48213", hb.Version, "the last good configuration loaded from disk")
+}

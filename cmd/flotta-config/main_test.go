@@ -16,7 +16,7 @@ import (
 
 const k8sData = "../../testdata/k8s/"
 
-func build(t *testing.T, files ...string) (*config.Message, error) {
+func build(t *testing.T, files ...string) (*message, error) {
 	t.Helper()
 	for i, f := range files {
 		if !filepath.IsAbs(f) {
@@ -25,7 +25,7 @@ func build(t *testing.T, files ...string) (*config.Message, error) {
 	}
 	objs, err := readObjects(files)
 	require.NoError(t, err)
-	return buildMessage(objs, settings{version: "7", heartbeatSeconds: 60, monitorSeconds: 15})
+	return buildMessage(objs, settings{version: "7"})
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -47,11 +47,25 @@ func TestSeedExternalStorage(t *testing.T) {
 }
 
 func TestObjectBucketClaimWins(t *testing.T) {
+	// Without the Route, the claim ConfigMap's host (the operator never
+	// does this; flotta-config warns).
 	msg, err := build(t, "edgedevice.yaml", "s3-external.yaml", "obc.yaml")
 	require.NoError(t, err)
 	assert.Equal(t, &config.S3{
 		BucketHost: "s3.openshift-storage.svc", BucketPort: 443, BucketName: "a1b2-obc-bucket", BucketRegion: "ignore",
 		AccessKeyID: b64("obc-access"), SecretAccessKey: b64("obc-secret"),
+	}, msg.Configuration.Storage.S3)
+}
+
+func TestObjectBucketClaimRouteHostAndCAFromFlags(t *testing.T) {
+	objs, err := readObjects([]string{k8sData + "edgedevice.yaml", k8sData + "s3-external.yaml", k8sData + "obc.yaml"})
+	require.NoError(t, err)
+	pem := routerCA(t)
+	msg, err := buildMessage(objs, settings{version: "7", routeHost: "s3.apps.example.com", routerCA: pem})
+	require.NoError(t, err)
+	assert.Equal(t, &config.S3{
+		BucketHost: "s3.apps.example.com", BucketPort: 443, BucketName: "a1b2-obc-bucket", BucketRegion: "ignore",
+		AccessKeyID: b64("obc-access"), SecretAccessKey: b64("obc-secret"), CABundle: b64(pem),
 	}, msg.Configuration.Storage.S3)
 }
 
@@ -115,7 +129,7 @@ func writeFile(t *testing.T, name, content string) string {
 func TestMessagesTheDeviceWouldRefuseAreErrors(t *testing.T) {
 	wl := writeFile(t, "wl.yaml", `apiVersion: management.project-flotta.io/v1alpha1
 kind: EdgeWorkload
-metadata: {name: escape, namespace: default}
+metadata: {name: escape, namespace: edgedevice-namespace}
 spec:
   data:
     egress: [{source: ../etc, target: stolen}]
@@ -127,4 +141,12 @@ spec:
 	_, err := build(t, "edgedevice.yaml", "s3-external.yaml", wl)
 	require.ErrorContains(t, err, "would be refused by the device")
 	assert.ErrorContains(t, err, "egress[0].source")
+}
+
+// routerCA is the throwaway router CA of the operator's seed-obc fixture.
+func routerCA(t *testing.T) string {
+	t.Helper()
+	objs, err := readObjects([]string{operatorDir + "objects-seed-obc.yaml"})
+	require.NoError(t, err)
+	return string(secretData(objs.secret(routerCANamespace, routerCAName))["tls.crt"])
 }

@@ -20,12 +20,31 @@ type edgeDevice struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
+		Heartbeat *struct {
+			PeriodSeconds   int64 `json:"periodSeconds"`
+			HardwareProfile *struct {
+				Include bool   `json:"include"`
+				Scope   string `json:"scope"`
+			} `json:"hardwareProfile"`
+		} `json:"heartbeat"`
 		Storage *struct {
 			S3 *struct {
 				ConfigMapName string `json:"configMapName"`
 				SecretName    string `json:"secretName"`
 			} `json:"s3"`
 		} `json:"storage"`
+	} `json:"spec"`
+	Status struct {
+		// DataOBC names the device's Object Bucket Claim.
+		DataOBC string `json:"dataObc"`
+	} `json:"status"`
+}
+
+// route is the part of an OpenShift Route this tool reads.
+type route struct {
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Host string `json:"host"`
 	} `json:"spec"`
 }
 
@@ -34,9 +53,14 @@ type edgeWorkload struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
-		Type string       `json:"type"`
-		Data *config.Data `json:"data"`
-		Pod  struct {
+		Type            string       `json:"type"`
+		Data            *config.Data `json:"data"`
+		ImageRegistries *struct {
+			SecretRef *struct {
+				Name string `json:"name"`
+			} `json:"secretRef"`
+		} `json:"imageRegistries"`
+		Pod struct {
 			Spec corev1.PodSpec `json:"spec"`
 		} `json:"pod"`
 	} `json:"spec"`
@@ -48,6 +72,7 @@ type objects struct {
 	workloads  []edgeWorkload
 	configMaps []corev1.ConfigMap
 	secrets    []corev1.Secret
+	routes     []route
 }
 
 // readObjects decodes every YAML (or JSON) document of the given files.
@@ -111,8 +136,16 @@ func (o *objects) add(doc []byte) error {
 		if err = yaml.Unmarshal(doc, &s); err == nil {
 			o.secrets = append(o.secrets, s)
 		}
+	case "Route":
+		var r route
+		if err = yaml.Unmarshal(doc, &r); err == nil {
+			o.routes = append(o.routes, r)
+		}
+	case "ObjectBucketClaim":
+		// The claim itself carries nothing the message needs: its
+		// ConfigMap and Secret (named like it) do.
 	default:
-		return fmt.Errorf("unsupported kind %q (want EdgeDevice, EdgeWorkload, ConfigMap or Secret)", meta.Kind)
+		return fmt.Errorf("unsupported kind %q (want EdgeDevice, EdgeWorkload, ConfigMap, Secret, Route or ObjectBucketClaim)", meta.Kind)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", meta.Kind, err)
@@ -133,6 +166,15 @@ func (o *objects) secret(namespace, name string) *corev1.Secret {
 	for i := range o.secrets {
 		if s := &o.secrets[i]; s.Name == name && s.Namespace == namespace {
 			return s
+		}
+	}
+	return nil
+}
+
+func (o *objects) route(namespace, name string) *route {
+	for i := range o.routes {
+		if r := &o.routes[i]; r.Name == name && r.Namespace == namespace {
+			return r
 		}
 	}
 	return nil

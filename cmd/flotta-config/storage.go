@@ -11,16 +11,29 @@ import (
 	"github.com/project-flotta/flotta-device-worker/worker/config"
 )
 
+// Where the operator finds the endpoint of in-cluster (OBC) buckets.
+const (
+	routeNamespace    = "openshift-storage"
+	routeName         = "s3"
+	routerCANamespace = "openshift-ingress-operator"
+	routerCAName      = "router-ca"
+)
+
 // resolveStorage applies the control plane's rule: the device's Object
-// Bucket Claim (ConfigMap and Secret named like the device) wins over the
-// external storage named in spec.storage.s3. It returns nil when the device
-// has neither, which leaves sync off on the device.
-func resolveStorage(dev *edgeDevice, objs *objects) (*config.S3, error) {
+// Bucket Claim (status.dataObc; its ConfigMap and Secret are named like the
+// claim) wins over the external storage named in spec.storage.s3. It returns
+// nil when the device has neither, which leaves sync off on the device.
+func resolveStorage(dev *edgeDevice, objs *objects, s settings) (*config.S3, error) {
 	ns := dev.Namespace
-	if cm, sec := objs.configMap(ns, dev.Name), objs.secret(ns, dev.Name); cm != nil && sec != nil {
-		st, err := storageFrom(cm, sec, false)
+	claim := dev.Status.DataOBC
+	if claim == "" && objs.configMap(ns, dev.Name) != nil && objs.secret(ns, dev.Name) != nil {
+		// The operator's controller names the claim like the device.
+		claim = dev.Name
+	}
+	if claim != "" {
+		st, err := claimStorage(ns, claim, objs, s)
 		if err != nil {
-			return nil, fmt.Errorf("object bucket claim %s/%s: %w", ns, dev.Name, err)
+			return nil, fmt.Errorf("object bucket claim %s/%s: %w", ns, claim, err)
 		}
 		return st, nil
 	}
@@ -42,6 +55,59 @@ func resolveStorage(dev *edgeDevice, objs *objects) (*config.S3, error) {
 	st, err := storageFrom(cm, sec, true)
 	if err != nil {
 		return nil, fmt.Errorf("external storage of EdgeDevice %s/%s: %w", ns, dev.Name, err)
+	}
+	return st, nil
+}
+
+// claimStorage is the storage of an Object Bucket Claim as the operator
+// builds it: the bucket and keys from the claim's ConfigMap and Secret, the
+// host from the openshift-storage/s3 Route (port 443, region "ignore") and
+// the CA from the router-ca Secret. Without a Route (object or -route-host)
+// it falls back to the ConfigMap's BUCKET_HOST and BUCKET_PORT, which the
+// operator never uses, and says so on stderr.
+func claimStorage(ns, claim string, objs *objects, s settings) (*config.S3, error) {
+	cm, sec := objs.configMap(ns, claim), objs.secret(ns, claim)
+	if cm == nil || sec == nil {
+		return nil, fmt.Errorf("need the claim's ConfigMap and Secret %s/%s", ns, claim)
+	}
+	host := s.routeHost
+	if r := objs.route(routeNamespace, routeName); r != nil && host == "" {
+		host = strings.TrimSpace(r.Spec.Host)
+	}
+	ca := s.routerCA
+	if rc := objs.secret(routerCANamespace, routerCAName); rc != nil && ca == "" {
+		ca = string(secretData(rc)["tls.crt"])
+	}
+	if host == "" {
+		warnf("no Route %s/%s (or -route-host): bucket_host is the claim ConfigMap's BUCKET_HOST, which the operator never sends", routeNamespace, routeName)
+		return storageFrom(cm, sec, false)
+	}
+	var missing []string
+	name := strings.TrimSpace(cm.Data["BUCKET_NAME"])
+	if name == "" {
+		missing = append(missing, "ConfigMap "+cm.Name+" key BUCKET_NAME")
+	}
+	access := strings.TrimSpace(secretValue(sec, "AWS_ACCESS_KEY_ID"))
+	secret := strings.TrimSpace(secretValue(sec, "AWS_SECRET_ACCESS_KEY"))
+	if access == "" {
+		missing = append(missing, "Secret "+sec.Name+" key AWS_ACCESS_KEY_ID")
+	}
+	if secret == "" {
+		missing = append(missing, "Secret "+sec.Name+" key AWS_SECRET_ACCESS_KEY")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("missing %s", strings.Join(missing, ", "))
+	}
+	st := &config.S3{
+		BucketHost: host, BucketPort: 443, BucketName: name, BucketRegion: "ignore",
+		AccessKeyID:     base64.StdEncoding.EncodeToString([]byte(access)),
+		SecretAccessKey: base64.StdEncoding.EncodeToString([]byte(secret)),
+	}
+	if ca != "" {
+		if !strings.Contains(ca, "-----BEGIN CERTIFICATE-----") {
+			return nil, fmt.Errorf("router CA (%s/%s tls.crt or -router-ca) is not a PEM certificate", routerCANamespace, routerCAName)
+		}
+		st.CABundle = base64.StdEncoding.EncodeToString([]byte(ca))
 	}
 	return st, nil
 }

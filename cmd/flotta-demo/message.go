@@ -56,7 +56,7 @@ apiVersion: management.project-flotta.io/v1alpha1
 kind: EdgeWorkload
 metadata:
   name: %s
-  namespace: default
+  namespace: edgedevice-namespace # the operator sends a device only its own namespace's workloads
   labels:
     dc: home
 spec:

@@ -27,7 +27,7 @@ import (
 const Image = "localhost/flotta-busybox:test"
 
 // Packages names the Debian packages the service needs.
-const Packages = "podman runc busybox-static"
+const Packages = "podman runc busybox-static catatonit"
 
 // Service is a running podman service.
 type Service struct {
@@ -50,10 +50,17 @@ type Service struct {
 // Makefile's "tests that need no external service") it skips the test.
 func Start(t testing.TB) *Service {
 	t.Helper()
+	return StartWithEnv(t)
+}
+
+// StartWithEnv is Start with extra environment for the service and the CLI,
+// such as CONTAINERS_REGISTRIES_CONF=<file> for a test registry.
+func StartWithEnv(t testing.TB, env ...string) *Service {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("podman service: skipped under -short (needs " + Packages + ")")
 	}
-	s, err := Launch()
+	s, err := launch(env)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
@@ -68,7 +75,9 @@ func Start(t testing.TB) *Service {
 // Launch starts a private podman service outside of a test (the demo uses
 // it); Close stops it. The error names the packages to install when podman
 // is missing.
-func Launch() (*Service, error) {
+func Launch() (*Service, error) { return launch(nil) }
+
+func launch(extraEnv []string) (*Service, error) {
 	for _, bin := range []string{"podman", "runc"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return nil, fmt.Errorf("%s not found on PATH (%v): install the Debian packages %s", bin, err, Packages)
@@ -89,7 +98,7 @@ func Launch() (*Service, error) {
 	}
 	conf, err := writeContainersConf(dir)
 	if err == nil {
-		s.Env = []string{"CONTAINERS_CONF=" + conf}
+		s.Env = append([]string{"CONTAINERS_CONF=" + conf}, extraEnv...)
 		err = s.start()
 	}
 	if err == nil {

@@ -69,6 +69,22 @@ type Workload struct {
 	Annotations   map[string]string `json:"annotations,omitempty"`
 	Specification string            `json:"specification"`
 	Data          *Data             `json:"data,omitempty"`
+	// ConfigMaps are whole Kubernetes ConfigMap YAML documents that the
+	// workload's pod refers to (configMapKeyRef, configMapRef, configMap
+	// volumes). They belong to this workload only. After Parse they are
+	// sorted, since the control plane's order is not stable.
+	ConfigMaps []string `json:"configmaps,omitempty"`
+	// ImageRegistries holds the credentials for pulling this workload's
+	// images.
+	ImageRegistries *ImageRegistries `json:"imageRegistries,omitempty"`
+}
+
+// ImageRegistries is a workload's private registry configuration.
+type ImageRegistries struct {
+	// AuthFile is a containers auth file (a Docker config.json,
+	// {"auths":{"<registry>":{"auth":"<base64 user:password>"}}}) as plain
+	// JSON text. It is a credential: never log it.
+	AuthFile string `json:"authFile,omitempty"`
 }
 
 // Data lists the directories of a workload's /export kept in sync with the
@@ -88,8 +104,11 @@ type DataPath struct {
 	Target string `json:"target"`
 }
 
-// Secret is a secret the control plane hands to the device's workloads. Its
-// data is kept as compacted JSON, whatever its JSON type, and never logged.
+// Secret is a secret the control plane hands to the device's workloads
+// (device-wide: any workload may refer to it by name). Data is kept as the
+// compacted JSON the control plane sent: flotta sends a JSON string holding
+// a JSON object that maps each key to the base64 of its value. Use Values
+// to decode it. Data is never logged.
 type Secret struct {
 	Name string          `json:"name"`
 	Data json.RawMessage `json:"data,omitempty"`

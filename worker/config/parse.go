@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sort"
 )
 
 // MaxMessageBytes bounds the size of a configuration message.
@@ -34,6 +35,7 @@ func Parse(content []byte) (*Message, error) {
 		return nil, err
 	}
 	m.cleanPaths()
+	m.sortUnordered()
 	return &m, nil
 }
 
@@ -79,6 +81,12 @@ func (m *Message) normalize() error {
 		if len(w.Annotations) == 0 {
 			w.Annotations = nil
 		}
+		if len(w.ConfigMaps) == 0 {
+			w.ConfigMaps = nil
+		}
+		if w.ImageRegistries != nil && w.ImageRegistries.AuthFile == "" {
+			w.ImageRegistries = nil
+		}
 		if w.Data != nil {
 			if len(w.Data.Egress) == 0 {
 				w.Data.Egress = nil
@@ -119,5 +127,15 @@ func (m *Message) cleanPaths() {
 				list[j].Target = CleanPath(list[j].Target)
 			}
 		}
+	}
+}
+
+// sortUnordered sorts the lists the control plane builds from maps (the
+// secrets, each workload's configmaps): their order means nothing and must
+// not make two resends of one configuration differ.
+func (m *Message) sortUnordered() {
+	sort.SliceStable(m.Secrets, func(i, j int) bool { return m.Secrets[i].Name < m.Secrets[j].Name })
+	for i := range m.Workloads {
+		sort.Strings(m.Workloads[i].ConfigMaps)
 	}
 }

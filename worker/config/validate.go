@@ -41,13 +41,16 @@ func (m *Message) Validate() error {
 	}
 	secrets := make(map[string]int, len(m.Secrets))
 	for i, s := range m.Secrets {
-		if s.Name == "" {
-			return fmt.Errorf("secrets[%d].name: must not be empty", i)
+		if !ValidObjectName(s.Name) {
+			return fmt.Errorf("secrets[%d].name: %q is not a valid Secret name (DNS-1123 subdomain)", i, s.Name)
 		}
 		if prev, dup := secrets[s.Name]; dup {
 			return fmt.Errorf("secrets[%d].name: %q is already the name of secrets[%d]", i, s.Name, prev)
 		}
 		secrets[s.Name] = i
+		if _, err := s.Values(); err != nil {
+			return fmt.Errorf("secrets[%d].data (secret %q): %w", i, s.Name, err)
+		}
 	}
 	return nil
 }
@@ -64,6 +67,11 @@ func (w *Workload) validate() error {
 	var spec map[string]any
 	if err := yaml.Unmarshal([]byte(w.Specification), &spec); err != nil || spec == nil {
 		return errors.New("specification: must be the YAML of a pod specification (a mapping)")
+	}
+	for j, cm := range w.ConfigMaps {
+		if cm == "" {
+			return fmt.Errorf("configmaps[%d]: must not be empty", j)
+		}
 	}
 	if w.Data == nil {
 		return nil
