@@ -290,6 +290,10 @@ type conn struct {
 	l *Limiter
 }
 
+// NetConn returns the wrapped connection (for callers that look beneath the
+// wrappers, such as the S3 client's progress check).
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 func (c *conn) Read(p []byte) (int, error) {
 	ch := c.l.chunk(Down)
 	if ch == 0 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 )
 
 // quick are timeouts scaled down so that the tests take a second or two.
@@ -245,5 +248,33 @@ func TestIdlePooledConnectionHasNoDeadline(t *testing.T) {
 	get()
 	if d := dials.Load(); d != 1 {
 		t.Errorf("%d dials: the idle connection was closed by the progress deadline", d)
+	}
+}
+
+func TestUnackedSeesThroughTheLimiter(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("SIOCOUTQ is Linux only")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			defer c.Close()
+			time.Sleep(time.Second)
+		}
+	}()
+	lim := bwlimit.New(bwlimit.Fixed(bwlimit.Limit{Up: 1 << 30, Down: 1 << 30}))
+	dial := progressDial(lim.DialContext((&net.Dialer{}).DialContext), time.Second)
+	c, err := dial(context.Background(), "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n := unacked(c); n < 0 {
+		t.Fatalf("unacked through progress and limiter wrappers: %d", n)
 	}
 }
