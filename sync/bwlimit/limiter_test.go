@@ -150,3 +150,30 @@ func TestConnPacesBothWays(t *testing.T) {
 		t.Fatalf("conn write: %d bytes, %v", len(got), err)
 	}
 }
+
+// BenchmarkUnlimitedFastPath is the cost of a limiter that limits nothing,
+// per 32 KiB read, against the bare reader.
+func BenchmarkUnlimitedFastPath(b *testing.B) {
+	buf := make([]byte, 32<<10)
+	for _, way := range []string{"bare", "off-limiter", "timetable-off-now"} {
+		b.Run(way, func(b *testing.B) {
+			var r io.Reader = zeroReader{}
+			switch way {
+			case "off-limiter":
+				r = New(Schedule{}).Reader(context.Background(), r, Up)
+			case "timetable-off-now": // a timetable whose entry in force is off
+				s, _ := Parse("00:00,off 23:59,1M")
+				clk := &fakeClock{now: at(0, 12, 0)}
+				r = New(s, WithClock(clk.Now)).Reader(context.Background(), r, Up)
+			}
+			b.SetBytes(int64(len(buf)))
+			for i := 0; i < b.N; i++ {
+				_, _ = r.Read(buf)
+			}
+		})
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { return len(p), nil }
