@@ -277,8 +277,9 @@ func (l *Listener) connect(ctx context.Context) (io.ReadCloser, error) {
 // run reads streams, reconnecting with backoff, until ctx ends or the
 // server no longer supports notifications.
 func (l *Listener) run(ctx context.Context, body io.ReadCloser) {
-	defer close(l.done)
+	// done closes before out, so that Err is set for whoever saw out close.
 	defer close(l.out)
+	defer close(l.done)
 	backoff := l.cfg.MinBackoff
 	for {
 		started := time.Now()
