@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -276,5 +278,31 @@ func TestUnackedSeesThroughTheLimiter(t *testing.T) {
 	defer c.Close()
 	if n := unacked(c); n < 0 {
 		t.Fatalf("unacked through progress and limiter wrappers: %d", n)
+	}
+}
+
+// TestSilentTLSServerIsGivenUpOn: the progress wrapper sits beneath TLS and
+// is found through tls.Conn.NetConn.
+func TestSilentTLSServerIsGivenUpOn(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	defer srv.Close()
+	defer close(block)
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	var p int
+	fmt.Sscan(port, &p)
+	c, err := New(Config{Host: host, Port: p, Secure: true, CAPEM: caPEM, AccessKey: "a", SecretKey: "secretsecret", Region: "us-east-1", Timeouts: quick})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = c.StatObject(context.Background(), "bucket", "key", minio.StatObjectOptions{})
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "no progress") {
+		t.Fatalf("stat over TLS against a silent server: %v after %s", err, took)
+	}
+	if took > quick.WorstCase(MaxRetries) {
+		t.Errorf("took %s", took)
 	}
 }
