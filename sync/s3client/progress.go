@@ -71,16 +71,16 @@ type progressConn struct {
 	net.Conn
 	idle time.Duration
 
-	mu        sync.Mutex
-	busy      int       // requests in flight on the connection (0 or 1 for HTTP/1.1)
-	last      time.Time // last progress
-	setAt     time.Time // when the deadline was last set (to setAt + idle)
-	written   int64     // bytes written so far
-	ackedSeen int64     // written minus unacknowledged, at the last check
+	mu    sync.Mutex
+	busy  int       // requests in flight on the connection (0 or 1 for HTTP/1.1)
+	last  time.Time // last progress
+	setAt time.Time // when the deadline was last pushed by progressed
+	qPrev int       // bytes written and not yet acknowledged at the last check; -1 unknown
+	qAt   time.Time // when qPrev was seen
 }
 
 func newProgressConn(c net.Conn, idle time.Duration) *progressConn {
-	return &progressConn{Conn: c, idle: idle}
+	return &progressConn{Conn: c, idle: idle, qPrev: -1}
 }
 
 // NetConn returns the wrapped connection.
@@ -92,7 +92,7 @@ func (c *progressConn) begin() {
 	c.busy++
 	c.last = time.Now()
 	c.setAt = c.last
-	c.ackedSeen = c.acked()
+	c.qPrev = -1
 	_ = c.Conn.SetDeadline(c.last.Add(c.idle))
 }
 
@@ -107,24 +107,12 @@ func (c *progressConn) end() {
 	}
 }
 
-// acked is the number of bytes written that the peer acknowledged, or -1.
-func (c *progressConn) acked() int64 {
-	q := unacked(c.Conn)
-	if q < 0 {
-		return -1
-	}
-	return c.written - int64(q)
-}
-
-// progressed records that n bytes moved (written when write) and pushes the
-// deadline; SetDeadline is called at most every idle/8.
-func (c *progressConn) progressed(n int, write bool) {
+// progressed records that bytes moved and pushes the deadline; SetDeadline
+// is called at most every idle/8.
+func (c *progressConn) progressed() {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if write {
-		c.written += int64(n)
-	}
 	c.last = now
 	if c.busy == 0 || now.Sub(c.setAt) < c.idle/8 {
 		return
@@ -134,10 +122,12 @@ func (c *progressConn) progressed(n int, write bool) {
 }
 
 // stalled decides, when the deadline has fired, whether the connection is
-// really stuck: not when it is idle in the pool (no request), not when bytes
-// moved since the deadline was set, and not when the peer acknowledged more
-// of what was written (a slow link draining the send queue). Otherwise it
-// sets the deadline again from the last progress.
+// really stuck. Not when it is idle in the pool (no request); not when
+// bytes moved since the deadline was set; and not while what was written is
+// still draining to the peer (a slow link: the send queue is not empty and
+// shrinks), in which case the queue is watched every idle/8 so that the
+// server gets nearly the whole timeout to answer once it has the request.
+// Otherwise it sets the deadline again from the last progress.
 func (c *progressConn) stalled() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -146,15 +136,23 @@ func (c *progressConn) stalled() bool {
 		_ = c.Conn.SetDeadline(time.Time{})
 		return false
 	}
-	if a := c.acked(); a >= 0 && a > c.ackedSeen {
-		c.ackedSeen = a
+	q := unacked(c.Conn)
+	switch {
+	case q > 0 && (c.qPrev < 0 || q < c.qPrev): // draining
 		c.last = now
+	case q == 0 && c.qPrev > 0 && c.qAt.After(c.last): // drained since the last look
+		c.last = c.qAt
 	}
+	c.qPrev, c.qAt = q, now
 	if now.Sub(c.last) >= c.idle {
 		return true
 	}
-	c.setAt = c.last
-	_ = c.Conn.SetDeadline(c.last.Add(c.idle))
+	next := c.last.Add(c.idle)
+	if soon := now.Add(c.idle / 8); q > 0 && soon.Before(next) {
+		next = soon
+	}
+	c.setAt = now
+	_ = c.Conn.SetDeadline(next)
 	return false
 }
 
@@ -162,7 +160,7 @@ func (c *progressConn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.Conn.Read(p)
 		if n > 0 {
-			c.progressed(n, false)
+			c.progressed()
 		}
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !c.stalled() {
 			continue
@@ -180,7 +178,7 @@ func (c *progressConn) Write(p []byte) (int, error) {
 		n, err := c.Conn.Write(p[done:])
 		done += n
 		if n > 0 {
-			c.progressed(n, true)
+			c.progressed()
 		}
 		if err == nil {
 			return done, nil

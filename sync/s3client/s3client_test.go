@@ -306,3 +306,22 @@ func TestSilentTLSServerIsGivenUpOn(t *testing.T) {
 		t.Errorf("took %s", took)
 	}
 }
+
+// TestDefaultsAgainstASilentServer waits for real: with the default
+// timeouts a small request to a server that accepts and never answers fails
+// within 30 s (about 3 × 8 s). Skipped under -short: it sleeps most of that.
+func TestDefaultsAgainstASilentServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits about 25 s")
+	}
+	t.Parallel()
+	addr, accepted := silentServer(t)
+	c := clientFor(t, addr, Timeouts{})
+	start := time.Now()
+	_, err := c.StatObject(context.Background(), "bucket", "key", minio.StatObjectOptions{})
+	took := time.Since(start)
+	t.Logf("default timeouts: gave up after %s, %d connections: %v", took, accepted.Load(), err)
+	if err == nil || took > 30*time.Second {
+		t.Fatalf("silent server: %v after %s, want an error within 30s", err, took)
+	}
+}
