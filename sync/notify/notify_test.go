@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,5 +236,60 @@ func TestMinIOFullChannelMeansResync(t *testing.T) {
 	}
 	if len(kinds) < 3 || kinds[0] != Created || kinds[1] != Created {
 		t.Errorf("events %v, want two created then a resync", kinds)
+	}
+}
+
+// TestSilentStreamIsDroppedAndResynced: a server that opens the stream and
+// then sends nothing (no ping) is taken as gone after three pings' time;
+// the listener reconnects and owes a resync.
+func TestSilentStreamIsDroppedAndResynced(t *testing.T) {
+	var conns atomic.Int64
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := conns.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintln(w, `{"Records":null}`)
+		w.(http.Flusher).Flush()
+		if n == 1 {
+			select { // silent from now on
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		for { // then a healthy stream with one event
+			fmt.Fprintln(w, `{"Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"data"},"object":{"key":"in/x","size":1}}}]}`)
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(time.Second):
+			case <-r.Context().Done():
+				return
+			case <-release:
+				return
+			}
+		}
+	}))
+	defer hs.Close()
+	defer close(release)
+	host, port, _ := net.SplitHostPort(hs.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l, err := Listen(ctx, Config{S3: s3config(host, p, "a", "b", nil), Bucket: "data", Prefixes: []string{"in/"},
+		Ping: 500 * time.Millisecond, MinBackoff: 100 * time.Millisecond, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if ev := next(t, l, 5*time.Second); ev.Kind != Resync {
+		t.Fatalf("first event %+v, want resync", ev)
+	}
+	t.Logf("silent stream dropped and back after %s", time.Since(start))
+	if ev := next(t, l, 2*time.Second); ev.Kind != Created || ev.Key != "in/x" {
+		t.Errorf("event %+v", ev)
+	}
+	if conns.Load() < 2 {
+		t.Errorf("%d connections", conns.Load())
 	}
 }
