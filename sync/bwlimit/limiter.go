@@ -194,12 +194,66 @@ func (l *Limiter) wait(ctx context.Context, d Direction, n int) error {
 // and returns once the bucket has granted the bytes read. When d is not
 // limited at the time of a Read, it costs one atomic load. A nil Limiter
 // returns r itself.
+//
+// When r is also an io.ReaderAt (and an io.Seeker), so is the result, with
+// ReadAt paced alike: minio-go then streams multipart parts from sections
+// of the body instead of reading each whole part into memory first, and the
+// wire follows the limit instead of going in part-sized bursts.
 func (l *Limiter) Reader(ctx context.Context, r io.Reader, d Direction) io.Reader {
 	if l == nil {
 		return r
 	}
-	return &reader{ctx: ctx, r: r, l: l, d: d}
+	base := reader{ctx: ctx, r: r, l: l, d: d}
+	ra, isAt := r.(io.ReaderAt)
+	if !isAt {
+		return &base
+	}
+	if sk, ok := r.(io.Seeker); ok {
+		return &readerAtSeeker{readerAt{base, ra}, sk}
+	}
+	return &readerAt{base, ra}
 }
+
+type readerAt struct {
+	reader
+	ra io.ReaderAt
+}
+
+// ReadAt reads at most one burst at off and waits for its tokens.
+func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
+	c := r.l.chunk(r.d)
+	if c == 0 {
+		return r.ra.ReadAt(p, off)
+	}
+	// io.ReaderAt must fill p unless it fails: take it a burst at a time.
+	done := 0
+	for done < len(p) {
+		end := min(len(p), done+c)
+		n, err := r.ra.ReadAt(p[done:end], off+int64(done))
+		if n > 0 {
+			if werr := r.l.wait(r.ctx, r.d, n); werr != nil {
+				return done + n, werr
+			}
+		}
+		done += n
+		if err != nil {
+			return done, err
+		}
+		if c = r.l.chunk(r.d); c == 0 && done < len(p) {
+			n, err := r.ra.ReadAt(p[done:], off+int64(done))
+			return done + n, err
+		}
+	}
+	return done, nil
+}
+
+type readerAtSeeker struct {
+	readerAt
+	sk io.Seeker
+}
+
+// Seek moves the underlying reader.
+func (r *readerAtSeeker) Seek(off int64, whence int) (int64, error) { return r.sk.Seek(off, whence) }
 
 type reader struct {
 	ctx context.Context

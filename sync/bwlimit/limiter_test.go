@@ -177,3 +177,34 @@ func BenchmarkUnlimitedFastPath(b *testing.B) {
 type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) { return len(p), nil }
+
+func TestReaderKeepsReaderAtAndSeeker(t *testing.T) {
+	l := New(Fixed(Limit{Up: 1 << 30, Down: 1 << 30}))
+	data := bytes.Repeat([]byte("abcdefgh"), 1<<18) // 2 MiB: several bursts
+	r := l.Reader(context.Background(), bytes.NewReader(data), Up)
+	ra, ok := r.(io.ReaderAt)
+	if !ok {
+		t.Fatal("no ReaderAt")
+	}
+	if _, ok := r.(io.Seeker); !ok {
+		t.Fatal("no Seeker")
+	}
+	buf := make([]byte, len(data)-3)
+	if n, err := ra.ReadAt(buf, 3); err != nil || n != len(buf) || !bytes.Equal(buf, data[3:]) {
+		t.Fatalf("ReadAt: %d %v", n, err)
+	}
+	if n, err := ra.ReadAt(buf, 10); err != io.EOF || n != len(data)-10 {
+		t.Fatalf("ReadAt past the end: %d %v", n, err)
+	}
+	if _, ok := l.Reader(context.Background(), io.LimitReader(bytes.NewReader(data), 5), Up).(io.ReaderAt); ok {
+		t.Error("a plain reader became a ReaderAt")
+	}
+	// Without a Seeker underneath, none on top.
+	onlyAt := struct {
+		io.Reader
+		io.ReaderAt
+	}{bytes.NewReader(data), bytes.NewReader(data)}
+	if _, ok := l.Reader(context.Background(), onlyAt, Up).(io.Seeker); ok {
+		t.Error("a Seeker appeared")
+	}
+}
