@@ -125,9 +125,11 @@ type Listener struct {
 // Listen opens the stream and returns once the server has answered: with
 // the listener when it streams, ErrUnsupported (wrapped with the server's
 // answer) when it does not, or another error when it could not be reached
-// (the caller polls and may try again later). The listener runs until ctx
-// ends or the server stops supporting notifications; then Events is closed
-// and Err says why.
+// (the caller polls and may try again later). MinIO sends its answer with
+// the first ping, so on MinIO Listen takes up to Config.Ping; call it from
+// its own goroutine where that matters. The listener runs until ctx ends or
+// the server stops supporting notifications; then Events is closed and Err
+// says why.
 func Listen(ctx context.Context, c Config) (*Listener, error) {
 	if c.Bucket == "" {
 		return nil, errors.New("notify: no bucket")
