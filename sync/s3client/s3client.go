@@ -1,6 +1,8 @@
 // Package s3client builds minio-go clients for the sync engine: TLS with extra
 // CA certificates, a connection pool sized for parallel transfers, bounded
-// retries, and no trailing checksum headers (versitygw rejects them).
+// retries, bounded request time (deadlines on progress, not on total time:
+// see Timeouts), an optional engine-wide bandwidth limit, and no trailing
+// checksum headers (versitygw rejects them).
 package s3client
 
 import (
@@ -16,6 +18,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 )
 
 // Config says how to reach the server.
@@ -33,6 +37,12 @@ type Config struct {
 	Wrap func(http.RoundTripper) http.RoundTripper
 	// Conns is the number of connections kept per host; default 16.
 	Conns int
+	// Timeouts bound dial, TLS handshake and progress; zero fields take
+	// DefaultTimeouts. Not used with Transport.
+	Timeouts Timeouts
+	// Limiter, when set, paces every connection: writes as uploads, reads
+	// as downloads. Not used with Transport.
+	Limiter *bwlimit.Limiter
 }
 
 // MaxRetries bounds minio-go's own retries of one request; the engine retries
@@ -44,16 +54,9 @@ func New(c Config) (*minio.Client, error) {
 	if c.Host == "" {
 		return nil, errors.New("s3 endpoint: no host")
 	}
-	rt := c.Transport
-	if rt == nil {
-		t, err := NewTransport(c.Secure, c.CAPEM, c.Conns)
-		if err != nil {
-			return nil, err
-		}
-		rt = t
-	}
-	if c.Wrap != nil {
-		rt = c.Wrap(rt)
+	rt, err := RoundTripper(c)
+	if err != nil {
+		return nil, err
 	}
 	endpoint := c.Host
 	if c.Port != 0 {
@@ -78,20 +81,47 @@ func New(c Config) (*minio.Client, error) {
 	return cl, nil
 }
 
-// NewTransport is an HTTP transport trusting the system roots plus caPEM.
+// RoundTripper is what New gives minio-go for c: c.Transport or a transport
+// built from c, with the progress deadline of c.Timeouts on the connections
+// built here, wrapped by c.Wrap. For requests minio-go does not make (the
+// notification stream).
+func RoundTripper(c Config) (http.RoundTripper, error) {
+	rt := c.Transport
+	if rt == nil {
+		t, err := newTransport(c.Secure, c.CAPEM, c.Conns, c.Timeouts, c.Limiter)
+		if err != nil {
+			return nil, err
+		}
+		rt = t
+	}
+	rt = tracked{next: rt} // the progress deadline, on connections made here
+	if c.Wrap != nil {
+		rt = c.Wrap(rt)
+	}
+	return rt, nil
+}
+
+// NewTransport is an HTTP transport trusting the system roots plus caPEM,
+// with DefaultTimeouts and no bandwidth limit. Its progress deadline applies
+// only to requests sent through a client made by New.
 func NewTransport(secure bool, caPEM []byte, conns int) (*http.Transport, error) {
+	return newTransport(secure, caPEM, conns, Timeouts{}, nil)
+}
+
+func newTransport(secure bool, caPEM []byte, conns int, to Timeouts, lim *bwlimit.Limiter) (*http.Transport, error) {
 	if conns <= 0 {
 		conns = 16
 	}
+	to = to.withDefaults()
+	dial := (&net.Dialer{Timeout: to.Dial, KeepAlive: 30 * time.Second}).DialContext
 	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           progressDial(lim.DialContext(dial), to.Progress),
 		MaxIdleConns:          conns * 2,
 		MaxIdleConnsPerHost:   conns,
 		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
+		TLSHandshakeTimeout:   to.TLSHandshake,
 		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: 2 * time.Minute,
 		DisableCompression:    true,
 	}
 	if secure {

@@ -2,7 +2,7 @@
 // the tests (through sync/s3test), the demo (cmd/flotta-demo) and the bench
 // (bench/). What every server shares (ports, certificates, start, readiness,
 // stop) is in this file; each server has a file of its own saying how it is
-// started (versitygw.go).
+// started (versitygw.go, minio.go).
 package s3server
 
 import (
@@ -55,17 +55,20 @@ type Server struct {
 	Dir   string // data directory
 	CAPEM []byte // the CA that signed the server certificate (TLS only)
 
-	name    string                   // for messages: "versitygw"
-	bin     string                   //
-	args    func(s *Server) []string // command line, from the current credentials
-	env     func(s *Server) []string // extra environment; may be nil
-	o       Options                  // Access and Secret are the current ones
-	log     io.Writer                //
-	mu      sync.Mutex               // guards cmd and done
-	cmd     *exec.Cmd                //
-	done    chan struct{}            // closed when cmd has exited
-	exitErr error                    // why cmd exited, once done is closed
-	tail    *tailBuffer              // last output lines when Options.Log is nil
+	name string                   // for messages: "versitygw"
+	bin  string                   //
+	args func(s *Server) []string // command line, from the current credentials
+	env  func(s *Server) []string // extra environment; may be nil
+	// readyPath is polled until it answers 200; "" takes any HTTP answer
+	// from "/" as ready.
+	readyPath string
+	o         Options       // Access and Secret are the current ones
+	log       io.Writer     //
+	mu        sync.Mutex    // guards cmd and done
+	cmd       *exec.Cmd     //
+	done      chan struct{} // closed when cmd has exited
+	exitErr   error         // why cmd exited, once done is closed
+	tail      *tailBuffer   // last output lines when Options.Log is nil
 }
 
 // start fills the defaults of s.o, then starts the server and waits until
@@ -135,7 +138,12 @@ func (s *Server) run() error {
 
 	client := s.HTTPClient()
 	client.Timeout = time.Second
-	deadline := time.Now().Add(20 * time.Second)
+	// MinIO formats its drive at the first start: give it time.
+	deadline := time.Now().Add(60 * time.Second)
+	path := s.readyPath
+	if path == "" {
+		path = "/"
+	}
 	for {
 		select {
 		case <-done:
@@ -145,10 +153,13 @@ func (s *Server) run() error {
 			return fmt.Errorf("%s exited at start: %v%s", s.name, s.exitErr, s.tail)
 		default:
 		}
-		resp, err := client.Get(s.URL() + "/")
+		resp, err := client.Get(s.URL() + path)
 		if err == nil {
 			resp.Body.Close()
-			return nil // any HTTP answer (403 for anonymous) means it serves
+			if s.readyPath == "" || resp.StatusCode == http.StatusOK {
+				return nil // any HTTP answer (403 for anonymous) means it serves
+			}
+			err = fmt.Errorf("%s: %s", path, resp.Status)
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
@@ -284,6 +295,8 @@ func findBinary(explicit, envVar, name string) (string, error) {
 	}
 	return "", fmt.Errorf("%s not found: run `make %s` (or set $%s)", name, name, envVar)
 }
+
+func errNoTLS(name string) error { return fmt.Errorf("%s: TLS is not served by this launcher", name) }
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,4 +1,5 @@
-// Package s3test runs a real S3 server (versitygw) on loopback for tests: the
+// Package s3test runs a real S3 server (versitygw, or MinIO for bucket
+// notifications) on loopback for tests: the
 // testing.TB face of sync/s3server, which the demo and the bench use directly.
 //
 // The binary is found through $VERSITYGW, <repo root>/bin/versitygw or PATH;
@@ -58,6 +59,26 @@ func Start(t testing.TB, opts ...Option) *Server {
 		opt(&o)
 	}
 	srv, err := s3server.StartVersitygw(o)
+	if err != nil {
+		t.Fatalf("s3test: %v", err)
+	}
+	t.Cleanup(srv.Stop)
+	return &Server{Server: srv, t: t}
+}
+
+// StartMinIO runs MinIO (see s3server.StartMinIO) on a free loopback port
+// and stops it when the test ends; it takes WithBuckets and WithCredentials
+// (not WithTLS). Under -short it skips the test, as Start does.
+func StartMinIO(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("MinIO: skipped under -short (needs minio: make minio)")
+	}
+	o := s3server.Options{Dir: t.TempDir()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	srv, err := s3server.StartMinIO(o)
 	if err != nil {
 		t.Fatalf("s3test: %v", err)
 	}
