@@ -61,8 +61,14 @@ func TestNoSecretsInLogsOrHeartbeats(t *testing.T) {
 	// flotta-sync with refused credentials, verbose.
 	cli := startCLI(t, srv, "push", r.out, "s3://"+bucket+"/cli", "--state", t.TempDir())
 	<-cli.exited
+	if cli.err != nil {
+		t.Fatalf("flotta-sync push with good credentials: %v\n%s", cli.err, cli.out.Bytes())
+	}
 	wrong := startCLIWith(t, srv, wrongAccess, wrongSecret, "push", r.out, "s3://"+bucket+"/cli2", "--state", t.TempDir())
 	<-wrong.exited
+	if wrong.err == nil {
+		t.Fatalf("flotta-sync push with refused credentials succeeded:\n%s", wrong.out.Bytes())
+	}
 	cliLines, _ := scanSecrets(t, "flotta-sync output", append(cli.out.Bytes(), wrong.out.Bytes()...))
 
 	// The scan can fail: a planted key, raw or base64, is found.
