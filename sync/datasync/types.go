@@ -80,6 +80,9 @@ type Options struct {
 	// WrapTransport, when set, wraps the transport the engine builds (or
 	// Transport), e.g. to count requests while keeping the engine's TLS setup.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// NoWatch turns the file-system watchers off: egress mappings then get
+	// their full pass every Interval and no change events (see watchers.go).
+	NoWatch bool
 	// KeepUnknownMappings keeps the journal of mappings that Configure does not
 	// name; by default it is dropped (the mapping was removed). The CLI, which
 	// configures one mapping per run, keeps them.
