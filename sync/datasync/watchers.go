@@ -2,7 +2,12 @@ package datasync
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -20,11 +25,13 @@ import (
 // watched once it appears.
 //
 // The watcher's health decides the mapping's safety-net interval (SetWatched):
-// WatchedInterval while every directory is watched, Interval otherwise. When
+// WatchedInterval while every directory is watched and no failed upload
+// waits for its retry, Interval otherwise. When
 // events may have been missed (queue overflow, watch limit, too many pending
 // files, the source appearing or coming back) the watcher asks for a rescan
 // and the mapping gets a full pass at once. The watcher reports every change
-// of its health with such a rescan, so the health is read on each batch.
+// of its health with such a rescan; the health is read on each batch and
+// every Interval.
 
 // watchSet is the engine's watchers, by mapping id.
 type watchSet struct {
@@ -135,34 +142,66 @@ func (e *Engine) closeWatch(mw *mappingWatch) {
 	e.SetWatched(mw.id, false)
 }
 
-// readWatch hands a watcher's batches to the engine until it is closed.
+// readWatch hands a watcher's batches to the engine until it is closed, and
+// keeps the scheduler told whether the mapping may wait WatchedInterval for
+// its full pass: only while the watcher is healthy and no file waits for a
+// retry. Failed uploads are retried by full passes (with backoff), which
+// must then come every Interval, as without a watcher: a server that was
+// down must not leave files waiting minutes once it is back.
 func (e *Engine) readWatch(mw *mappingWatch) {
-	for b := range mw.w.Events() {
-		if mw.ctx.Err() != nil {
-			continue // closed: drain until Events closes
+	tick := time.NewTicker(e.opts.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case b, ok := <-mw.w.Events():
+			if !ok {
+				return
+			}
+			if mw.ctx.Err() != nil {
+				continue // closed: drain until Events closes
+			}
+			if b.Rescan {
+				e.log.Debug("watcher asks for a full pass", zap.String("mapping", mw.id), zap.String("reason", mw.w.Reason()))
+				e.passSoon(mw.id)
+			} else if err := e.Changed(mw.ctx, mw.id, b.Paths); err != nil && mw.ctx.Err() == nil {
+				// Status and the log have it (finishPass); retry backoff
+				// and the full passes take it from here.
+				e.log.Debug("sync of changed files failed", zap.String("mapping", mw.id), zap.Int("paths", len(b.Paths)), zap.Error(err))
+			}
+		case <-tick.C:
 		}
 		e.watchHealth(mw)
-		if b.Rescan {
-			e.log.Debug("watcher asks for a full pass", zap.String("mapping", mw.id), zap.String("reason", mw.w.Reason()))
-			e.passSoon(mw.id)
-			continue
-		}
-		if err := e.Changed(mw.ctx, mw.id, b.Paths); err != nil && mw.ctx.Err() == nil {
-			// Status and the log have it (finishPass); retry backoff and
-			// the next full pass take it from here.
-			e.log.Debug("sync of changed files failed", zap.String("mapping", mw.id), zap.Int("paths", len(b.Paths)), zap.Error(err))
-		}
 	}
 }
 
-// watchHealth passes the watcher's health on to the scheduler, unless the
-// watcher was replaced or closed meanwhile.
+// watchHealth passes the watcher's health, and whether files wait for a
+// retry, on to the scheduler, unless the watcher was replaced or closed.
 func (e *Engine) watchHealth(mw *mappingWatch) {
+	owed := e.retriesOwed(mw.id, mw.dir)
 	e.watchers.mu.Lock()
 	defer e.watchers.mu.Unlock()
 	if e.watchers.byID[mw.id] == mw {
-		e.SetWatched(mw.id, mw.w.Healthy())
+		e.SetWatched(mw.id, mw.w.Healthy() && !owed)
 	}
+}
+
+// retriesOwed reports whether files of an egress mapping wait for a retry
+// after a failure. It forgets the files that are gone: nothing is owed for
+// them, and no pass would clear them (the march never sees them again).
+func (e *Engine) retriesOwed(id, dir string) bool {
+	list := e.mappings([]string{id})
+	if len(list) == 0 {
+		return false
+	}
+	ms := list[0]
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for name := range ms.retry {
+		if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(name))); errors.Is(err, fs.ErrNotExist) {
+			delete(ms.retry, name)
+		}
+	}
+	return len(ms.retry) > 0
 }
 
 // passSoon gives a mapping a full pass at once (after the pass in flight).

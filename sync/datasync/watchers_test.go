@@ -277,6 +277,38 @@ func TestWatchFallsBackToPasses(t *testing.T) {
 	})
 }
 
+// TestWatchFailedUploadsBringThePassesBack: an upload an event started fails
+// (the server is down); while it waits for its retry the mapping gets its
+// full pass every Interval, as without a watcher, and WatchedInterval again
+// once it went up.
+func TestWatchFailedUploadsBringThePassesBack(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = 300*time.Millisecond, time.Hour })
+	full := countFullPasses(f.eng, "e1")
+	require.NoError(t, os.MkdirAll(filepath.Join(f.root, "out"), 0o755))
+	f.configure(f.egress("e1", "out", "p"))
+	runEngine(t, f.eng)
+	require.Eventually(t, func() bool { return watched(f.eng, "e1") && f.status("e1").LastSuccess.After(time.Time{}) },
+		eventWait, 10*time.Millisecond)
+
+	f.srv.Stop()
+	f.write("out/a", []byte("a"))
+	require.Eventually(t, func() bool { return !watched(f.eng, "e1") }, eventWait, 10*time.Millisecond,
+		"a file waits for its retry: passes every Interval")
+	n := full.Load()
+	f.srv.Restart()
+	require.Eventually(t, func() bool { _, err := f.get("p/a"); return err == nil }, eventWait, 20*time.Millisecond)
+	assert.Greater(t, full.Load(), n, "a full pass retried it")
+	require.Eventually(t, func() bool { return watched(f.eng, "e1") }, eventWait, 10*time.Millisecond, "nothing owed any more")
+
+	// A failed file that is deleted meanwhile is owed no more either.
+	f.srv.Stop()
+	f.write("out/gone", []byte("gone"))
+	require.Eventually(t, func() bool { return !watched(f.eng, "e1") }, eventWait, 10*time.Millisecond)
+	require.NoError(t, os.Remove(filepath.Join(f.root, "out/gone")))
+	require.Eventually(t, func() bool { return watched(f.eng, "e1") }, eventWait, 10*time.Millisecond)
+	f.srv.Restart()
+}
+
 func TestWatchOff(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.Interval, o.NoWatch = time.Hour, true })
 	fds := inotifyFDs(t)
