@@ -25,8 +25,9 @@ import (
 // watched once it appears.
 //
 // The watcher's health decides the mapping's safety-net interval (SetWatched):
-// WatchedInterval while every directory is watched and no failed upload
-// waits for its retry, Interval otherwise. When
+// WatchedInterval while every directory is watched and nothing failed (an
+// upload waiting for its retry, a pass that did not succeed), Interval
+// otherwise. When
 // events may have been missed (queue overflow, watch limit, too many pending
 // files, the source appearing or coming back) the watcher asks for a rescan
 // and the mapping gets a full pass at once. The watcher reports every change
@@ -144,13 +145,15 @@ func (e *Engine) closeWatch(mw *mappingWatch) {
 
 // readWatch hands a watcher's batches to the engine until it is closed, and
 // keeps the scheduler told whether the mapping may wait WatchedInterval for
-// its full pass: only while the watcher is healthy and no file waits for a
-// retry. Failed uploads are retried by full passes (with backoff), which
-// must then come every Interval, as without a watcher: a server that was
-// down must not leave files waiting minutes once it is back.
+// its full pass: only while the watcher is healthy and nothing failed. Failed
+// uploads, and passes that failed as a whole (the server unreachable), are
+// retried by full passes (with backoff), which must then come every
+// Interval, as without a watcher: a server that was down must not leave
+// files waiting minutes once it is back.
 func (e *Engine) readWatch(mw *mappingWatch) {
 	tick := time.NewTicker(e.opts.Interval)
 	defer tick.Stop()
+	var seen time.Time // the last pass attempt watchHealth saw
 	for {
 		select {
 		case b, ok := <-mw.w.Events():
@@ -170,14 +173,14 @@ func (e *Engine) readWatch(mw *mappingWatch) {
 			}
 		case <-tick.C:
 		}
-		e.watchHealth(mw)
+		e.watchHealth(mw, &seen)
 	}
 }
 
-// watchHealth passes the watcher's health, and whether files wait for a
-// retry, on to the scheduler, unless the watcher was replaced or closed.
-func (e *Engine) watchHealth(mw *mappingWatch) {
-	owed := e.retriesOwed(mw.id, mw.dir)
+// watchHealth passes the watcher's health, and whether something failed, on
+// to the scheduler, unless the watcher was replaced or closed.
+func (e *Engine) watchHealth(mw *mappingWatch, seen *time.Time) {
+	owed := e.owed(mw.id, mw.dir, seen)
 	e.watchers.mu.Lock()
 	defer e.watchers.mu.Unlock()
 	if e.watchers.byID[mw.id] == mw {
@@ -185,23 +188,30 @@ func (e *Engine) watchHealth(mw *mappingWatch) {
 	}
 }
 
-// retriesOwed reports whether files of an egress mapping wait for a retry
-// after a failure. It forgets the files that are gone: nothing is owed for
-// them, and no pass would clear them (the march never sees them again).
-func (e *Engine) retriesOwed(id, dir string) bool {
+// owed reports whether an egress mapping has failures to retry: files whose
+// upload failed (it forgets those that are gone: nothing is owed for them,
+// and no pass would clear them, the march never sees them again), or a pass
+// that did not succeed. A pass counts as failed once the same attempt is
+// seen twice without a success (seen carries the last one), so that a pass
+// merely in flight does not count.
+func (e *Engine) owed(id, dir string, seen *time.Time) bool {
 	list := e.mappings([]string{id})
 	if len(list) == 0 {
 		return false
 	}
 	ms := list[0]
 	ms.mu.Lock()
-	defer ms.mu.Unlock()
 	for name := range ms.retry {
 		if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(name))); errors.Is(err, fs.ErrNotExist) {
 			delete(ms.retry, name)
 		}
 	}
-	return len(ms.retry) > 0
+	retries := len(ms.retry) > 0
+	attempt, success := ms.status.LastAttempt, ms.status.LastSuccess
+	ms.mu.Unlock()
+	failed := attempt.After(success) && attempt.Equal(*seen)
+	*seen = attempt
+	return retries || failed
 }
 
 // passSoon gives a mapping a full pass at once (after the pass in flight).

@@ -309,6 +309,23 @@ func TestWatchFailedUploadsBringThePassesBack(t *testing.T) {
 	f.srv.Restart()
 }
 
+// TestWatchServerDownAtStart: the first pass fails as a whole (no file was
+// even tried: the adoption listing failed); the mapping keeps its passes
+// every Interval until one succeeds.
+func TestWatchServerDownAtStart(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = 300*time.Millisecond, time.Hour })
+	f.write("out/a", []byte("a"))
+	f.srv.Stop()
+	f.configure(f.egress("e1", "out", "p"))
+	runEngine(t, f.eng)
+	require.Eventually(t, func() bool { return f.status("e1").LastError != "" }, eventWait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return !watched(f.eng, "e1") }, eventWait, 10*time.Millisecond,
+		"a failed pass: passes every Interval")
+	f.srv.Restart()
+	require.Eventually(t, func() bool { _, err := f.get("p/a"); return err == nil }, eventWait, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return watched(f.eng, "e1") }, eventWait, 10*time.Millisecond)
+}
+
 func TestWatchOff(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.Interval, o.NoWatch = time.Hour, true })
 	fds := inotifyFDs(t)
