@@ -5,6 +5,7 @@
 //
 // Where things are:
 //   - engine.go: the Engine's API and scheduling (Configure, Run, Sync, Changed);
+//   - watchers.go: the inotify watchers of egress sources while Run runs (sync/watch);
 //   - backend.go: the Backend interface over the bucket, and its minio-go implementation;
 //   - walk.go: the local walker, in key order; march.go: local files, journal rows and
 //     the listing walked in lock step;
