@@ -27,12 +27,11 @@ import (
 // The watcher's health decides the mapping's safety-net interval (SetWatched):
 // WatchedInterval while every directory is watched and nothing failed (an
 // upload waiting for its retry, a pass that did not succeed), Interval
-// otherwise. When
-// events may have been missed (queue overflow, watch limit, too many pending
-// files, the source appearing or coming back) the watcher asks for a rescan
-// and the mapping gets a full pass at once. The watcher reports every change
-// of its health with such a rescan; the health is read on each batch and
-// every Interval.
+// otherwise. When events may have been missed (queue overflow, watch limit,
+// too many pending files, the source appearing or coming back) the watcher
+// asks for a rescan and the mapping gets a full pass at once. The watcher
+// reports every change of its health with such a rescan; the health is read
+// on each batch and every Interval.
 
 // watchSet is the engine's watchers, by mapping id.
 type watchSet struct {
