@@ -41,6 +41,7 @@ type options struct {
 	workerWrites    int           // new files, one a second, in the latency scenario
 	workerIdle      time.Duration // the idle CPU window
 	workerSettle    time.Duration // wait between the first upload and the window
+	workerEnv       envList       // extra settings of the worker (KEY=VALUE), e.g. a baseline with FLOTTA_WATCH=off
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.IntVar(&o.workerWrites, "worker-writes", 20, "new files, one a second, in the worker egress latency scenario")
 	flag.DurationVar(&o.workerIdle, "worker-idle", time.Minute, "window over which the idle worker's CPU is measured (make it span at least one periodic pass)")
 	flag.DurationVar(&o.workerSettle, "worker-settle", 30*time.Second, "wait after the first upload before the idle window opens")
+	flag.Var(&o.workerEnv, "worker-env", "an extra worker setting KEY=VALUE (repeatable), e.g. FLOTTA_WATCH=off for a baseline without events")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {

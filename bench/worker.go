@@ -86,6 +86,19 @@ func (l *intList) Set(v string) error {
 	return nil
 }
 
+// envList is a repeatable KEY=VALUE flag.
+type envList []string
+
+func (l *envList) String() string { return strings.Join(*l, " ") }
+
+func (l *envList) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q: want KEY=VALUE", v)
+	}
+	*l = append(*l, v)
+	return nil
+}
+
 // runWorkerScenarios runs the selected worker scenarios and returns their
 // report.
 func runWorkerScenarios(o options, srv *server, names []string) (string, error) {
@@ -102,7 +115,11 @@ func runWorkerScenarios(o options, srv *server, names []string) (string, error) 
 	defer pods.Close()
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nworker scenarios: bin/devdispatcher + bin/device-worker with default settings (only FLOTTA_DATA_DIR and FLOTTA_PODMAN_SOCKET set),\n")
+	settings := "default settings (only FLOTTA_DATA_DIR and FLOTTA_PODMAN_SOCKET set)"
+	if len(o.workerEnv) > 0 {
+		settings = "default settings except " + o.workerEnv.String() + " (and FLOTTA_DATA_DIR, FLOTTA_PODMAN_SOCKET)"
+	}
+	fmt.Fprintf(&b, "\nworker scenarios: bin/devdispatcher + bin/device-worker with %s,\n", settings)
 	fmt.Fprintf(&b, "one workload (a sleeping busybox pod) with one egress mapping, the dispatcher resending the configuration every 5 s as flotta does;\n")
 	fmt.Fprintf(&b, "S3 requests are the worker's, counted by the proxy; CPU is the worker's utime+stime from /proc/<pid>/stat.\n")
 	for i, name := range names {
@@ -195,11 +212,14 @@ func (r *workerRun) start(o options, srv *server, pods *podmantest.Service) erro
 	if err := os.WriteFile(msgFile, data, 0o600); err != nil {
 		return err
 	}
-	r.cmd = exec.Command(filepath.Join(o.repo, "bin", "devdispatcher"),
-		"--worker", filepath.Join(o.repo, "bin", "device-worker"),
+	args := []string{"--worker", filepath.Join(o.repo, "bin", "device-worker"),
 		"--config", msgFile,
-		"--env", "FLOTTA_DATA_DIR="+r.dataDir,
-		"--env", "FLOTTA_PODMAN_SOCKET="+pods.URI)
+		"--env", "FLOTTA_DATA_DIR=" + r.dataDir,
+		"--env", "FLOTTA_PODMAN_SOCKET=" + pods.URI}
+	for _, kv := range o.workerEnv {
+		args = append(args, "--env", kv)
+	}
+	r.cmd = exec.Command(filepath.Join(o.repo, "bin", "devdispatcher"), args...)
 	r.cmd.Env = cleanEnv()
 	r.cmd.Stderr = &lockedBuilder{mu: &r.mu, b: &r.stderr}
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

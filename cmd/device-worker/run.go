@@ -27,7 +27,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	log.Info("starting device-worker", zap.String("version", version),
 		zap.String("socket", s.socketAddr), zap.String("client_id", s.clientID),
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
-		zap.Duration("sync_interval", s.syncInterval), zap.Duration("rescan_interval", s.rescanInterval),
+		zap.Duration("sync_interval", s.syncInterval), zap.Duration("rescan_interval", s.rescanInterval), zap.Bool("watch", !s.noWatch),
 		zap.Duration("reconcile_interval", s.reconcileInterval))
 
 	pods, err := podman.NewManager(podman.Config{
@@ -49,6 +49,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		WatchedInterval:   s.rescanInterval,
 		ReconcileInterval: reconcile,
 		Concurrency:       s.syncConcurrency,
+		NoWatch:           s.noWatch,
 	}
 	opts.DefaultQuota, opts.MinFreeBytes, opts.MinFreePercent = bytesize.DiskGuard(s.ingressQuota, s.minFreeBytes)
 	engine, err := datasync.New(opts, log.Named("sync"))

@@ -38,6 +38,9 @@ type settings struct {
 	// the pass that compares with the bucket too (0 = never).
 	rescanInterval    time.Duration
 	reconcileInterval time.Duration
+	// noWatch turns the file-system watchers of egress sources off
+	// (FLOTTA_WATCH=off): every egress path then waits for its pass.
+	noWatch bool
 
 	syncConcurrency int           // parallel transfers; 0 = the engine's default
 	ingressQuota    int64         // bytes per ingress mapping; 0 (default) or -1 = unlimited
@@ -68,6 +71,8 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.StringVar(&rescan, "rescan-interval", rescan, "time between full passes of a data path a healthy file-system watcher covers, a Go duration (env FLOTTA_RESCAN_INTERVAL)")
 	reconcile := env("FLOTTA_RECONCILE_INTERVAL", defaultReconcileInterval.String())
 	fs.StringVar(&reconcile, "reconcile-interval", reconcile, "time between reconcile passes that compare each data path with the bucket, a Go duration, 0 = never (env FLOTTA_RECONCILE_INTERVAL)")
+	watch := env("FLOTTA_WATCH", "on")
+	fs.StringVar(&watch, "watch", watch, "on: egress reacts to file-system events (inotify) and runs its full pass every rescan interval; off: every sync interval only (env FLOTTA_WATCH)")
 	concurrency := env("FLOTTA_SYNC_CONCURRENCY", "0")
 	fs.StringVar(&concurrency, "sync-concurrency", concurrency, "parallel transfers, 0 = default (env FLOTTA_SYNC_CONCURRENCY)")
 	quota := env("FLOTTA_INGRESS_QUOTA", "0")
@@ -99,6 +104,13 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	}
 	if s.reconcileInterval, err = time.ParseDuration(reconcile); err != nil || s.reconcileInterval < 0 {
 		return settings{}, fmt.Errorf("reconcile interval %q: want a Go duration such as 1h, 0 for never", reconcile)
+	}
+	switch watch {
+	case "on":
+	case "off":
+		s.noWatch = true
+	default:
+		return settings{}, fmt.Errorf("watch %q (FLOTTA_WATCH, --watch): want on or off", watch)
 	}
 	if s.shutdownSync, err = time.ParseDuration(shutdown); err != nil || s.shutdownSync < 0 {
 		return settings{}, fmt.Errorf("shutdown sync timeout %q: want a Go duration such as 20s", shutdown)

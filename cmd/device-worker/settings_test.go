@@ -23,8 +23,9 @@ func TestSettingsFromEnvironmentAndFlags(t *testing.T) {
 
 	s, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_SYNC_CONCURRENCY": "4",
 		"FLOTTA_INGRESS_QUOTA": "1048576", "FLOTTA_MIN_FREE": "-1", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "0",
-		"FLOTTA_RESCAN_INTERVAL": "10m", "FLOTTA_RECONCILE_INTERVAL": "0"}))
+		"FLOTTA_RESCAN_INTERVAL": "10m", "FLOTTA_RECONCILE_INTERVAL": "0", "FLOTTA_WATCH": "off"}))
 	require.NoError(t, err)
+	assert.True(t, s.noWatch)
 	assert.Equal(t, 4, s.syncConcurrency)
 	assert.Equal(t, int64(1<<20), s.ingressQuota)
 	assert.Equal(t, int64(-1), s.minFreeBytes)
@@ -48,7 +49,7 @@ func TestSettingsErrors(t *testing.T) {
 	assert.Contains(t, err.Error(), "sync interval")
 
 	for name, value := range map[string]string{"FLOTTA_SYNC_CONCURRENCY": "many", "FLOTTA_MIN_FREE": "1Q", "FLOTTA_INGRESS_QUOTA": "-2", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "later",
-		"FLOTTA_RESCAN_INTERVAL": "0", "FLOTTA_RECONCILE_INTERVAL": "-1h"} {
+		"FLOTTA_RESCAN_INTERVAL": "0", "FLOTTA_RECONCILE_INTERVAL": "-1h", "FLOTTA_WATCH": "no"} {
 		_, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", name: value}))
 		assert.Error(t, err, name)
 	}

@@ -62,6 +62,8 @@ type Engine struct {
 	runCount int // passes started, for tests
 	// kick wakes Run up when a mapping is owed a prompt pass (mapState.prompt).
 	kick chan struct{}
+
+	watchers watchSet // the file-system watchers of egress mappings (watchers.go)
 }
 
 // mapState is one mapping and what the engine remembers of it in memory:
@@ -239,6 +241,7 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 	}
 	e.maps = next
 	e.mu.Unlock()
+	e.updateWatchers() // before the wake: a new mapping is watched before its first pass
 	if kick {
 		e.wake()
 	}
@@ -312,9 +315,13 @@ func (s endpointString) String() string {
 // ReconcileInterval the pass is a reconcile (PassOptions.Reconcile). A
 // mapping still busy with its previous pass is skipped for that round. A
 // mapping Configure added, or whose endpoint changed, gets a pass at once.
+// While Run runs, egress sources are watched (watchers.go, unless
+// Options.NoWatch): their changes go to Changed as they settle.
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	e.startWatching() // before the first round, so nothing written meanwhile is missed
+	defer e.stopWatching()
 	timer := time.NewTimer(0) // the first round at once
 	defer timer.Stop()
 	for {
@@ -486,6 +493,7 @@ func (e *Engine) RemoveAll() error {
 	e.maps = map[string]*mapState{}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	e.mu.Unlock()
+	e.updateWatchers()
 	for _, ms := range maps {
 		ms.pass.Lock()
 		ms.pass.Unlock() //nolint:staticcheck // waiting for the pass to end
@@ -515,6 +523,7 @@ func (e *Engine) Close() error {
 	e.cancel()
 	maps := e.maps
 	e.mu.Unlock()
+	e.stopWatching()
 	for _, ms := range maps {
 		ms.pass.Lock()
 		ms.pass.Unlock() //nolint:staticcheck // waiting for the pass to end

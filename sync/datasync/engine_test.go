@@ -166,7 +166,7 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 // added while Run runs, and every mapping after an endpoint change, gets a
 // pass within seconds, not an interval later.
 func TestConfigureStartsPromptPasses(t *testing.T) {
-	f := newFixture(t) // Interval: 1h
+	f := newFixture(t, func(o *Options) { o.NoWatch = true }) // Interval: 1h; only passes move files
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.eng.Run(ctx) }()
@@ -211,7 +211,7 @@ func TestConfigureStartsPromptPasses(t *testing.T) {
 // TestPromptPassWaitsForThePassInFlight: a mapping busy with a pass when its
 // endpoint changes gets another pass right after it, never two at once.
 func TestPromptPassWaitsForThePassInFlight(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, func(o *Options) { o.NoWatch = true }) // only passes move files
 	f.write("out/a", []byte("a"))
 	f.configure(f.egress("e1", "out", "p"))
 	var active, most atomic.Int32

@@ -5,6 +5,7 @@
 //
 // Where things are:
 //   - engine.go: the Engine's API and scheduling (Configure, Run, Sync, Changed);
+//   - watchers.go: the inotify watchers of egress sources while Run runs (sync/watch);
 //   - backend.go: the Backend interface over the bucket, and its minio-go implementation;
 //   - walk.go: the local walker, in key order; march.go: local files, journal rows and
 //     the listing walked in lock step;
@@ -80,6 +81,9 @@ type Options struct {
 	// WrapTransport, when set, wraps the transport the engine builds (or
 	// Transport), e.g. to count requests while keeping the engine's TLS setup.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// NoWatch turns the file-system watchers off: egress mappings then get
+	// their full pass every Interval and no change events (see watchers.go).
+	NoWatch bool
 	// KeepUnknownMappings keeps the journal of mappings that Configure does not
 	// name; by default it is dropped (the mapping was removed). The CLI, which
 	// configures one mapping per run, keeps them.

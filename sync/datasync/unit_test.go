@@ -301,6 +301,7 @@ func TestSortNames(t *testing.T) {
 func TestUnitRunIntervals(t *testing.T) {
 	f := newMemFixture(t, func(o *Options) {
 		o.Interval, o.WatchedInterval, o.ReconcileInterval = 30*time.Millisecond, 600*time.Millisecond, 200*time.Millisecond
+		o.NoWatch = true // SetWatched by hand below
 	})
 	var mu sync.Mutex
 	full, reconciles := map[string]int{}, map[string]int{}
