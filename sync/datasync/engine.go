@@ -21,6 +21,7 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/notify"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 )
@@ -46,6 +47,8 @@ type Engine struct {
 	backoffCeiling time.Duration
 	walkFault      func(dir string) error
 	onPass         func(id string, po PassOptions, partial bool)
+	now            func() time.Time // Run's clock
+	notifyTune     func(*notify.Config)
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).
@@ -62,6 +65,9 @@ type Engine struct {
 	runCount int // passes started, for tests
 	// kick wakes Run up when a mapping is owed a prompt pass (mapState.prompt).
 	kick chan struct{}
+	// reconfigured tells the notification listeners (notify.go) that
+	// Configure ran.
+	reconfigured chan struct{}
 }
 
 // mapState is one mapping and what the engine remembers of it in memory:
@@ -84,6 +90,8 @@ type mapState struct {
 	// lastFull and lastReconcile (guarded by Engine.mu) are when Run last
 	// started a full pass and a reconcile pass of the mapping.
 	lastFull, lastReconcile time.Time
+	// poll (guarded by Engine.mu) is an ingress mapping's adaptive schedule (poll.go).
+	poll pollState
 
 	mu           sync.Mutex // guards the fields below
 	status       MappingStatus
@@ -114,6 +122,9 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		opts.WatchedInterval = DefaultWatchedInterval
 	}
 	opts.WatchedInterval = max(opts.WatchedInterval, opts.Interval)
+	if opts.PollMax == 0 {
+		opts.PollMax = DefaultPollMax
+	}
 	if opts.ReconcileInterval == 0 {
 		opts.ReconcileInterval = DefaultReconcileInterval
 	}
@@ -150,6 +161,8 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		backoffCeiling: 30 * time.Minute,
 		maps:           map[string]*mapState{},
 		kick:           make(chan struct{}, 1),
+		reconfigured:   make(chan struct{}, 1),
+		now:            time.Now,
 	}
 	e.newBackend = func(ep *Endpoint) (Backend, error) {
 		client, err := s3client.New(s3client.Config{
@@ -242,6 +255,10 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 	if kick {
 		e.wake()
 	}
+	select {
+	case e.reconfigured <- struct{}{}:
+	default:
+	}
 
 	// Wait for removed mappings' passes to stop before forgetting them.
 	for _, old := range removed {
@@ -315,6 +332,9 @@ func (s endpointString) String() string {
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if !e.opts.NoNotify {
+		wg.Go(func() { e.listenLoop(ctx) })
+	}
 	timer := time.NewTimer(0) // the first round at once
 	defer timer.Stop()
 	for {
@@ -334,14 +354,12 @@ func (e *Engine) Run(ctx context.Context) error {
 // startPasses starts a pass of every mapping that is due (only those owed a
 // prompt pass when onlyPrompt) and not busy with one.
 func (e *Engine) startPasses(ctx context.Context, wg *sync.WaitGroup, onlyPrompt bool) {
-	now := time.Now()
+	now := e.now()
 	for _, ms := range e.mappings(nil) {
 		e.mu.Lock()
 		due := ms.prompt
 		if !onlyPrompt && !due {
-			// A tenth of the interval of slack: the timer's jitter must not
-			// push a watched mapping's pass to the next round.
-			due = !ms.watched || now.Sub(ms.lastFull) >= e.opts.WatchedInterval-e.opts.Interval/10
+			due = e.fullDue(ms, now)
 		}
 		reconcile := e.opts.ReconcileInterval > 0 && now.Sub(ms.lastReconcile) >= e.opts.ReconcileInterval
 		e.mu.Unlock()
@@ -532,6 +550,7 @@ type passStats struct {
 	refused    int64
 	failed     int64
 	unreadable int64
+	pruned     int64 // journal rows of deleted files or objects dropped
 	firstErr   error // of a failure
 	refusal    error // the first refusal
 }
@@ -616,9 +635,12 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 		}
 		src := p.fullSource(ctx)
 		if names != nil {
-			if p.dir == nil {
+			switch {
+			case p.dir == nil:
 				src = func(func(item, scope) bool) error { return nil }
-			} else {
+			case m.Direction == Ingress:
+				src = p.objectsSource(ctx, names)
+			default:
 				src = p.changedSource(names)
 			}
 		}
@@ -638,6 +660,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 		return err
 	}
 	e.finishPass(ms, m, st, started, names != nil, err)
+	e.adaptPoll(ms, m, st.files > 0 || st.pruned > 0, names != nil)
 	return err
 }
 

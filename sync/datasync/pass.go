@@ -272,6 +272,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 				}
 				p.w.Add(journal.Entry{Key: p.way.rowPrefix + it.name, Delete: true})
 				p.succeeded(it.name)
+				p.stats.prunedOne()
 				return true
 			}
 			if p.po.DryRun {

@@ -72,6 +72,14 @@ type Options struct {
 	// compared, see PassOptions.Reconcile) in Run; default 1h, negative
 	// for none.
 	ReconcileInterval time.Duration
+	// PollMax caps the adaptive interval of an ingress mapping's passes
+	// (poll.go): doubled after each pass that finds nothing new, back to
+	// Interval at the first change; default 5m, never less than Interval.
+	PollMax time.Duration
+	// NoNotify turns bucket notifications off: ingress only polls. By
+	// default, where the server offers them (MinIO), an ingress mapping
+	// downloads new objects as they are announced (notify.go).
+	NoNotify          bool
 	Concurrency       int               // parallel transfers; default suits a 2-core device
 	DefaultQuota      int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
 	MinFreeBytes      int64             // ingress keeps at least this much free on the file system
@@ -91,6 +99,7 @@ const (
 	DefaultInterval          = 15 * time.Second
 	DefaultWatchedInterval   = 5 * time.Minute
 	DefaultReconcileInterval = time.Hour
+	DefaultPollMax           = 5 * time.Minute
 	DefaultConcurrency       = 8         // transfers are I/O bound: a 2-core device keeps 8 busy
 	DefaultMinFreeBytes      = 512 << 20 // MinFreeBytes 0 means this; negative means none
 	DefaultMinFreePercent    = 5.0       // MinFreePercent 0 means this; negative means none
