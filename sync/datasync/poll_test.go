@@ -37,10 +37,10 @@ func TestNextPoll(t *testing.T) {
 // simClock drives Run's rounds (startPasses every Interval plus up to 10%
 // jitter, as Run does) on a fake clock.
 type simClock struct {
-	f     *memFixture
-	now   time.Time
-	mu    sync.Mutex
-	full  []time.Time // when full passes of the mapping started
+	f    *memFixture
+	now  time.Time
+	mu   sync.Mutex
+	full []time.Time // when full passes of the mapping started
 }
 
 func newSimClock(f *memFixture) *simClock {

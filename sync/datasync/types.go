@@ -79,12 +79,12 @@ type Options struct {
 	// NoNotify turns bucket notifications off: ingress only polls. By
 	// default, where the server offers them (MinIO), an ingress mapping
 	// downloads new objects as they are announced (notify.go).
-	NoNotify          bool
-	Concurrency       int               // parallel transfers; default suits a 2-core device
-	DefaultQuota      int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
-	MinFreeBytes      int64             // ingress keeps at least this much free on the file system
-	MinFreePercent    float64           // ... and at least this share of it
-	Transport         http.RoundTripper // optional, for tests (counting requests)
+	NoNotify       bool
+	Concurrency    int               // parallel transfers; default suits a 2-core device
+	DefaultQuota   int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
+	MinFreeBytes   int64             // ingress keeps at least this much free on the file system
+	MinFreePercent float64           // ... and at least this share of it
+	Transport      http.RoundTripper // optional, for tests (counting requests)
 	// WrapTransport, when set, wraps the transport the engine builds (or
 	// Transport), e.g. to count requests while keeping the engine's TLS setup.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
