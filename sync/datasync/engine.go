@@ -440,8 +440,10 @@ func (e *Engine) Sync(ctx context.Context, po PassOptions, ids ...string) error 
 // separated, relative to its directory) and moves what differs, without
 // listing the bucket nor walking the rest of the tree: what a watcher calls
 // with a batch of changed paths. A path that is a directory, or that is gone,
-// covers everything under it. It waits for a pass in flight first. Retry
-// backoff applies.
+// covers everything under it. For an ingress mapping the paths are object
+// keys relative to its prefix, each looked up with a HEAD (a bucket
+// notification, notify.go); a key no longer there has its row pruned. It
+// waits for a pass in flight first. Retry backoff applies.
 func (e *Engine) Changed(ctx context.Context, id string, rels []string) error {
 	list := e.mappings([]string{id})
 	if len(list) == 0 {
