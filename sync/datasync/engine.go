@@ -637,13 +637,10 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 		}
 		src := p.fullSource(ctx)
 		if names != nil {
-			switch {
-			case p.dir == nil:
+			if p.dir == nil {
 				src = func(func(item, scope) bool) error { return nil }
-			case m.Direction == Ingress:
-				src = p.objectsSource(ctx, names)
-			default:
-				src = p.changedSource(names)
+			} else {
+				src = p.changedSource(ctx, names)
 			}
 		}
 		err = p.run(ctx, src)

@@ -334,29 +334,18 @@ func (e *Engine) passSoon(ids []string) {
 	e.wake()
 }
 
-// objectsSource yields the named objects of an ingress mapping (keys
-// relative to its prefix) as the server has them now, one HEAD each, with
-// their journal rows: what a full pass would see of them. A missing object
-// is gone (its row is pruned; the local file stays).
-func (p *pass) objectsSource(ctx context.Context, names []string) source {
-	return func(yield func(item, scope) bool) error {
-		sc := scope{remoteListed: true}
-		for _, name := range names {
-			it := item{name: name}
-			p.lookupRow(&it)
-			o, err := p.be.Stat(ctx, p.m.Bucket, p.lp+name)
-			switch {
-			case errors.Is(err, ErrNotFound):
-			case err != nil:
-				return fmt.Errorf("ingress %s: stat %s/%s: %w", p.m.ID, p.m.Bucket, p.lp+name, err)
-			default:
-				o.Key = p.lp + name
-				it.remote = &o
-			}
-			if !yield(it, sc) {
-				return nil
-			}
-		}
+// lookupObject fills it.remote with the object of an ingress item as the
+// server has it now (a HEAD); nil when there is none.
+func (p *pass) lookupObject(ctx context.Context, it *item) error {
+	key := p.lp + it.name
+	o, err := p.be.Stat(ctx, p.m.Bucket, key)
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return nil
+	case err != nil:
+		return fmt.Errorf("ingress %s: stat %s/%s: %w", p.m.ID, p.m.Bucket, key, err)
 	}
+	o.Key = key
+	it.remote = &o
+	return nil
 }
