@@ -255,10 +255,7 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 	if kick {
 		e.wake()
 	}
-	select {
-	case e.reconfigured <- struct{}{}:
-	default:
-	}
+	e.reconfigure()
 
 	// Wait for removed mappings' passes to stop before forgetting them.
 	for _, old := range removed {
@@ -506,6 +503,7 @@ func (e *Engine) RemoveAll() error {
 	e.maps = map[string]*mapState{}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	e.mu.Unlock()
+	e.reconfigure()
 	for _, ms := range maps {
 		ms.pass.Lock()
 		ms.pass.Unlock() //nolint:staticcheck // waiting for the pass to end

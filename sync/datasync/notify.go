@@ -98,6 +98,14 @@ func (e *Engine) listenSpecs() map[string]*listenSpec {
 	return out
 }
 
+// reconfigure tells listenLoop that the mappings or the endpoint changed.
+func (e *Engine) reconfigure() {
+	select {
+	case e.reconfigured <- struct{}{}:
+	default: // already pending
+	}
+}
+
 // listenLoop keeps one stream per bucket with ingress mappings, following
 // Configure, until ctx ends.
 func (e *Engine) listenLoop(ctx context.Context) {

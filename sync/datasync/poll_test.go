@@ -2,6 +2,7 @@ package datasync
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -109,4 +110,29 @@ func TestIdleIngressRequestsPerDay(t *testing.T) {
 	c.now = c.now.Add(DefaultInterval)
 	c.runFor(time.Second, nil)
 	assert.Equal(t, n+1, len(c.full), "after a change, the next pass one base interval later")
+}
+
+// More keys announced than maxEventBatch while a batch is applied: one full
+// pass instead of a HEAD each.
+func TestEventFloodBecomesAFullPass(t *testing.T) {
+	f := newMemFixture(t)
+	f.configure(f.ingress("in", "in", "in"))
+	f.eng.mu.Lock()
+	f.eng.maps["in"].prompt = false
+	f.eng.mu.Unlock()
+	a := &applier{id: "in", wake: make(chan struct{}, 1)}
+	for i := range maxEventBatch + 1 {
+		a.add(fmt.Sprintf("k%05d", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.eng.runApplier(ctx, a) }()
+	waitFor(t, "full pass asked for", 5*time.Second, func() bool {
+		f.eng.mu.Lock()
+		defer f.eng.mu.Unlock()
+		return f.eng.maps["in"].prompt
+	})
+	cancel()
+	<-done
+	assert.Zero(t, f.be.stats.Load(), "no HEAD")
 }
