@@ -42,6 +42,10 @@ type options struct {
 	workerIdle      time.Duration // the idle CPU window
 	workerSettle    time.Duration // wait between the first upload and the window
 	workerEnv       envList       // extra settings of the worker (KEY=VALUE), e.g. a baseline with FLOTTA_WATCH=off
+	// The worker ingress scenarios (bench/ingress.go).
+	ingressObjects intList       // objects under the prefix of each idle ingress scenario
+	ingressSettle  time.Duration // wait after the first download before the idle window
+	ingressIdle    time.Duration // the idle ingress CPU window
 }
 
 func main() {
@@ -67,6 +71,10 @@ func main() {
 	flag.DurationVar(&o.workerIdle, "worker-idle", time.Minute, "window over which the idle worker's CPU is measured (make it span at least one periodic pass)")
 	flag.DurationVar(&o.workerSettle, "worker-settle", 30*time.Second, "wait after the first upload before the idle window opens")
 	flag.Var(&o.workerEnv, "worker-env", "an extra worker setting KEY=VALUE (repeatable), e.g. FLOTTA_WATCH=off for a baseline without events")
+	o.ingressObjects = intList{100000}
+	flag.Var(&o.ingressObjects, "worker-ingress-objects", "objects under the ingress prefix of each worker idle ingress scenario, comma-separated")
+	flag.DurationVar(&o.ingressSettle, "worker-ingress-settle", 8*time.Minute, "wait after the first download before the idle ingress window opens (adaptive polling reaches its 5 min cap after about 8 min)")
+	flag.DurationVar(&o.ingressIdle, "worker-ingress-idle", 10*time.Minute, "window over which the idle ingress worker's CPU is measured (two passes at the 5 min cap)")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {

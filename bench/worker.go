@@ -47,7 +47,7 @@ func workerScenarioNames(o options) []string {
 	for _, n := range o.workerIdleFiles {
 		names = append(names, fmt.Sprintf("worker idle %d files", n))
 	}
-	return names
+	return append(names, ingressScenarioNames(o)...)
 }
 
 // selectedWorkerScenarios are the worker scenarios this run includes.
@@ -120,14 +120,17 @@ func runWorkerScenarios(o options, srv *server, names []string) (string, error) 
 		settings = "default settings except " + o.workerEnv.String() + " (and FLOTTA_DATA_DIR, FLOTTA_PODMAN_SOCKET)"
 	}
 	fmt.Fprintf(&b, "\nworker scenarios: bin/devdispatcher + bin/device-worker with %s,\n", settings)
-	fmt.Fprintf(&b, "one workload (a sleeping busybox pod) with one egress mapping, the dispatcher resending the configuration every 5 s as flotta does;\n")
+	fmt.Fprintf(&b, "one workload (a sleeping busybox pod) with one egress mapping (one ingress mapping in the ingress scenarios), the dispatcher resending the configuration every 5 s as flotta does;\n")
 	fmt.Fprintf(&b, "S3 requests are the worker's, counted by the proxy; CPU is the worker's utime+stime from /proc/<pid>/stat.\n")
 	for i, name := range names {
 		var line string
 		var err error
-		if name == "worker egress latency" {
+		switch {
+		case strings.HasPrefix(name, "worker ingress") || strings.HasPrefix(name, "worker idle ingress"):
+			line, err = runIngressScenario(o, srv, pods, i, name)
+		case name == "worker egress latency":
 			line, err = workerLatency(o, srv, pods, i)
-		} else {
+		default:
 			var n int
 			fmt.Sscanf(name, "worker idle %d files", &n)
 			line, err = workerIdle(o, srv, pods, i, n)
@@ -153,6 +156,11 @@ type workerRun struct {
 	dataDir string
 	source  string // the egress source on the host
 	bucket  string
+	// s3, when set, is the server's host:port instead of the bench's
+	// versitygw proxy; ingress, when set, makes the data path an ingress
+	// mapping of prefix ingressPrefix into the workload's ingressPrefix.
+	s3      string
+	ingress bool
 	mu      sync.Mutex
 	pid     int
 	starts  int
@@ -184,7 +192,15 @@ func newWorkerRun(o options, srv *server, i int) (*workerRun, error) {
 // start writes the configuration message and starts the dispatcher, which
 // starts the worker and delivers the message.
 func (r *workerRun) start(o options, srv *server, pods *podmantest.Service) error {
-	host, port, _ := strings.Cut(strings.TrimPrefix(srv.url, "http://"), ":")
+	hostPort := strings.TrimPrefix(srv.url, "http://")
+	if r.s3 != "" {
+		hostPort = r.s3
+	}
+	host, port, _ := strings.Cut(hostPort, ":")
+	paths := map[string]any{"egress": []any{map[string]any{"source": egressSource, "target": egressTarget}}}
+	if r.ingress {
+		paths = map[string]any{"ingress": []any{map[string]any{"source": ingressPrefix, "target": ingressPrefix}}}
+	}
 	p, _ := strconv.Atoi(port)
 	msg := map[string]any{
 		"device_id": "bench-device", "version": "1", "workloads_monitoring_interval": 15,
@@ -200,7 +216,7 @@ func (r *workerRun) start(o options, srv *server, pods *podmantest.Service) erro
 			"name": benchWorkload, "namespace": "default",
 			"specification": "containers:\n- name: sleeper\n  image: " + podmantest.Image + "\n  imagePullPolicy: Never\n" +
 				"  command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n",
-			"data": map[string]any{"egress": []any{map[string]any{"source": egressSource, "target": egressTarget}}},
+			"data": paths,
 		}},
 		"secrets": []any{},
 	}

@@ -28,7 +28,8 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		zap.String("socket", s.socketAddr), zap.String("client_id", s.clientID),
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
 		zap.Duration("sync_interval", s.syncInterval), zap.Duration("rescan_interval", s.rescanInterval), zap.Bool("watch", !s.noWatch),
-		zap.Duration("reconcile_interval", s.reconcileInterval))
+		zap.Duration("reconcile_interval", s.reconcileInterval), zap.Duration("poll_max", s.pollMax),
+		zap.Bool("ingress_notify", !s.noNotify))
 
 	pods, err := podman.NewManager(podman.Config{
 		Socket:     s.podmanSocket,
@@ -48,6 +49,8 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		Interval:          s.syncInterval,
 		WatchedInterval:   s.rescanInterval,
 		ReconcileInterval: reconcile,
+		PollMax:           s.pollMax,
+		NoNotify:          s.noNotify,
 		Concurrency:       s.syncConcurrency,
 		NoWatch:           s.noWatch,
 	}

@@ -21,6 +21,8 @@ const (
 	// stays the pass of mappings no watcher covers.
 	defaultRescanInterval    = 5 * time.Minute
 	defaultReconcileInterval = time.Hour
+	// defaultPollMax caps the adaptive interval of ingress polling.
+	defaultPollMax = 5 * time.Minute
 )
 
 // settings are the worker's inputs: yggd's YGG_* variables and the
@@ -41,6 +43,10 @@ type settings struct {
 	// noWatch turns the file-system watchers of egress sources off
 	// (FLOTTA_WATCH=off): every egress path then waits for its pass.
 	noWatch bool
+	// pollMax caps the adaptive interval of ingress passes; noNotify turns
+	// bucket notifications off (FLOTTA_INGRESS_NOTIFY=off).
+	pollMax  time.Duration
+	noNotify bool
 
 	syncConcurrency int           // parallel transfers; 0 = the engine's default
 	ingressQuota    int64         // bytes per ingress mapping; 0 (default) or -1 = unlimited
@@ -73,6 +79,10 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.StringVar(&reconcile, "reconcile-interval", reconcile, "time between reconcile passes that compare each data path with the bucket, a Go duration, 0 = never (env FLOTTA_RECONCILE_INTERVAL)")
 	watch := env("FLOTTA_WATCH", "on")
 	fs.StringVar(&watch, "watch", watch, "on: egress reacts to file-system events (inotify) and runs its full pass every rescan interval; off: every sync interval only (env FLOTTA_WATCH)")
+	pollMax := env("FLOTTA_POLL_MAX", defaultPollMax.String())
+	fs.StringVar(&pollMax, "poll-max", pollMax, "longest time between passes of an idle ingress data path (adaptive polling), a Go duration, at least the sync interval (env FLOTTA_POLL_MAX)")
+	notifyMode := env("FLOTTA_INGRESS_NOTIFY", "auto")
+	fs.StringVar(&notifyMode, "ingress-notify", notifyMode, "auto: listen for the bucket's notifications where the server offers them (MinIO); off: poll only (env FLOTTA_INGRESS_NOTIFY)")
 	concurrency := env("FLOTTA_SYNC_CONCURRENCY", "0")
 	fs.StringVar(&concurrency, "sync-concurrency", concurrency, "parallel transfers, 0 = default (env FLOTTA_SYNC_CONCURRENCY)")
 	quota := env("FLOTTA_INGRESS_QUOTA", "0")
@@ -111,6 +121,19 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 		s.noWatch = true
 	default:
 		return settings{}, fmt.Errorf("watch %q (FLOTTA_WATCH, --watch): want on or off", watch)
+	}
+	if s.pollMax, err = time.ParseDuration(pollMax); err != nil || s.pollMax <= 0 {
+		return settings{}, fmt.Errorf("FLOTTA_POLL_MAX (--poll-max) %q: want a positive Go duration such as 5m", pollMax)
+	}
+	if s.pollMax < s.syncInterval {
+		return settings{}, fmt.Errorf("FLOTTA_POLL_MAX (--poll-max) %s is below the sync interval %s: want at least the interval (equal: no adaptive polling)", s.pollMax, s.syncInterval)
+	}
+	switch notifyMode {
+	case "auto":
+	case "off":
+		s.noNotify = true
+	default:
+		return settings{}, fmt.Errorf("FLOTTA_INGRESS_NOTIFY (--ingress-notify) %q: want auto or off", notifyMode)
 	}
 	if s.shutdownSync, err = time.ParseDuration(shutdown); err != nil || s.shutdownSync < 0 {
 		return settings{}, fmt.Errorf("shutdown sync timeout %q: want a Go duration such as 20s", shutdown)

@@ -19,7 +19,7 @@ func TestSettingsFromEnvironmentAndFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, settings{socketAddr: "unix:@yggd-dispatcher-x", clientID: "dev1", logLevel: "DEBUG",
 		dataDir: "/tmp/d", podmanSocket: defaultPodmanSocket, syncInterval: 2 * time.Second, shutdownSync: defaultShutdownSync,
-		rescanInterval: defaultRescanInterval, reconcileInterval: time.Hour}, s)
+		rescanInterval: defaultRescanInterval, reconcileInterval: time.Hour, pollMax: defaultPollMax}, s)
 
 	s, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_SYNC_CONCURRENCY": "4",
 		"FLOTTA_INGRESS_QUOTA": "1048576", "FLOTTA_MIN_FREE": "-1", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "0",
@@ -81,4 +81,27 @@ func TestVersionNeedsNoSocket(t *testing.T) {
 	s, err := parseSettings([]string{"--version"}, envOf(nil))
 	require.NoError(t, err)
 	assert.True(t, s.printVersion)
+}
+
+func TestPollAndNotifySettings(t *testing.T) {
+	s, err := parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_POLL_MAX": "10m", "FLOTTA_INGRESS_NOTIFY": "off"}))
+	require.NoError(t, err)
+	assert.Equal(t, 10*time.Minute, s.pollMax)
+	assert.True(t, s.noNotify)
+	s, err = parseSettings([]string{"--poll-max", "15s", "--ingress-notify", "auto"}, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_INGRESS_NOTIFY": "off"}))
+	require.NoError(t, err)
+	assert.Equal(t, 15*time.Second, s.pollMax, "equal to the interval: no growth")
+	assert.False(t, s.noNotify, "a flag wins over the environment")
+
+	for _, c := range []struct{ name, value, want string }{
+		{"FLOTTA_POLL_MAX", "5", "FLOTTA_POLL_MAX"},
+		{"FLOTTA_POLL_MAX", "-1m", "positive Go duration"},
+		{"FLOTTA_POLL_MAX", "10s", "below the sync interval 15s"},
+		{"FLOTTA_INGRESS_NOTIFY", "yes", "want auto or off"},
+		{"FLOTTA_INGRESS_NOTIFY", "OFF", "FLOTTA_INGRESS_NOTIFY"},
+	} {
+		_, err := parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", c.name: c.value}))
+		require.Error(t, err, c.name+"="+c.value)
+		assert.Contains(t, err.Error(), c.want, c.name+"="+c.value)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/notify"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 )
@@ -46,6 +47,8 @@ type Engine struct {
 	backoffCeiling time.Duration
 	walkFault      func(dir string) error
 	onPass         func(id string, po PassOptions, partial bool)
+	now            func() time.Time // Run's clock
+	notifyTune     func(*notify.Config)
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).
@@ -64,6 +67,9 @@ type Engine struct {
 	kick chan struct{}
 
 	watchers watchSet // the file-system watchers of egress mappings (watchers.go)
+	// reconfigured tells the notification listeners (notify.go) that
+	// Configure ran.
+	reconfigured chan struct{}
 }
 
 // mapState is one mapping and what the engine remembers of it in memory:
@@ -86,6 +92,8 @@ type mapState struct {
 	// lastFull and lastReconcile (guarded by Engine.mu) are when Run last
 	// started a full pass and a reconcile pass of the mapping.
 	lastFull, lastReconcile time.Time
+	// poll (guarded by Engine.mu) is an ingress mapping's adaptive schedule (poll.go).
+	poll pollState
 
 	mu           sync.Mutex // guards the fields below
 	status       MappingStatus
@@ -116,6 +124,9 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		opts.WatchedInterval = DefaultWatchedInterval
 	}
 	opts.WatchedInterval = max(opts.WatchedInterval, opts.Interval)
+	if opts.PollMax == 0 {
+		opts.PollMax = DefaultPollMax
+	}
 	if opts.ReconcileInterval == 0 {
 		opts.ReconcileInterval = DefaultReconcileInterval
 	}
@@ -152,6 +163,8 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		backoffCeiling: 30 * time.Minute,
 		maps:           map[string]*mapState{},
 		kick:           make(chan struct{}, 1),
+		reconfigured:   make(chan struct{}, 1),
+		now:            time.Now,
 	}
 	e.newBackend = func(ep *Endpoint) (Backend, error) {
 		client, err := s3client.New(s3client.Config{
@@ -245,6 +258,7 @@ func (e *Engine) Configure(ep *Endpoint, ms []Mapping) error {
 	if kick {
 		e.wake()
 	}
+	e.reconfigure()
 
 	// Wait for removed mappings' passes to stop before forgetting them.
 	for _, old := range removed {
@@ -322,6 +336,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer wg.Wait()
 	e.startWatching() // before the first round, so nothing written meanwhile is missed
 	defer e.stopWatching()
+	if !e.opts.NoNotify {
+		wg.Go(func() { e.listenLoop(ctx) })
+	}
 	timer := time.NewTimer(0) // the first round at once
 	defer timer.Stop()
 	for {
@@ -341,14 +358,12 @@ func (e *Engine) Run(ctx context.Context) error {
 // startPasses starts a pass of every mapping that is due (only those owed a
 // prompt pass when onlyPrompt) and not busy with one.
 func (e *Engine) startPasses(ctx context.Context, wg *sync.WaitGroup, onlyPrompt bool) {
-	now := time.Now()
+	now := e.now()
 	for _, ms := range e.mappings(nil) {
 		e.mu.Lock()
 		due := ms.prompt
 		if !onlyPrompt && !due {
-			// A tenth of the interval of slack: the timer's jitter must not
-			// push a watched mapping's pass to the next round.
-			due = !ms.watched || now.Sub(ms.lastFull) >= e.opts.WatchedInterval-e.opts.Interval/10
+			due = e.fullDue(ms, now)
 		}
 		reconcile := e.opts.ReconcileInterval > 0 && now.Sub(ms.lastReconcile) >= e.opts.ReconcileInterval
 		e.mu.Unlock()
@@ -429,8 +444,10 @@ func (e *Engine) Sync(ctx context.Context, po PassOptions, ids ...string) error 
 // separated, relative to its directory) and moves what differs, without
 // listing the bucket nor walking the rest of the tree: what a watcher calls
 // with a batch of changed paths. A path that is a directory, or that is gone,
-// covers everything under it. It waits for a pass in flight first. Retry
-// backoff applies.
+// covers everything under it. For an ingress mapping the paths are object
+// keys relative to its prefix, each looked up with a HEAD (a bucket
+// notification, notify.go); a key no longer there has its row pruned. It
+// waits for a pass in flight first. Retry backoff applies.
 func (e *Engine) Changed(ctx context.Context, id string, rels []string) error {
 	list := e.mappings([]string{id})
 	if len(list) == 0 {
@@ -494,6 +511,7 @@ func (e *Engine) RemoveAll() error {
 	e.base, e.cancel = context.WithCancel(context.Background())
 	e.mu.Unlock()
 	e.updateWatchers()
+	e.reconfigure()
 	for _, ms := range maps {
 		ms.pass.Lock()
 		ms.pass.Unlock() //nolint:staticcheck // waiting for the pass to end
@@ -541,6 +559,7 @@ type passStats struct {
 	refused    int64
 	failed     int64
 	unreadable int64
+	pruned     int64 // journal rows of deleted files or objects dropped
 	firstErr   error // of a failure
 	refusal    error // the first refusal
 }
@@ -628,7 +647,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 			if p.dir == nil {
 				src = func(func(item, scope) bool) error { return nil }
 			} else {
-				src = p.changedSource(names)
+				src = p.changedSource(ctx, names)
 			}
 		}
 		err = p.run(ctx, src)
@@ -647,6 +666,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 		return err
 	}
 	e.finishPass(ms, m, st, started, names != nil, err)
+	e.adaptPoll(ms, m, st.files > 0 || st.pruned > 0, names != nil)
 	return err
 }
 

@@ -184,14 +184,22 @@ func (p *pass) fullSource(ctx context.Context) source {
 }
 
 // changedSource yields the items of the named paths only: each path's local
-// stat and journal row, and for a directory (or a path now gone) everything
-// under it. The remote side is not listed.
-func (p *pass) changedSource(names []string) source {
+// stat and journal row (ingress: and its object, a HEAD), and for a
+// directory (or a path now gone) everything under it. The remote side is
+// not listed.
+func (p *pass) changedSource(ctx context.Context, names []string) source {
 	return func(yield func(item, scope) bool) error {
 		sc := scope{localWalked: true}
 		for _, name := range names {
 			it := item{name: name}
 			p.lookupRow(&it)
+			isc := sc
+			if p.m.Direction == Ingress {
+				if err := p.lookupObject(ctx, &it); err != nil {
+					return err
+				}
+				isc.remoteListed = true
+			}
 			st, ok, isDir, err := statLocal(p.dir.Root(), name)
 			if err != nil {
 				p.problem(walkProblem{name: name, err: err})
@@ -200,7 +208,7 @@ func (p *pass) changedSource(names []string) source {
 			if ok {
 				it.local = &st
 			}
-			if (it.local != nil || it.row != nil) && !yield(it, sc) {
+			if (it.local != nil || it.row != nil || it.remote != nil) && !yield(it, isc) {
 				return nil
 			}
 			if ok {
@@ -272,6 +280,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 				}
 				p.w.Add(journal.Entry{Key: p.way.rowPrefix + it.name, Delete: true})
 				p.succeeded(it.name)
+				p.stats.prunedOne()
 				return true
 			}
 			if p.po.DryRun {

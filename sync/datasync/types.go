@@ -12,6 +12,7 @@
 //   - decide.go: the one decision function per direction (pure; decide_test.go has the tables);
 //   - pass.go: the one pass skeleton (plan, execute, record) and dry runs;
 //   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard).
+//   - poll.go: adaptive polling of ingress mappings; notify.go: push-based ingress (bucket notifications).
 package datasync
 
 import (
@@ -73,11 +74,19 @@ type Options struct {
 	// compared, see PassOptions.Reconcile) in Run; default 1h, negative
 	// for none.
 	ReconcileInterval time.Duration
-	Concurrency       int               // parallel transfers; default suits a 2-core device
-	DefaultQuota      int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
-	MinFreeBytes      int64             // ingress keeps at least this much free on the file system
-	MinFreePercent    float64           // ... and at least this share of it
-	Transport         http.RoundTripper // optional, for tests (counting requests)
+	// PollMax caps the adaptive interval of an ingress mapping's passes
+	// (poll.go): doubled after each pass that finds nothing new, back to
+	// Interval at the first change; default 5m, never less than Interval.
+	PollMax time.Duration
+	// NoNotify turns bucket notifications off: ingress only polls. By
+	// default, where the server offers them (MinIO), an ingress mapping
+	// downloads new objects as they are announced (notify.go).
+	NoNotify       bool
+	Concurrency    int               // parallel transfers; default suits a 2-core device
+	DefaultQuota   int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
+	MinFreeBytes   int64             // ingress keeps at least this much free on the file system
+	MinFreePercent float64           // ... and at least this share of it
+	Transport      http.RoundTripper // optional, for tests (counting requests)
 	// WrapTransport, when set, wraps the transport the engine builds (or
 	// Transport), e.g. to count requests while keeping the engine's TLS setup.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
@@ -95,6 +104,7 @@ const (
 	DefaultInterval          = 15 * time.Second
 	DefaultWatchedInterval   = 5 * time.Minute
 	DefaultReconcileInterval = time.Hour
+	DefaultPollMax           = 5 * time.Minute
 	DefaultConcurrency       = 8         // transfers are I/O bound: a 2-core device keeps 8 busy
 	DefaultMinFreeBytes      = 512 << 20 // MinFreeBytes 0 means this; negative means none
 	DefaultMinFreePercent    = 5.0       // MinFreePercent 0 means this; negative means none

@@ -164,7 +164,7 @@ func (e *Engine) readWatch(mw *mappingWatch) {
 			}
 			if b.Rescan {
 				e.log.Debug("watcher asks for a full pass", zap.String("mapping", mw.id), zap.String("reason", mw.w.Reason()))
-				e.passSoon(mw.id)
+				e.passSoon([]string{mw.id})
 			} else if err := e.Changed(mw.ctx, mw.id, b.Paths); err != nil && mw.ctx.Err() == nil {
 				// Status and the log have it (finishPass); retry backoff
 				// and the full passes take it from here.
@@ -211,17 +211,4 @@ func (e *Engine) owed(id, dir string, seen *time.Time) bool {
 	failed := attempt.After(success) && attempt.Equal(*seen)
 	*seen = attempt
 	return retries || failed
-}
-
-// passSoon gives a mapping a full pass at once (after the pass in flight).
-func (e *Engine) passSoon(id string) {
-	e.mu.Lock()
-	ms := e.maps[id]
-	if ms != nil {
-		ms.prompt = true
-	}
-	e.mu.Unlock()
-	if ms != nil {
-		e.wake()
-	}
 }
