@@ -11,6 +11,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker"
@@ -28,7 +29,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		zap.String("socket", s.socketAddr), zap.String("client_id", s.clientID),
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
 		zap.Duration("sync_interval", s.syncInterval), zap.Duration("rescan_interval", s.rescanInterval),
-		zap.Duration("reconcile_interval", s.reconcileInterval))
+		zap.Duration("reconcile_interval", s.reconcileInterval), zap.Stringer("bwlimit", s.bwlimit))
 
 	pods, err := podman.NewManager(podman.Config{
 		Socket:     s.podmanSocket,
@@ -49,6 +50,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		WatchedInterval:   s.rescanInterval,
 		ReconcileInterval: reconcile,
 		Concurrency:       s.syncConcurrency,
+		Limiter:           newLimiter(s.bwlimit),
 	}
 	opts.DefaultQuota, opts.MinFreeBytes, opts.MinFreePercent = bytesize.DiskGuard(s.ingressQuota, s.minFreeBytes)
 	engine, err := datasync.New(opts, log.Named("sync"))
@@ -68,7 +70,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	defer conn.Close()
 	dispatcher := yggdrasil.NewDispatcherClient(conn)
 
-	w, err := worker.New(worker.Options{DataDir: s.dataDir, Dispatcher: dispatcher, Log: log}, pods, engine)
+	w, err := worker.New(worker.Options{DataDir: s.dataDir, Dispatcher: dispatcher, Log: log, Bandwidth: opts.Limiter}, pods, engine)
 	if err != nil {
 		return err
 	}
@@ -108,6 +110,15 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		srv.Stop()
 	}
 	return nil
+}
+
+// newLimiter is the engine's limiter for s, or nil when s never limits
+// anything: the transfers then take no limiter path at all.
+func newLimiter(s bwlimit.Schedule) *bwlimit.Limiter {
+	if s.Unlimited() {
+		return nil
+	}
+	return bwlimit.New(s)
 }
 
 // finalSync runs the last egress pass after the worker stopped, so files
