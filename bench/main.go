@@ -41,6 +41,8 @@ type options struct {
 	workerWrites    int           // new files, one a second, in the latency scenario
 	workerIdle      time.Duration // the idle CPU window
 	workerSettle    time.Duration // wait between the first upload and the window
+
+	bw bwOptions // the bandwidth scenarios (bench/bwlimit.go)
 }
 
 func main() {
@@ -65,6 +67,12 @@ func main() {
 	flag.IntVar(&o.workerWrites, "worker-writes", 20, "new files, one a second, in the worker egress latency scenario")
 	flag.DurationVar(&o.workerIdle, "worker-idle", time.Minute, "window over which the idle worker's CPU is measured (make it span at least one periodic pass)")
 	flag.DurationVar(&o.workerSettle, "worker-settle", 30*time.Second, "wait after the first upload before the idle window opens")
+	flag.BoolVar(&o.bw.run, "bwlimit", false, "also run the bandwidth limit scenarios (-only bwlimit runs only them)")
+	flag.StringVar(&o.bw.rate, "bw-rate", "4M", "--bwlimit of the big-file bandwidth scenarios (both directions)")
+	flag.StringVar(&o.bw.smallRate, "bw-small-rate", "1M", "--bwlimit of the small-file bandwidth scenarios (both directions)")
+	flag.DurationVar(&o.bw.seconds, "bw-seconds", 40*time.Second, "about how long each limited transfer lasts (sets the data sizes)")
+	flag.StringVar(&o.bw.baselineRev, "bw-baseline-rev", "", "git revision to build flotta-sync from for the unlimited comparison (none: this build only)")
+	flag.BoolVar(&o.bw.timetable, "bw-timetable", true, "also check that a timetable change applies while a transfer runs (about a minute)")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -137,6 +145,13 @@ func run(o options) error {
 		if workerText, err = runWorkerScenarios(o, srv, names); err != nil {
 			return err
 		}
+	}
+	if bwSelected(o) {
+		text, err := runBandwidth(o, srv)
+		if err != nil {
+			return err
+		}
+		workerText += text
 	}
 	return report(o, tools, results, workerText)
 }
