@@ -188,6 +188,7 @@ type bwRun struct {
 	limit   string // --bwlimit, "" for none
 	push    bool
 	src     string // push: directory; pull: prefix in the source bucket
+	prefix  string // push: the prefix it uploaded to
 	files   int
 	bytes   int64
 	wall    time.Duration
@@ -208,8 +209,8 @@ func runBandwidth(o options, srv *server) (string, error) {
 	// about 1 KiB of headers besides its body.
 	smallN := int(float64(smallRate) * bo.seconds.Seconds() / float64(o.fileSize+1024))
 	bigBytes := int64(float64(rate)*bo.seconds.Seconds()) &^ (1<<20 - 1)
-	small := filepath.Join(o.workDir, "bw", "small")
-	big := filepath.Join(o.workDir, "bw", "big")
+	small := filepath.Join(o.workDir, "bw", fmt.Sprintf("small-%d", smallN))
+	big := filepath.Join(o.workDir, "bw", fmt.Sprintf("big-%d", bigBytes>>20))
 	log.Printf("bwlimit: preparing %d x %d B and one %d MiB file", smallN, o.fileSize, bigBytes>>20)
 	if err := makeFiles(small, smallN, o.fileSize); err != nil {
 		return "", err
@@ -238,9 +239,9 @@ func runBandwidth(o options, srv *server) (string, error) {
 	// Limited: small files up, then down (from what went up), then the big file.
 	limited := []bwRun{
 		{name: "push small files", limit: bo.smallRate, push: true, src: small, files: smallN, bytes: int64(smallN) * int64(o.fileSize)},
-		{name: "pull small files", limit: bo.smallRate, src: "small", files: smallN, bytes: int64(smallN) * int64(o.fileSize)},
+		{name: "pull small files", limit: bo.smallRate, files: smallN, bytes: int64(smallN) * int64(o.fileSize)},
 		{name: "push big file", limit: bo.rate, push: true, src: big, files: 1, bytes: bigBytes},
-		{name: "pull big file", limit: bo.rate, src: "big", files: 1, bytes: bigBytes},
+		{name: "pull big file", limit: bo.rate, files: 1, bytes: bigBytes},
 	}
 	type limitedResult struct {
 		ws  windowStats
@@ -252,6 +253,9 @@ func runBandwidth(o options, srv *server) (string, error) {
 		r.binary = current
 		if err := bwExecute(o, srv, r, "bw-source"); err != nil {
 			return "", err
+		}
+		if r.push {
+			limited[i+1].src = r.prefix // the pull that follows downloads what went up
 		}
 		lim := float64(smallRate)
 		if strings.Contains(r.name, "big") {
@@ -350,10 +354,8 @@ func bwExecute(o options, srv *server, r *bwRun, bucket string) error {
 	}
 	defer os.RemoveAll(state)
 	seed := r.limit != "" // the limited pushes seed the pulls
-	prefix := filepath.Base(r.src)
-	if r.push && !seed {
-		prefix = fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
-	}
+	prefix := fmt.Sprintf("%s-%d", filepath.Base(r.src), time.Now().UnixNano())
+	r.prefix = prefix
 	dst := filepath.Join(o.workDir, "bw-download", fmt.Sprintf("%d", time.Now().UnixNano()))
 	args := []string{r.binary}
 	if r.push {
@@ -413,7 +415,7 @@ func bwTimetable(o options, srv *server, bin, big string, bigBytes int64) (strin
 	// Enough data to run 20 s past the switch at the halved rate.
 	need := int64((switchAt.Sub(now) + 25*time.Second).Seconds() * float64(rate))
 	copies := int((need + bigBytes - 1) / bigBytes)
-	dir := filepath.Join(o.workDir, "bw", "timetable")
+	dir := filepath.Join(o.workDir, "bw", fmt.Sprintf("timetable-%dx%d", copies, bigBytes>>20))
 	for i := 0; i < copies; i++ {
 		p := filepath.Join(dir, fmt.Sprintf("big-%d.bin", i))
 		if _, err := os.Stat(p); err == nil {
@@ -422,7 +424,7 @@ func bwTimetable(o options, srv *server, bin, big string, bigBytes int64) (strin
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", err
 		}
-		if err := os.Link(filepath.Join(big, "big.bin"), p); err != nil {
+		if err := os.Link(filepath.Join(big, "big.bin"), p); err != nil { // the same content: never adopted, as no journal knows it
 			return "", err
 		}
 	}
