@@ -424,7 +424,7 @@ func bwTimetable(o options, srv *server, bin, big string, bigBytes int64) (strin
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", err
 		}
-		if err := os.Link(filepath.Join(big, "big.bin"), p); err != nil { // the same content: never adopted, as no journal knows it
+		if err := os.Link(filepath.Join(big, "big.bin"), p); err != nil { // the same content under other names: one object each
 			return "", err
 		}
 	}
