@@ -88,6 +88,7 @@ type sampler struct {
 	stop    chan struct{}
 	done    sync.WaitGroup
 	samples []sample
+	dropped int // samples that took too long to take
 }
 
 // startSampler samples what the clients of port wrote (up) and read (down):
@@ -101,6 +102,12 @@ func startSampler(c *byteCounter, port uint16) *sampler {
 		q, err := socketQueues(port)
 		if err != nil {
 			log.Printf("bwlimit: socket queues: %v (counting at the proxy only)", err)
+		}
+		// A sample taken over more than 10 ms (this process descheduled on
+		// a loaded machine) does not say where the counts were at t: drop it.
+		if time.Since(start)-t > 10*time.Millisecond {
+			s.dropped++
+			return
 		}
 		s.samples = append(s.samples, sample{t, up + q.serverRecv + q.clientSend, down - q.serverSend - q.clientRecv})
 	}
@@ -193,6 +200,7 @@ type bwRun struct {
 	bytes   int64
 	wall    time.Duration
 	samples []sample
+	dropped int
 }
 
 func runBandwidth(o options, srv *server) (string, error) {
@@ -232,7 +240,7 @@ func runBandwidth(o options, srv *server) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nbandwidth limit: bin/flotta-sync --bwlimit through the counting proxy, which counts the bytes of every TCP connection\n")
 	fmt.Fprintf(&b, "(requests in = up, responses out = down: headers included, as the limiter paces them), corrected by the kernel's socket\n")
-	fmt.Fprintf(&b, "queues (inet_diag) to what the client itself wrote and read, sampled every 100 ms;\n")
+	fmt.Fprintf(&b, "queues (inet_diag) to what the client itself wrote and read, sampled every 100 ms (a sample that took over 10 ms is dropped);\n")
 	fmt.Fprintf(&b, "windows: every 10 s window (sliding by 100 ms) between the first and the last byte of the run; deviation from the limit\n")
 	fmt.Fprintf(&b, "concurrency %d; %d small files of %d B (%s), one big file of %d MiB (multipart, %s)\n\n", o.concurrency, smallN, o.fileSize, bo.smallRate, bigBytes>>20, bo.rate)
 
@@ -305,13 +313,13 @@ func runBandwidth(o options, srv *server) (string, error) {
 	}
 	// The limited runs, with the headroom: how much faster this build goes
 	// without a limit (below 1, the limit is not what holds it back).
-	tw := newTable(&b, "limited run", "limit", "direction", "wall s", "active s", "MiB moved", "average", "10 s windows", "min", "max", "min dev %", "max dev %", "unlimited/limit")
+	tw := newTable(&b, "limited run", "limit", "direction", "wall s", "active s", "MiB moved", "average", "10 s windows", "min", "max", "min dev %", "max dev %", "unlimited/limit", "samples dropped")
 	for i, r := range limited {
 		ws := lres[i].ws
 		dir := map[bool]string{true: "up", false: "down"}[r.push]
 		tw.row(r.name, r.limit, dir, secs(r.wall), secs(ws.active), mib(ws.total), rateStr(ws.average), fmt.Sprint(ws.windows),
 			rateStr(ws.min), rateStr(ws.max), fmt.Sprintf("%+.2f", ws.minDev), fmt.Sprintf("%+.2f", ws.maxDev),
-			fmt.Sprintf("%.1f", medianOf(rates[key{r.name, bins[0].name}])/lres[i].lim))
+			fmt.Sprintf("%.1f", medianOf(rates[key{r.name, bins[0].name}])/lres[i].lim), fmt.Sprintf("%d/%d", r.dropped, r.dropped+len(r.samples)))
 	}
 	tw.flush()
 	b.WriteString(timetableText)
@@ -376,6 +384,7 @@ func bwExecute(o options, srv *server, r *bwRun, bucket string) error {
 	runErr := cmd.Run()
 	r.wall = time.Since(start)
 	r.samples = sm.finish()
+	r.dropped = sm.dropped
 	if runErr != nil {
 		return fmt.Errorf("%s: %v: %s", r.name, runErr, strings.TrimSpace(stderr.String()))
 	}
