@@ -46,6 +46,8 @@ type options struct {
 	ingressObjects intList       // objects under the prefix of each idle ingress scenario
 	ingressSettle  time.Duration // wait after the first download before the idle window
 	ingressIdle    time.Duration // the idle ingress CPU window
+
+	bw bwOptions // the bandwidth scenarios (bench/bwlimit.go)
 }
 
 func main() {
@@ -75,6 +77,12 @@ func main() {
 	flag.Var(&o.ingressObjects, "worker-ingress-objects", "objects under the ingress prefix of each worker idle ingress scenario, comma-separated")
 	flag.DurationVar(&o.ingressSettle, "worker-ingress-settle", 8*time.Minute, "wait after the first download before the idle ingress window opens (adaptive polling reaches its 5 min cap after about 8 min)")
 	flag.DurationVar(&o.ingressIdle, "worker-ingress-idle", 10*time.Minute, "window over which the idle ingress worker's CPU is measured (two passes at the 5 min cap)")
+	flag.BoolVar(&o.bw.run, "bwlimit", false, "also run the bandwidth limit scenarios (-only bwlimit runs only them)")
+	flag.StringVar(&o.bw.rate, "bw-rate", "4M", "--bwlimit of the big-file bandwidth scenarios (both directions)")
+	flag.StringVar(&o.bw.smallRate, "bw-small-rate", "1M", "--bwlimit of the small-file bandwidth scenarios (both directions)")
+	flag.DurationVar(&o.bw.seconds, "bw-seconds", 40*time.Second, "about how long each limited transfer lasts (sets the data sizes)")
+	flag.StringVar(&o.bw.baselineRev, "bw-baseline-rev", "", "git revision to build flotta-sync from for the unlimited comparison (none: this build only)")
+	flag.BoolVar(&o.bw.timetable, "bw-timetable", true, "also check that a timetable change applies while a transfer runs (about a minute)")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -147,6 +155,13 @@ func run(o options) error {
 		if workerText, err = runWorkerScenarios(o, srv, names); err != nil {
 			return err
 		}
+	}
+	if bwSelected(o) {
+		text, err := runBandwidth(o, srv)
+		if err != nil {
+			return err
+		}
+		workerText += text
 	}
 	return report(o, tools, results, workerText)
 }

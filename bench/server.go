@@ -31,9 +31,10 @@ type server struct {
 	gw      *s3server.Server
 	proxy   *countingProxy
 	ln      net.Listener
-	url     string // the proxy's URL: what every tool talks to
-	backend string // versitygw's own host:port, for the bench's uncounted requests
-	root    string // the server's storage directory
+	url     string       // the proxy's URL: what every tool talks to
+	backend string       // versitygw's own host:port, for the bench's uncounted requests
+	root    string       // the server's storage directory
+	bytes   *byteCounter // bytes through the proxy's connections
 }
 
 func startServer(o options) (*server, error) {
@@ -53,8 +54,9 @@ func startServer(o options) (*server, error) {
 		gw.Stop()
 		return nil, err
 	}
-	go http.Serve(ln, p)
-	return &server{gw: gw, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), backend: gw.Endpoint(), root: gw.Dir}, nil
+	counter := &byteCounter{}
+	go http.Serve(countingListener{ln, counter}, p)
+	return &server{gw: gw, proxy: p, ln: ln, url: "http://" + ln.Addr().String(), backend: gw.Endpoint(), root: gw.Dir, bytes: counter}, nil
 }
 
 func (s *server) stop() {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker/config"
 )
@@ -33,6 +34,33 @@ type Heartbeat struct {
 	// DataSyncState is "on", or "off: no storage configured".
 	DataSyncState string              `json:"data_sync_state"`
 	DataSync      []DataSyncHeartbeat `json:"data_sync"`
+	// BandwidthLimit is the worker's bandwidth limit (FLOTTA_BWLIMIT);
+	// absent when none is set.
+	BandwidthLimit *BandwidthLimitHeartbeat `json:"bandwidth_limit,omitempty"`
+}
+
+// BandwidthLimitHeartbeat is the engine-wide bandwidth limit: the setting,
+// the rates in force now (they follow the timetable), and whether each
+// direction is held at its rate right now (a transfer waited within the
+// last second).
+type BandwidthLimitHeartbeat struct {
+	Setting       string `json:"setting"` // as configured, e.g. "08:00,512K 19:00,10M 23:00,off"
+	Up            string `json:"up"`      // upload rate in force, bytes per second ("512K"), or "off"
+	Down          string `json:"down"`    // download rate in force, or "off"
+	ThrottledUp   bool   `json:"throttled_up"`
+	ThrottledDown bool   `json:"throttled_down"`
+}
+
+// bandwidthLimitHeartbeat describes l now; nil when there is no limit.
+func bandwidthLimitHeartbeat(l *bwlimit.Limiter) *BandwidthLimitHeartbeat {
+	if l == nil {
+		return nil
+	}
+	cur := l.Current()
+	return &BandwidthLimitHeartbeat{
+		Setting: l.Schedule().String(), Up: cur.Up.String(), Down: cur.Down.String(),
+		ThrottledUp: l.Throttling(bwlimit.Up), ThrottledDown: l.Throttling(bwlimit.Down),
+	}
 }
 
 // Event is something worth telling the control plane, sent once.
@@ -88,6 +116,9 @@ type DataSyncHeartbeat struct {
 	// LagSeconds is the age of the oldest change not yet synchronised; 0
 	// when nothing is pending.
 	LagSeconds float64 `json:"lag_seconds"`
+	// Throttled says a transfer of this data path is in flight and held
+	// back by the bandwidth limit (FLOTTA_BWLIMIT) right now.
+	Throttled bool `json:"throttled"`
 }
 
 // dataSyncHeartbeat describes one mapping status, now.
@@ -97,6 +128,7 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
 		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
 		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, LastError: m.LastError, OldestPending: m.OldestPending,
+		Throttled: m.Throttled,
 	}
 	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
 	workload, rest, _ := strings.Cut(m.ID, "/")
@@ -230,12 +262,13 @@ func (w *Worker) buildHeartbeat() (hb Heartbeat, end uint64, ok bool) {
 	}
 
 	hb = Heartbeat{
-		Status:        StatusUp,
-		Version:       version,
-		Workloads:     make([]WorkloadHeartbeat, 0, len(statuses)),
-		Events:        events,
-		DataSyncState: syncState,
-		DataSync:      make([]DataSyncHeartbeat, 0, len(mappings)),
+		Status:         StatusUp,
+		Version:        version,
+		Workloads:      make([]WorkloadHeartbeat, 0, len(statuses)),
+		Events:         events,
+		DataSyncState:  syncState,
+		DataSync:       make([]DataSyncHeartbeat, 0, len(mappings)),
+		BandwidthLimit: bandwidthLimitHeartbeat(w.opts.Bandwidth),
 	}
 	now := time.Now()
 	for _, m := range mappings {

@@ -26,7 +26,7 @@ func TestHeartbeatWireFormat(t *testing.T) {
 		ID: "os-stats/egress/stats", Direction: datasync.Egress, LocalDir: "/v/os-stats/stats", Bucket: "b", Prefix: "statistics",
 		LastAttempt: now.Add(-time.Second), LastSuccess: now.Add(-2 * time.Second), FilesTotal: 3, BytesTotal: 96,
 		FilesLastPass: 1, BytesLastPass: 32, Pending: 2, Refused: 1, Unreadable: 4, LastError: "upload a: access denied",
-		OldestPending: now.Add(-90 * time.Second),
+		OldestPending: now.Add(-90 * time.Second), Throttled: true,
 	}
 	empty := datasync.MappingStatus{ID: "os-stats/ingress/local/data", Direction: datasync.Ingress, LocalDir: "/v/os-stats/local/data", Bucket: "b", Prefix: "remote/data"}
 	hb := Heartbeat{
@@ -38,6 +38,8 @@ func TestHeartbeatWireFormat(t *testing.T) {
 		Events:        heartbeatEvents(podman.Event{Reason: "Pulled", Message: "image pulled", Type: EventInfo}),
 		DataSyncState: DataSyncOn,
 		DataSync:      []DataSyncHeartbeat{dataSyncHeartbeat(full, now), dataSyncHeartbeat(empty, now)},
+		BandwidthLimit: &BandwidthLimitHeartbeat{Setting: "08:00,1M:256K 23:00,off", Up: "1M", Down: "256K",
+			ThrottledUp: true, ThrottledDown: false},
 	}
 	got, err := json.MarshalIndent(hb, "", "  ")
 	require.NoError(t, err)

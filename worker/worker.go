@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker/config"
 )
@@ -39,6 +40,9 @@ type Options struct {
 	// FinalSyncTimeout bounds the last egress pass of a removed workload;
 	// default 60s.
 	FinalSyncTimeout time.Duration
+	// Bandwidth is the sync engine's bandwidth limit, reported in
+	// heartbeats; nil when there is none.
+	Bandwidth *bwlimit.Limiter
 }
 
 // Worker is yggd's "device" worker. Create it with New, start it with

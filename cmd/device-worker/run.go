@@ -11,6 +11,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	yggdrasil "github.com/project-flotta/flotta-device-worker/proto"
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/worker"
@@ -29,7 +30,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
 		zap.Duration("sync_interval", s.syncInterval), zap.Duration("rescan_interval", s.rescanInterval), zap.Bool("watch", !s.noWatch),
 		zap.Duration("reconcile_interval", s.reconcileInterval), zap.Duration("poll_max", s.pollMax),
-		zap.Bool("ingress_notify", !s.noNotify))
+		zap.Bool("ingress_notify", !s.noNotify), zap.Stringer("bwlimit", s.bwlimit))
 
 	pods, err := podman.NewManager(podman.Config{
 		Socket:     s.podmanSocket,
@@ -53,6 +54,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		NoNotify:          s.noNotify,
 		Concurrency:       s.syncConcurrency,
 		NoWatch:           s.noWatch,
+		Limiter:           newLimiter(s.bwlimit),
 	}
 	opts.DefaultQuota, opts.MinFreeBytes, opts.MinFreePercent = bytesize.DiskGuard(s.ingressQuota, s.minFreeBytes)
 	engine, err := datasync.New(opts, log.Named("sync"))
@@ -72,7 +74,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	defer conn.Close()
 	dispatcher := yggdrasil.NewDispatcherClient(conn)
 
-	w, err := worker.New(worker.Options{DataDir: s.dataDir, Dispatcher: dispatcher, Log: log}, pods, engine)
+	w, err := worker.New(worker.Options{DataDir: s.dataDir, Dispatcher: dispatcher, Log: log, Bandwidth: opts.Limiter}, pods, engine)
 	if err != nil {
 		return err
 	}
@@ -112,6 +114,15 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		srv.Stop()
 	}
 	return nil
+}
+
+// newLimiter is the engine's limiter for s, or nil when s never limits
+// anything: the transfers then take no limiter path at all.
+func newLimiter(s bwlimit.Schedule) *bwlimit.Limiter {
+	if s.Unlimited() {
+		return nil
+	}
+	return bwlimit.New(s)
 }
 
 // finalSync runs the last egress pass after the worker stopped, so files

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 )
 
@@ -52,6 +53,9 @@ type settings struct {
 	ingressQuota    int64         // bytes per ingress mapping; 0 (default) or -1 = unlimited
 	minFreeBytes    int64         // ingress keeps this much free; 0 = default max(512 MiB, 5%), -1 = none
 	shutdownSync    time.Duration // bound of the last egress pass on SIGTERM
+	// bwlimit is the bandwidth limit of all data sync together; the zero
+	// Schedule is none.
+	bwlimit bwlimit.Schedule
 
 	printVersion bool // --version: print the version and exit
 }
@@ -91,6 +95,8 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.StringVar(&minFree, "min-free", minFree, "size ingress leaves free on the file system (1G, 500M, bytes), 0 = max(512 MiB, 5%), -1 = no guard (env FLOTTA_MIN_FREE)")
 	shutdown := env("FLOTTA_SHUTDOWN_SYNC_TIMEOUT", defaultShutdownSync.String())
 	fs.StringVar(&shutdown, "shutdown-sync-timeout", shutdown, "bound of the last egress pass on SIGTERM, 0 = none (env FLOTTA_SHUTDOWN_SYNC_TIMEOUT)")
+	bw := env("FLOTTA_BWLIMIT", "")
+	fs.StringVar(&bw, "bwlimit", bw, "bandwidth limit of all data sync together: 512K, UP:DOWN as 1M:256K, or a timetable in local time as \"08:00,512K 19:00,10M 23:00,off\"; empty or off = none (env FLOTTA_BWLIMIT)")
 	fs.BoolVar(&s.printVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
@@ -147,6 +153,9 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 		return settings{}, err
 	}
 	if s.minFreeBytes, err = bytesize.Setting("min free (FLOTTA_MIN_FREE, --min-free)", minFree); err != nil {
+		return settings{}, err
+	}
+	if s.bwlimit, err = bwlimit.Parse(bw); err != nil {
 		return settings{}, err
 	}
 	if s.dataDir == "" {

@@ -105,3 +105,48 @@ func TestPollAndNotifySettings(t *testing.T) {
 		assert.Contains(t, err.Error(), c.want, c.name+"="+c.value)
 	}
 }
+
+func TestBandwidthLimitSetting(t *testing.T) {
+	base := map[string]string{"YGG_SOCKET_ADDR": "unix:@x"}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{k: v}
+		for k, v := range base {
+			m[k] = v
+		}
+		return m
+	}
+	s, err := parseSettings(nil, envOf(base))
+	require.NoError(t, err)
+	assert.True(t, s.bwlimit.Unlimited(), "no limit by default")
+	assert.Nil(t, newLimiter(s.bwlimit), "no limit: no limiter in the transfer path")
+
+	for value, want := range map[string]string{
+		"512K": "512K", "1M:256K": "1M:256K", "off": "off", "0": "off",
+		"08:00,512K 19:00,10M 23:00,off": "08:00,512K 19:00,10M 23:00,off", "Mon-08:00,1M Sat-00:00,off": "Mon-08:00,1M Sat-00:00,off",
+	} {
+		s, err := parseSettings(nil, envOf(with("FLOTTA_BWLIMIT", value)))
+		require.NoError(t, err, value)
+		assert.Equal(t, want, s.bwlimit.String(), value)
+	}
+	s, err = parseSettings([]string{"--bwlimit", "2M"}, envOf(with("FLOTTA_BWLIMIT", "1M")))
+	require.NoError(t, err)
+	assert.Equal(t, "2M", s.bwlimit.String(), "the flag wins over the environment")
+	l := newLimiter(s.bwlimit)
+	require.NotNil(t, l)
+	assert.Equal(t, "2M", l.Current().String())
+
+	// A timetable whose every entry is off limits nothing: no limiter.
+	s, err = parseSettings(nil, envOf(with("FLOTTA_BWLIMIT", "08:00,off 20:00,0")))
+	require.NoError(t, err)
+	assert.Nil(t, newLimiter(s.bwlimit))
+
+	for _, bad := range []string{"fast", "1Q", "512K:", "25:00,1M", "08:00", "08:00,1M 08:00,2M", "Moon-08:00,1M", "-1M"} {
+		_, err := parseSettings(nil, envOf(with("FLOTTA_BWLIMIT", bad)))
+		require.Error(t, err, bad)
+		assert.Contains(t, err.Error(), "FLOTTA_BWLIMIT", bad)
+		assert.Contains(t, err.Error(), `"`+bad+`"`, bad)
+		_, err = parseSettings([]string{"--bwlimit", bad}, envOf(base))
+		require.Error(t, err, bad)
+		assert.Contains(t, err.Error(), "--bwlimit", bad)
+	}
+}

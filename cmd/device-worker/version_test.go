@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 )
 
@@ -42,4 +43,12 @@ func TestBinaryVersionHelpAndSizes(t *testing.T) {
 	assert.Equal(t, 2, exit.ExitCode())
 	assert.Contains(t, string(out), `FLOTTA_MIN_FREE, --min-free) "1 gigabyte"`)
 	assert.Contains(t, string(out), bytesize.Forms)
+
+	cmd = exec.Command(bin)
+	cmd.Env = []string{"YGG_SOCKET_ADDR=unix:@flotta-test-nobody", "FLOTTA_BWLIMIT=10 mbit", "FLOTTA_DATA_DIR=" + t.TempDir()}
+	out, err = cmd.CombinedOutput()
+	require.ErrorAs(t, err, &exit, "%s", out)
+	assert.Equal(t, 2, exit.ExitCode(), "a malformed bandwidth limit stops the worker at start")
+	assert.Contains(t, string(out), `FLOTTA_BWLIMIT / --bwlimit="10 mbit"`)
+	assert.Contains(t, string(out), bwlimit.Forms)
 }

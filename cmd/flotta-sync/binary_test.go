@@ -207,3 +207,48 @@ func sortLines(s string) string {
 	slices.Sort(lines)
 	return strings.Join(lines, "")
 }
+
+// TestBinaryBandwidthLimit: --bwlimit holds a push and a pull to their own
+// direction's rate. 256 KiB at 128 KiB/s takes 2 s (less the limiter's
+// first tenth of a second): only a lower bound is asserted, which no slow
+// machine can break.
+func TestBinaryBandwidthLimit(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithBuckets("bkt"))
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
+	src := t.TempDir()
+	data := bytes.Repeat([]byte("b"), 256<<10)
+	require.NoError(t, os.WriteFile(filepath.Join(src, "quarter-mib"), data, 0o644))
+	time.Sleep(60 * time.Millisecond)
+
+	// Upload limited, download not: the push is held back.
+	start := time.Now()
+	_, errOut, code := cli(t, "push", src, "s3://bkt/p", "--endpoint", srv.URL(), "--state", t.TempDir(), "--bwlimit", "128K:off")
+	took := time.Since(start)
+	require.Equal(t, 0, code, errOut)
+	assert.GreaterOrEqual(t, took, 1500*time.Millisecond, "256 KiB uploaded at 128 KiB/s")
+
+	// Download limited, upload not: the pull is held back.
+	dst := t.TempDir()
+	start = time.Now()
+	_, errOut, code = cli(t, "pull", "s3://bkt/p", dst, "--endpoint", srv.URL(), "--state", t.TempDir(), "--min-free", "-1",
+		"--bwlimit", "off:128K")
+	took = time.Since(start)
+	require.Equal(t, 0, code, errOut)
+	assert.GreaterOrEqual(t, took, 1500*time.Millisecond, "256 KiB downloaded at 128 KiB/s")
+	got, err := os.ReadFile(filepath.Join(dst, "quarter-mib"))
+	require.NoError(t, err)
+	assert.Equal(t, data, got)
+
+	// A malformed limit is a usage error naming the flag, before any transfer.
+	for _, bad := range []string{"fast", "25:00,1M", "1M:"} {
+		_, errOut, code = cli(t, "pull", "s3://bkt/p", t.TempDir(), "--endpoint", srv.URL(), "--state", t.TempDir(), "--bwlimit", bad)
+		assert.Equal(t, 2, code, bad)
+		assert.Contains(t, errOut, `--bwlimit="`+bad+`"`)
+		assert.NotContains(t, errOut, "downloaded", bad)
+	}
+	out, _, _ := cli(t, "help", "push")
+	assert.Contains(t, out, "-bwlimit")
+	out, _, _ = cli(t, "help", "pull")
+	assert.Contains(t, out, "-bwlimit")
+}

@@ -37,6 +37,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
@@ -91,6 +92,8 @@ type config struct {
 	reconcile   bool
 	dryRun      bool
 	download    bool // check: hash objects whose ETag is no MD5 by downloading them
+	bwlimit     string
+	limit       bwlimit.Schedule // parsed bwlimit
 }
 
 // flags declares the flags of cmd into c; help prints them.
@@ -106,6 +109,7 @@ func flags(cmd string, c *config) *flag.FlagSet {
 		fs.StringVar(&c.state, "state", "", "journal directory (default $XDG_STATE_HOME/flotta-sync or ~/.local/state/flotta-sync)")
 		fs.BoolVar(&c.reconcile, "reconcile", false, "compare with the other side too: upload again objects deleted or replaced in the bucket (push), download again files deleted locally (pull); costs one LIST per 1,000 objects")
 		fs.BoolVar(&c.dryRun, "dry-run", false, "list what would be uploaded, downloaded, refused or skipped for the disk guard, and change nothing")
+		fs.StringVar(&c.bwlimit, "bwlimit", "", "bandwidth limit of the whole run, bytes per second on the wire: 512K, UP:DOWN as 1M:256K, or a timetable in local time as \"08:00,512K 19:00,10M 23:00,off\" (default none)")
 	}
 	switch cmd {
 	case "pull":
@@ -215,6 +219,9 @@ func parse(args []string, stdout, stderr io.Writer) (*config, error) {
 	if c.endpoint == "" {
 		return nil, errors.New("--endpoint is required")
 	}
+	if c.limit, err = bwlimit.ParseSetting("--bwlimit", c.bwlimit); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -318,6 +325,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Concurrency:         c.concurrency,
 		KeepUnknownMappings: true,
 		WrapTransport:       func(rt http.RoundTripper) http.RoundTripper { counter.Next = rt; return counter },
+	}
+	if !c.limit.Unlimited() {
+		opts.Limiter = bwlimit.New(c.limit)
 	}
 	opts.DefaultQuota, opts.MinFreeBytes, opts.MinFreePercent = bytesize.DiskGuard(c.maxBytes, c.minFree)
 	eng, err := datasync.New(opts, log)

@@ -232,9 +232,17 @@ func newSchedule(entries []Entry) Schedule {
 var looksLikeTime = regexp.MustCompile(`^(Mon|Tue|Wed|Thu|Fri|Sat|Sun|mon|tue|wed|thu|fri|sat|sun)?-?[0-9]{1,2}:[0-9]{2}$`)
 
 // Parse reads a --bwlimit value: "", "off", a rate, "UP:DOWN", or a
-// timetable (see Forms). Errors name the setting and the accepted forms.
-func Parse(s string) (Schedule, error) {
+// timetable (see Forms). Errors name the setting (Setting) and the
+// accepted forms.
+func Parse(s string) (Schedule, error) { return ParseSetting(Setting, s) }
+
+// ParseSetting is Parse with errors naming setting instead (a command that
+// reads no environment names its flag alone).
+func ParseSetting(setting, s string) (Schedule, error) {
 	s = strings.TrimSpace(s)
+	invalid := func(value string, err error) error {
+		return fmt.Errorf("%s=%q: %w; accepted: %s", setting, value, err, Forms)
+	}
 	if s == "" {
 		return Schedule{}, nil
 	}
@@ -272,10 +280,6 @@ func Parse(s string) (Schedule, error) {
 		entries = append(entries, Entry{Day: day, Minute: minute, Limit: l})
 	}
 	return newSchedule(entries), nil
-}
-
-func invalid(value string, err error) error {
-	return fmt.Errorf("%s=%q: %w; accepted: %s", Setting, value, err, Forms)
 }
 
 var days = map[string]time.Weekday{

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -100,6 +101,8 @@ type mapState struct {
 	retry        map[string]*retryState
 	swept        bool // ingress: temp files of a previous run removed
 	symlinkNoted bool // egress: a skipped symlink was logged
+
+	transfers atomic.Int32 // uploads and downloads in flight, for Throttled
 }
 
 type retryState struct {
@@ -171,6 +174,7 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 			Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 			AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
 			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency,
+			Limiter: e.opts.Limiter,
 		})
 		if err != nil {
 			return nil, err
@@ -495,8 +499,10 @@ func (e *Engine) Status() []MappingStatus {
 	out := make([]MappingStatus, 0, len(list))
 	for _, ms := range list {
 		ms.mu.Lock()
-		out = append(out, ms.status)
+		st := ms.status
 		ms.mu.Unlock()
+		st.Throttled = e.throttled(ms, st.Direction)
+		out = append(out, st)
 	}
 	return out
 }
@@ -635,7 +641,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 	}
 
 	st := &passStats{}
-	p := &pass{e: e, ms: ms, m: m, be: be, force: force, po: po, stats: st, started: started, lp: keys.ListPrefix(m.Prefix)}
+	p := &pass{e: e, ms: ms, m: m, be: countTransfers(be, &ms.transfers), force: force, po: po, stats: st, started: started, lp: keys.ListPrefix(m.Prefix)}
 	p.way = p.strategy()
 	err := p.prepare(ep, names != nil)
 	if err == nil && (p.dir != nil || m.Direction == Ingress) {

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 )
 
 // Direction says which way a mapping moves data.
@@ -97,6 +99,10 @@ type Options struct {
 	// name; by default it is dropped (the mapping was removed). The CLI, which
 	// configures one mapping per run, keeps them.
 	KeepUnknownMappings bool
+	// Limiter, when set, paces every connection to the server: one
+	// bandwidth limit for all mappings and transfers together. Not applied
+	// with Transport (which makes its own connections).
+	Limiter *bwlimit.Limiter
 }
 
 // Defaults of Options.
@@ -137,4 +143,7 @@ type MappingStatus struct {
 	// not be read or named (a directory or file without permission, a name
 	// that is not UTF-8); they are retried every pass.
 	Unreadable int64 `json:"unreadable,omitempty"`
+	// Throttled says a transfer of the mapping is in flight and waiting on
+	// the engine's bandwidth limit (Options.Limiter) right now.
+	Throttled bool `json:"throttled,omitempty"`
 }
