@@ -85,11 +85,12 @@ type mapState struct {
 	// started a full pass and a reconcile pass of the mapping.
 	lastFull, lastReconcile time.Time
 
-	mu           sync.Mutex // guards the fields below
-	status       MappingStatus
-	retry        map[string]*retryState
-	swept        bool // ingress: temp files of a previous run removed
-	symlinkNoted bool // egress: a skipped symlink was logged
+	mu            sync.Mutex // guards the fields below
+	status        MappingStatus
+	retry         map[string]*retryState
+	swept         bool // ingress: temp files of a previous run removed
+	symlinkNoted  bool // egress: a skipped symlink was logged
+	conflictNoted bool // egress: a skipped conflict copy was logged
 }
 
 type retryState struct {
@@ -532,6 +533,7 @@ type passStats struct {
 	refused    int64
 	failed     int64
 	unreadable int64
+	conflicts  int64
 	firstErr   error // of a failure
 	refusal    error // the first refusal
 }
@@ -546,6 +548,8 @@ func (p *passStats) moved(n int64) {
 func (p *passStats) addPending() { p.mu.Lock(); p.pending++; p.mu.Unlock() }
 
 func (p *passStats) unreadableOne() { p.mu.Lock(); p.unreadable++; p.mu.Unlock() }
+
+func (p *passStats) conflict() { p.mu.Lock(); p.conflicts++; p.mu.Unlock() }
 
 func (p *passStats) refuse(err error) {
 	p.mu.Lock()
@@ -687,6 +691,7 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	s := &ms.status
 	s.FilesTotal += st.files
 	s.BytesTotal += st.bytes
+	s.Conflicts += st.conflicts
 	if partial {
 		// A change event: it adds to what the last full pass found.
 		s.FilesLastPass += st.files
@@ -717,7 +722,8 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	}
 	fields := []zap.Field{zap.String("mapping", ms.id), zap.String("direction", string(m.Direction)),
 		zap.Int64("files", st.files), zap.Int64("bytes", st.bytes), zap.Int64("pending", st.pending),
-		zap.Int64("refused", st.refused), zap.Int64("unreadable", st.unreadable), zap.Duration("took", now.Sub(started))}
+		zap.Int64("refused", st.refused), zap.Int64("unreadable", st.unreadable), zap.Int64("conflicts", st.conflicts),
+		zap.Duration("took", now.Sub(started))}
 	switch {
 	case err != nil:
 		e.log.Warn("sync pass failed", append(fields, zap.Error(err))...)

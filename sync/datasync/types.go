@@ -123,4 +123,8 @@ type MappingStatus struct {
 	// not be read or named (a directory or file without permission, a name
 	// that is not UTF-8); they are retried every pass.
 	Unreadable int64 `json:"unreadable,omitempty"`
+	// Conflicts counts, since the engine started, the ingress files changed
+	// both on the device and in the bucket whose device version was kept as
+	// a conflict copy (keys.ConflictName) before the object was written.
+	Conflicts int64 `json:"conflicts,omitempty"`
 }
