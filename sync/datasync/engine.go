@@ -156,7 +156,7 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		client, err := s3client.New(s3client.Config{
 			Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 			AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
-			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency,
+			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency, Timeouts: e.opts.Timeouts,
 		})
 		if err != nil {
 			return nil, err

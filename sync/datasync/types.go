@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 )
 
 // Direction says which way a mapping moves data.
@@ -77,6 +79,10 @@ type Options struct {
 	MinFreeBytes      int64             // ingress keeps at least this much free on the file system
 	MinFreePercent    float64           // ... and at least this share of it
 	Transport         http.RoundTripper // optional, for tests (counting requests)
+	// Timeouts bound each S3 request's dial, TLS handshake and progress
+	// (never its total time: see s3client.Timeouts); zero fields take
+	// s3client.DefaultTimeouts. Not used with Transport.
+	Timeouts s3client.Timeouts
 	// WrapTransport, when set, wraps the transport the engine builds (or
 	// Transport), e.g. to count requests while keeping the engine's TLS setup.
 	WrapTransport func(http.RoundTripper) http.RoundTripper

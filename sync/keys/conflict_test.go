@@ -43,9 +43,9 @@ func TestIsConflictCopy(t *testing.T) {
 		"d/a.flotta-conflict-20261202T184807Z-12.x": true,
 		"a.flotta-conflict-2026-12-02.txt":          false,
 		"a.flotta-conflict-20261202T184807Z.tar.gz": false, // never made: the extension is the last one
-		"a.txt":                                     false,
-		"a.flotta-conflict-20261202T184807Z/b":      false, // a directory so named: its files are not copies
-		"flotta-conflict-20261202T184807Z":          false,
+		"a.txt":                                false,
+		"a.flotta-conflict-20261202T184807Z/b": false, // a directory so named: its files are not copies
+		"flotta-conflict-20261202T184807Z":     false,
 	} {
 		assert.Equal(t, want, IsConflictCopy(name), name)
 	}
