@@ -11,7 +11,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/safefs"
+	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
 
 // conflictCopies lists the conflict copies under dir (relative paths).
@@ -215,4 +218,42 @@ func TestMtimeFormat(t *testing.T) {
 	assert.Equal(t, "1733167687.000000120", s)
 	_, ok = formatMtime(time.Unix(-5, 0))
 	assert.False(t, ok)
+}
+
+func TestLocalEdit(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(root, "f"), []byte("v1"), 0o644))
+	dir, err := safefs.Open(root, root, false)
+	require.NoError(t, err)
+	defer dir.Close()
+	p := &pass{dir: dir}
+	fi, err := os.Stat(filepath.Join(root, "f"))
+	require.NoError(t, err)
+	st := stablefile.StatOf(fi)
+	v1 := md5Hex([]byte("v1"))
+	newObj := Object{Size: 2, ETag: md5Hex([]byte("v2"))}
+	later := time.Unix(0, st.MtimeNs+1e9)
+	withStat := &journal.Record{Size: 2, ETag: v1, MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Inode: st.Inode}
+	touched := &journal.Record{Size: 2, ETag: v1, MtimeNs: st.MtimeNs - 1, Inode: st.Inode}
+	otherContent := &journal.Record{Size: 2, ETag: md5Hex([]byte("v0")), MtimeNs: st.MtimeNs - 1, Inode: st.Inode}
+	multipart := &journal.Record{Size: 2, ETag: "abc-2", MtimeNs: st.MtimeNs - 1, Inode: st.Inode}
+	for _, tc := range []struct {
+		name string
+		row  *journal.Record
+		obj  Object
+		mt   time.Time
+		want bool
+	}{
+		{"as downloaded (same stat)", withStat, newObj, later, false},
+		{"touched: other stat, same content", touched, newObj, later, false},
+		{"edited: other stat, other content", otherContent, newObj, later, true},
+		{"other stat, content unknown (multipart ETag): kept", multipart, newObj, later, true},
+		{"no row: the device's own file", nil, newObj, later, true},
+		{"refused row: not ours either", &journal.Record{Refused: true}, newObj, later, true},
+		{"already the new version (crash before the journal)", nil, newObj, time.Unix(0, st.MtimeNs), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, p.localEdit(tc.row, "f", &st, tc.obj, tc.mt))
+		})
+	}
 }
