@@ -3,10 +3,12 @@ package datasync
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
@@ -114,22 +116,57 @@ func (p *pass) keepLocalEdit(j job, rel string, obj Object, mtime time.Time) (st
 // written (same size and the mtime it would get: a crash after the rename,
 // before the journal recorded it). A file no row describes is the device's
 // own (one identical to the object was adopted before the download).
+//
+// Last, the file's version mark (markVersion): a file ingress wrote whose
+// size and mtime are still the ones it was given is no edit, even when no
+// row says so (a crash between the rename and the journal's commit, or a
+// lost journal).
 func (p *pass) localEdit(row *journal.Record, rel string, st *stablefile.Stat, obj Object, mtime time.Time) bool {
 	if st.Size == obj.Size && st.MtimeNs == mtime.UnixNano() {
 		return false
 	}
-	if row == nil || row.Refused {
-		return true
-	}
-	if !mayBeEdited(row, st) {
+	known := row != nil && !row.Refused
+	if known && !mayBeEdited(row, st) {
 		return false
 	}
-	if isMD5(row.ETag) && st.Size == row.Size {
+	if known && isMD5(row.ETag) && st.Size == row.Size {
 		if sum, err := fileMD5(p.dir.Root(), rel); err == nil && strings.EqualFold(sum, row.ETag) {
 			return false // touched, not changed
 		}
 	}
-	return true
+	return !p.markedUnchanged(rel, st)
+}
+
+// versionXattr is the extended attribute ingress marks each file it writes
+// with: "<ETag> <size> <mtime ns>".
+const versionXattr = "user.flotta.version"
+
+// markVersion marks the temporary file of a download (best effort: a file
+// system without user extended attributes goes without).
+func markVersion(f *os.File, obj Object, mtime time.Time) {
+	_ = unix.Fsetxattr(int(f.Fd()), versionXattr, []byte(fmt.Sprintf("%s %d %d", obj.ETag, obj.Size, mtime.UnixNano())), 0)
+}
+
+// markedUnchanged reports whether the file at rel carries ingress's version
+// mark and still has the size and mtime the mark records.
+func (p *pass) markedUnchanged(rel string, st *stablefile.Stat) bool {
+	f, err := p.dir.Root().OpenFile(rel, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, err := unix.Fgetxattr(int(f.Fd()), versionXattr, buf)
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(buf[:n]))
+	if len(fields) != 3 {
+		return false
+	}
+	size, err1 := strconv.ParseInt(fields[1], 10, 64)
+	mt, err2 := strconv.ParseInt(fields[2], 10, 64)
+	return err1 == nil && err2 == nil && size == st.Size && mt == st.MtimeNs
 }
 
 // dropAside removes a conflict copy made for a download that then failed:

@@ -258,4 +258,21 @@ func TestLocalEdit(t *testing.T) {
 			assert.Equal(t, tc.want, p.localEdit(tc.row, "f", &st, tc.obj, tc.mt))
 		})
 	}
+
+	// A version ingress wrote (marked) and nobody changed since is no edit,
+	// whatever the row: a crash between the rename and the journal.
+	fh, err := os.OpenFile(filepath.Join(root, "f"), os.O_RDWR, 0)
+	require.NoError(t, err)
+	markVersion(fh, Object{ETag: v1, Size: 2}, time.Unix(0, st.MtimeNs))
+	require.NoError(t, fh.Close())
+	fi, err = os.Stat(filepath.Join(root, "f"))
+	require.NoError(t, err)
+	st = stablefile.StatOf(fi)
+	assert.False(t, p.localEdit(nil, "f", &st, newObj, later), "marked, unchanged")
+	assert.False(t, p.localEdit(otherContent, "f", &st, newObj, later), "marked, unchanged, row of an older version")
+	require.NoError(t, os.WriteFile(filepath.Join(root, "f"), []byte("v9"), 0o644)) // edited in place: the mark stays, the mtime moves
+	fi, err = os.Stat(filepath.Join(root, "f"))
+	require.NoError(t, err)
+	st = stablefile.StatOf(fi)
+	assert.True(t, p.localEdit(nil, "f", &st, newObj, later), "marked, then edited")
 }

@@ -180,6 +180,7 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 	}
 	mtime := fileMtime(body, obj.LastModified) // from the GET response: no request
 	body.Close()                               // the connection goes back to the pool now, not after the fsync
+	markVersion(tmp.File, obj, mtime)          // made durable by the commit's fsync
 	select {
 	case p.e.commits <- struct{}{}: // taken before the transfer slot is given up: bounded
 	case <-ctx.Done():
