@@ -103,8 +103,12 @@ type DataSyncHeartbeat struct {
 	Refused int64 `json:"refused"`
 	// Unreadable counts entries the last pass skipped because they could
 	// not be read or named; they are retried every pass.
-	Unreadable int64  `json:"unreadable"`
-	LastError  string `json:"last_error,omitempty"`
+	Unreadable int64 `json:"unreadable"`
+	// Conflicts counts, since the worker started, ingress files changed both
+	// on the device and in the bucket: the device's version was kept beside
+	// the new one as a conflict copy (name.flotta-conflict-<UTC time>.ext).
+	Conflicts int64  `json:"conflicts"`
+	LastError string `json:"last_error,omitempty"`
 	// OldestPending is when the oldest change not yet synced was first seen.
 	OldestPending time.Time `json:"oldest_pending,omitzero"`
 
@@ -127,7 +131,7 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		ID: m.ID, Direction: string(m.Direction), LocalDir: m.LocalDir, Bucket: m.Bucket, Prefix: m.Prefix,
 		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
 		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
-		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, LastError: m.LastError, OldestPending: m.OldestPending,
+		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, Conflicts: m.Conflicts, LastError: m.LastError, OldestPending: m.OldestPending,
 		Throttled: m.Throttled,
 	}
 	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
@@ -153,6 +157,7 @@ const (
 type syncReport struct {
 	lastError string
 	refused   int64
+	conflicts int64
 }
 
 // WorkloadHeartbeat is one workload in a heartbeat.
@@ -305,8 +310,13 @@ func (w *Worker) syncEvents(mappings []datasync.MappingStatus) []Event {
 	seen := make(map[string]syncReport, len(mappings))
 	for _, m := range mappings {
 		prev := w.syncSeen[m.ID]
-		now := syncReport{lastError: m.LastError, refused: m.Refused}
+		now := syncReport{lastError: m.LastError, refused: m.Refused, conflicts: m.Conflicts}
 		seen[m.ID] = now
+		if now.conflicts > prev.conflicts {
+			evs = append(evs, Event{Reason: "DataSyncConflict", Type: EventWarn,
+				Message: fmt.Sprintf("%s: %d file(s) changed on the device and in the bucket: the device's version kept as *.flotta-conflict-* beside the new one",
+					m.ID, now.conflicts-prev.conflicts)})
+		}
 		switch {
 		case now.refused > prev.refused:
 			evs = append(evs, Event{Reason: "DataSyncRefused", Type: EventWarn,

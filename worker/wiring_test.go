@@ -81,15 +81,31 @@ func TestSyncFailuresAndRefusalsBecomeWarnEventsOnce(t *testing.T) {
 	h.ds.setStatus([]datasync.MappingStatus{{ID: "os-stats/egress/stats", Direction: datasync.Egress, Refused: 2}})
 	h.waitHeartbeat(t, func(hb worker.Heartbeat) bool { return hasEvent(hb, "DataSyncRecovered") })
 
-	count := 0
+	// A conflict copy is news too.
+	h.ds.setStatus([]datasync.MappingStatus{{ID: "os-stats/egress/stats", Direction: datasync.Egress, Refused: 2},
+		{ID: "os-stats/ingress/local/data", Direction: datasync.Ingress, Conflicts: 1}})
+	hb = h.waitHeartbeat(t, func(hb worker.Heartbeat) bool { return hasEvent(hb, "DataSyncConflict") })
+	for _, e := range hb.Events {
+		if e.Reason == "DataSyncConflict" {
+			assert.Equal(t, "warn", e.Type)
+			assert.Contains(t, e.Message, "1 file(s) changed on the device and in the bucket")
+		}
+	}
+	h.waitHeartbeat(t, func(hb worker.Heartbeat) bool { return !hasEvent(hb, "DataSyncConflict") })
+
+	count, conflicts := 0, 0
 	for _, hb := range h.heartbeats(t) {
 		for _, e := range hb.Events {
-			if e.Reason == "DataSyncFailed" {
+			switch e.Reason {
+			case "DataSyncFailed":
 				count++
+			case "DataSyncConflict":
+				conflicts++
 			}
 		}
 	}
 	assert.Equal(t, 1, count, "an error is reported once, not in every heartbeat")
+	assert.Equal(t, 1, conflicts, "a conflict is reported once")
 }
 
 func TestFinalSyncUploadsEveryEgressMapping(t *testing.T) {

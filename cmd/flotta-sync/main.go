@@ -366,6 +366,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if st.Refused > 0 {
 		fmt.Fprintf(stderr, "; %d refused", st.Refused)
 	}
+	if st.Conflicts > 0 {
+		fmt.Fprintf(stderr, "; %d local edits kept as conflict copies (*.flotta-conflict-*)", st.Conflicts)
+	}
 	fmt.Fprintln(stderr)
 	switch {
 	case err != nil:
@@ -392,7 +395,7 @@ func dryRun(ctx context.Context, eng *datasync.Engine, id string, c *config, std
 			return
 		}
 		counts[p.Action]++
-		if p.Action == "upload" || p.Action == "adopt" || p.Action == "download" {
+		if p.Action == "upload" || p.Action == "adopt" || p.Action == "download" || p.Action == "conflict" {
 			bytes += p.Size
 		}
 		path := p.Key
@@ -405,11 +408,14 @@ func dryRun(ctx context.Context, eng *datasync.Engine, id string, c *config, std
 	move := counts["upload"] + counts["adopt"]
 	verb := "upload"
 	if c.dir == datasync.Ingress {
-		move, verb = counts["download"], "download"
+		move, verb = counts["download"]+counts["conflict"], "download"
 	}
 	fmt.Fprintf(stderr, "dry run: would %s %d files, %s", verb, move, humanBytes(bytes))
 	if n := counts["adopt"]; n > 0 {
 		fmt.Fprintf(stderr, " (%d of them kept as they are if the bucket already holds them)", n)
+	}
+	if n := counts["conflict"]; n > 0 {
+		fmt.Fprintf(stderr, " (%d of them over a local edit, kept as a conflict copy)", n)
 	}
 	fmt.Fprintf(stderr, "; %d refused; %d skipped for the disk guard; %d journal rows to forget", counts["refuse"]+counts["refused"],
 		counts["disk-guard"], counts["prune"])

@@ -373,7 +373,7 @@ func walkDir(root, rel string, emit func(Result), yield func(localFile) bool) bo
 			if !walkDir(root, p, emit, yield) {
 				return false
 			}
-		case strings.HasPrefix(e.Name(), keys.TempPrefix) || !e.Type().IsRegular():
+		case strings.HasPrefix(e.Name(), keys.TempPrefix) || keys.IsConflictCopy(e.Name()) || !e.Type().IsRegular():
 			emit(Result{Kind: skipped, Path: p})
 		default:
 			fi, err := e.Info()

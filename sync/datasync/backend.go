@@ -42,7 +42,8 @@ type Backend interface {
 	// Put uploads size bytes from r and returns the object's new ETag.
 	Put(ctx context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (etag string, err error)
 	// Get opens the object's body. With matchETag set it fails unless the
-	// object still has that ETag (the version the plan decided on).
+	// object still has that ETag (the version the plan decided on). A body
+	// may implement metaBody (its user metadata, once read).
 	Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error)
 }
 
@@ -117,5 +118,5 @@ func (b minioBackend) Get(ctx context.Context, bucket, key, matchETag string) (i
 		}
 		return nil, err
 	}
-	return body, nil
+	return minioBody{body}, nil
 }

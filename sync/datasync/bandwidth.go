@@ -63,3 +63,12 @@ func (c *countedBody) Close() error {
 	c.once.Do(func() { c.n.Add(-1) })
 	return c.ReadCloser.Close()
 }
+
+// UserMeta passes the wrapped body's user metadata through (mtime.go), so
+// counting does not hide the object's recorded mtime.
+func (c *countedBody) UserMeta() map[string]string {
+	if mb, ok := c.ReadCloser.(metaBody); ok {
+		return mb.UserMeta()
+	}
+	return nil
+}

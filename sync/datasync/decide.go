@@ -27,8 +27,10 @@ const (
 	actRefused
 	// actPrune: the journal row describes a file or object that is gone.
 	actPrune
-	// actConflict (ingress) is reserved: both the local file and the object
-	// changed since the last sync (conflict copies are a later change).
+	// actConflict (ingress): both the local file and the object changed
+	// since the last download: the local version is kept as a conflict copy
+	// (keys.ConflictName), then the object is downloaded. The transfer
+	// checks again, by content, just before the file is replaced.
 	actConflict
 )
 
@@ -109,11 +111,21 @@ func decideIngress(it item, sc scope, prefix string) decision {
 		}
 		return decision{actRefuse, "hostile key"}
 	}
+	if it.clash != "" {
+		if r != nil && r.Refused && sameObject(r, o) {
+			return decision{actRefused, "a parent directory is an object too, refused earlier"}
+		}
+		return decision{actRefuse, "a parent directory is an object too"}
+	}
 	switch {
 	case r == nil:
 		return decision{actDownload, "new object"}
+	case !sameObject(r, o) && !r.Refused && l != nil && mayBeEdited(r, l):
+		return decision{actConflict, "file changed locally and object changed: the local version is kept as a conflict copy"}
 	case !sameObject(r, o):
 		return decision{actDownload, "object changed"}
+	case r.Refused && sc.localWalked && sc.remoteListed:
+		return decision{actDownload, "refused earlier, tried again by the reconcile"}
 	case r.Refused:
 		return decision{actRefused, "refused earlier"}
 	case sc.localWalked && l == nil:

@@ -58,6 +58,9 @@ func TestDecideIngress(t *testing.T) {
 	file := &stablefile.Stat{Size: 5}
 	hostile := &Object{Key: "p/../x", Size: 5, ETag: "e1"}
 	refusedRow := &journal.Record{Size: 5, ETag: "e1", Refused: true}
+	downloaded := &journal.Record{Size: 5, ETag: "e1", MtimeNs: 10, CtimeNs: 11, Inode: 7}
+	asDownloaded := &stablefile.Stat{Size: 5, MtimeNs: 10, CtimeNs: 11, Inode: 7}
+	edited := &stablefile.Stat{Size: 5, MtimeNs: 20, CtimeNs: 21, Inode: 7}
 	listed := scope{remoteListed: true}
 	reconcile := scope{remoteListed: true, localWalked: true}
 	event := scope{localWalked: true}
@@ -86,6 +89,23 @@ func TestDecideIngress(t *testing.T) {
 		{"unsafe path, object changed since", item{remote: changed, row: refusedRow}, listed, actDownload},
 		{"event: refused row stays refused", item{row: refusedRow}, event, actSkip},
 		{"not listed, not walked", item{row: row}, scope{}, actSkip},
+
+		// Conflicts: the row records the stat of the file as downloaded.
+		{"object changed, file as downloaded", item{remote: changed, row: downloaded, local: asDownloaded}, listed, actDownload},
+		{"object changed, file edited on the device: conflict copy", item{remote: changed, row: downloaded, local: edited}, listed, actConflict},
+		{"object changed, file edited, seen by a reconcile", item{remote: changed, row: downloaded, local: edited}, reconcile, actConflict},
+		{"object unchanged, file edited: the edit stays", item{remote: obj, row: downloaded, local: edited}, listed, actSkip},
+		{"object unchanged, file edited, reconcile: the edit stays", item{remote: obj, row: downloaded, local: edited}, reconcile, actSkip},
+		{"object changed, file deleted: no conflict", item{remote: changed, row: downloaded}, reconcile, actDownload},
+		{"object changed, row without a stat, file there: maybe", item{remote: changed, row: row, local: file}, listed, actConflict},
+		{"object changed, refused row, file there", item{remote: changed, row: refusedRow, local: file}, listed, actDownload},
+
+		// Keys that cannot be files.
+		{"key ending in / with content", item{remote: &Object{Key: "p/d/", Size: 3, ETag: "e1"}}, listed, actRefuse},
+		{"key under another object (a and a/b)", item{remote: obj, clash: "x"}, listed, actRefuse},
+		{"key under another object, refused earlier", item{remote: obj, row: refusedRow, clash: "x"}, listed, actRefused},
+		{"key under another object, changed since", item{remote: changed, row: refusedRow, clash: "x"}, listed, actRefuse},
+		{"reconcile: refused earlier, tried again", item{remote: obj, row: refusedRow}, reconcile, actDownload},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.it.remote != nil {
@@ -133,4 +153,18 @@ func TestMarchKeyOrder(t *testing.T) {
 	})
 	assert.NoError(t, err)
 	assert.Equal(t, []string{"a-b:LR", "a/x:LR", "b:R", "a0:R!", "c:L"}, got)
+}
+
+func TestIngressPlannerFindsKeysUnderObjects(t *testing.T) {
+	// In key order, the names between "a" and "a/..." all start with "a":
+	// the planner only remembers prefixes of the current name.
+	pl := &ingressPlanner{p: &pass{m: Mapping{Prefix: "p"}, lp: "p/"}}
+	got := map[string]string{}
+	for _, n := range []string{"a", "a b", "a-b", "a.txt", "a/b", "a/b/c", "a0", "b/", "b/c", "c/d", "c/d/e", "c/de", "e", "f/g"} {
+		if clash := pl.parentObject(n); clash != "" {
+			got[n] = clash
+		}
+		assert.LessOrEqual(t, len(pl.open), len(n)+1)
+	}
+	assert.Equal(t, map[string]string{"a/b": "a", "a/b/c": "a", "c/d/e": "c/d"}, got)
 }

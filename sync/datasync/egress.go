@@ -25,7 +25,9 @@ import (
 const (
 	metaSHA256   = "Flotta-Sha256"    // single PUTs
 	metaPartSize = "Flotta-Part-Size" // multipart uploads: bytes per part
-	metaMtime    = "Flotta-Mtime"
+	// metaMtime is rclone's "mtime" (see formatMtime), read by rclone and by
+	// ingress.
+	metaMtime = "Mtime"
 )
 
 // singlePutMax is the size up to which minio-go uploads with one PUT.
@@ -59,7 +61,10 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 	defer r.Close()
 	st := r.Stat()
 	rec := journal.Record{Size: st.Size, MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Inode: st.Inode}
-	meta := map[string]string{metaMtime: st.Mtime().UTC().Format(time.RFC3339Nano)}
+	meta := map[string]string{}
+	if mt, ok := formatMtime(st.Mtime()); ok {
+		meta[metaMtime] = mt
+	}
 
 	// A single PUT needs its MD5 in the request headers, so the file is hashed
 	// first (with the SHA-256 alongside: the cores are idle while one small

@@ -96,11 +96,12 @@ type mapState struct {
 	// poll (guarded by Engine.mu) is an ingress mapping's adaptive schedule (poll.go).
 	poll pollState
 
-	mu           sync.Mutex // guards the fields below
-	status       MappingStatus
-	retry        map[string]*retryState
-	swept        bool // ingress: temp files of a previous run removed
-	symlinkNoted bool // egress: a skipped symlink was logged
+	mu            sync.Mutex // guards the fields below
+	status        MappingStatus
+	retry         map[string]*retryState
+	swept         bool // ingress: temp files of a previous run removed
+	symlinkNoted  bool // egress: a skipped symlink was logged
+	conflictNoted bool // egress: a skipped conflict copy was logged
 
 	transfers atomic.Int32 // uploads and downloads in flight, for Throttled
 }
@@ -173,7 +174,7 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		client, err := s3client.New(s3client.Config{
 			Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 			AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
-			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency,
+			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency, Timeouts: e.opts.Timeouts,
 			Limiter: e.opts.Limiter,
 		})
 		if err != nil {
@@ -566,6 +567,7 @@ type passStats struct {
 	failed     int64
 	unreadable int64
 	pruned     int64 // journal rows of deleted files or objects dropped
+	conflicts  int64
 	firstErr   error // of a failure
 	refusal    error // the first refusal
 }
@@ -580,6 +582,8 @@ func (p *passStats) moved(n int64) {
 func (p *passStats) addPending() { p.mu.Lock(); p.pending++; p.mu.Unlock() }
 
 func (p *passStats) unreadableOne() { p.mu.Lock(); p.unreadable++; p.mu.Unlock() }
+
+func (p *passStats) conflict() { p.mu.Lock(); p.conflicts++; p.mu.Unlock() }
 
 func (p *passStats) refuse(err error) {
 	p.mu.Lock()
@@ -722,6 +726,7 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	s := &ms.status
 	s.FilesTotal += st.files
 	s.BytesTotal += st.bytes
+	s.Conflicts += st.conflicts
 	if partial {
 		// A change event: it adds to what the last full pass found.
 		s.FilesLastPass += st.files
@@ -752,7 +757,8 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	}
 	fields := []zap.Field{zap.String("mapping", ms.id), zap.String("direction", string(m.Direction)),
 		zap.Int64("files", st.files), zap.Int64("bytes", st.bytes), zap.Int64("pending", st.pending),
-		zap.Int64("refused", st.refused), zap.Int64("unreadable", st.unreadable), zap.Duration("took", now.Sub(started))}
+		zap.Int64("refused", st.refused), zap.Int64("unreadable", st.unreadable), zap.Int64("conflicts", st.conflicts),
+		zap.Duration("took", now.Sub(started))}
 	switch {
 	case err != nil:
 		e.log.Warn("sync pass failed", append(fields, zap.Error(err))...)

@@ -110,50 +110,54 @@ func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 // Once the body is in the temporary file, the transfer slot is released
 // (release) while the file is fsynced and renamed, so that the disk's latency
 // does not idle the network; a commit slot bounds the files in that state.
+//
+// A local file that holds a version made on the device is kept as a conflict
+// copy first (keepLocalEdit), named in the outcome.
 func (p *pass) download(ctx context.Context, j job, release func()) outcome {
-	n, rec, err := p.downloadObject(ctx, j, release)
-	return outcome{bytes: n, row: rec, err: err}
+	n, rec, aside, err := p.downloadObject(ctx, j, release)
+	return outcome{bytes: n, row: rec, conflict: aside, err: err}
 }
 
-func (p *pass) downloadObject(ctx context.Context, j job, release func()) (int64, *journal.Record, error) {
+func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int64, _ *journal.Record, aside string, _ error) {
 	dir := p.dir
 	obj := j.it.remote0()
 	obj.Key = p.lp + j.it.name
 	rel, err := keys.Rel(p.m.Prefix, obj.Key)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, "", err
 	}
 	existing, err := dir.Existing(rel)
 	if err != nil {
-		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	rec := journal.Record{Size: obj.Size, ETag: obj.ETag}
 	known := j.it.row != nil && !j.it.row.Refused
 	if !known && existing == obj.Size && isMD5(obj.ETag) {
 		// No journal of it (first pass, lost journal): keep an identical file.
 		if sum, err := fileMD5(dir.Root(), rel); err == nil && strings.EqualFold(sum, obj.ETag) {
-			return -1, &rec, nil
+			p.localStat(rel, &rec)
+			return -1, &rec, "", nil
 		}
 	}
 	guard, err := p.guard()
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, "", err
 	}
 	res, err := guard.Reserve(obj.Size, existing)
 	if err != nil {
-		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	defer res.Release()
 
 	// The version the plan decided on, or fail.
 	body, err := p.be.Get(ctx, p.m.Bucket, obj.Key, obj.ETag)
 	if err != nil {
-		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
+		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
 	}
 	defer body.Close()
 	tmp, err := dir.Create(rel)
 	if err != nil {
-		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
+		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	var h hash.Hash
 	var dst io.Writer = tmp
@@ -172,23 +176,33 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (int64
 	}
 	if err != nil {
 		tmp.Abort()
-		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
+		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
 	}
-	body.Close() // the connection goes back to the pool now, not after the fsync
+	mtime := fileMtime(body, obj.LastModified) // from the GET response: no request
+	body.Close()                               // the connection goes back to the pool now, not after the fsync
+	markVersion(tmp.File, obj, mtime)          // made durable by the commit's fsync
 	select {
 	case p.e.commits <- struct{}{}: // taken before the transfer slot is given up: bounded
 	case <-ctx.Done():
 		tmp.Abort()
-		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, ctx.Err())
+		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, ctx.Err())
 	}
 	release()
-	err = tmp.Commit(obj.LastModified)
+	// As late as can be: the device's version, if the file holds one.
+	if aside, err = p.keepLocalEdit(j, rel, obj, mtime); err != nil {
+		tmp.Abort()
+		<-p.e.commits
+		return 0, nil, "", fmt.Errorf("download %s: keep the local version: %w", obj.Key, err)
+	}
+	err = tmp.Commit(mtime)
 	<-p.e.commits
 	if err != nil {
-		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
+		p.dropAside(rel, aside)
+		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}
+	p.localStat(rel, &rec)
 	res.Commit()
-	return n, &rec, nil
+	return n, &rec, aside, nil
 }
 
 // movedOr turns "no such key" and "precondition failed" (the version the

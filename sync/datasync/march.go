@@ -17,6 +17,9 @@ type item struct {
 	local  *stablefile.Stat
 	row    *journal.Record
 	remote *Object
+	// clash (ingress, set by the planner) names an object of the same
+	// listing that is a parent directory of this one ("a" for "a/b").
+	clash string
 }
 
 // scope says which sides a pass looked at, so that absence means something.
@@ -95,8 +98,8 @@ func march(local iter.Seq[localFile], rows *rowCursor, remote iter.Seq2[Object, 
 				remoteErr, haveRemote = err, false
 				return
 			}
-			if strings.HasSuffix(obj.Key, "/") || !strings.HasPrefix(obj.Key, lp) {
-				continue // a "directory" marker
+			if strings.HasSuffix(obj.Key, "/") && obj.Size == 0 || !strings.HasPrefix(obj.Key, lp) {
+				continue // a "directory" marker (one with content is refused)
 			}
 			return
 		}

@@ -132,8 +132,16 @@ func (b *memBackend) Get(_ context.Context, bucket, key, matchETag string) (io.R
 	if matchETag != "" && matchETag != o.etag {
 		return nil, minio.ErrorResponse{StatusCode: http.StatusPreconditionFailed, Code: "PreconditionFailed"}
 	}
-	return io.NopCloser(bytes.NewReader(o.data)), nil
+	return memBody{io.NopCloser(bytes.NewReader(o.data)), maps.Clone(o.meta)}, nil
 }
+
+// memBody is a body with its object's user metadata, as a GET response has.
+type memBody struct {
+	io.ReadCloser
+	meta map[string]string
+}
+
+func (b memBody) UserMeta() map[string]string { return b.meta }
 
 // test helpers
 func (b *memBackend) put(key string, data []byte) string {

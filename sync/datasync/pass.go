@@ -57,8 +57,9 @@ type strategy struct {
 	// rowPrefix is what journal keys carry before a name: egress rows are
 	// keyed by relative path, ingress rows by object key.
 	rowPrefix string
-	// decide is the direction's decision function.
-	decide func(it item, sc scope) decision
+	// decide is the direction's decision function; it may complete the
+	// item (ingress: see ingressPlanner).
+	decide func(it *item, sc scope) decision
 	// transfer moves one name's data; it may call release once it no
 	// longer needs the network (see executeReleasing).
 	transfer func(ctx context.Context, j job, release func()) outcome
@@ -67,13 +68,13 @@ type strategy struct {
 func (p *pass) strategy() strategy {
 	if p.m.Direction == Egress {
 		return strategy{
-			decide:   decideEgress,
+			decide:   func(it *item, sc scope) decision { return decideEgress(*it, sc) },
 			transfer: func(ctx context.Context, j job, _ func()) outcome { return p.upload(ctx, j) },
 		}
 	}
 	return strategy{
 		rowPrefix: p.lp,
-		decide:    func(it item, sc scope) decision { return decideIngress(it, sc, p.m.Prefix) },
+		decide:    (&ingressPlanner{p: p}).decide,
 		transfer:  p.download,
 	}
 }
@@ -89,7 +90,10 @@ type outcome struct {
 	bytes int64           // moved; -1 when an existing copy was adopted
 	row   *journal.Record // to store; nil for none
 	prune bool            // drop the row
-	err   error
+	// conflict names the conflict copy the local version was kept as
+	// (ingress), "" when there was none.
+	conflict string
+	err      error
 }
 
 // maxProblems bounds the names remembered as unreadable in one pass; past
@@ -131,7 +135,8 @@ func (p *pass) underProblem(name string) bool {
 }
 
 func (p *pass) walker() *walker {
-	return &walker{root: p.dir.Root(), problem: p.problem, symlink: p.noteSymlink, fault: p.e.walkFault}
+	return &walker{root: p.dir.Root(), problem: p.problem, symlink: p.noteSymlink,
+		conflictCopy: p.noteConflictCopy, fault: p.e.walkFault}
 }
 
 func (p *pass) noteSymlink(rel string) {
@@ -265,7 +270,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 			if sc.localWalked && it.local == nil && p.underProblem(it.name) {
 				sc.localWalked = false // not seen is not gone
 			}
-			d := p.way.decide(it, sc)
+			d := p.way.decide(&it, sc)
 			switch d.act {
 			case actSkip:
 				return true
@@ -306,7 +311,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 		}
 		var out outcome
 		if j.d.act == actRefuse {
-			_, out.err = keys.Rel(p.m.Prefix, j.it.remote.Key)
+			out.err = p.refusal(j)
 		} else {
 			out = p.way.transfer(ctx, j, release)
 		}
@@ -349,6 +354,11 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		p.succeeded(name)
 		if out.bytes >= 0 && out.row != nil {
 			p.stats.moved(out.bytes)
+		}
+		if out.conflict != "" {
+			p.stats.conflict()
+			p.e.log.Warn("file changed on the device and in the bucket: the device's version is kept as a conflict copy",
+				zap.String("mapping", p.m.ID), zap.String("key", key), zap.String("copy", p.m.LocalDir+"/"+out.conflict))
 		}
 	case errors.Is(err, keys.ErrHostile) || errors.Is(err, safefs.ErrUnsafe):
 		// Refused for its key or path: remembered, so that it is logged
@@ -453,7 +463,7 @@ type PassOptions struct {
 
 // Planned is one action a pass decided on.
 type Planned struct {
-	Action string // upload, adopt, download, refuse, refused, prune, disk-guard; "summary" ends a dry run (Size: entries that could not be read)
+	Action string // upload, adopt, download, conflict, refuse, refused, prune, disk-guard; "summary" ends a dry run (Size: entries that could not be read)
 	Key    string // object key
 	Path   string // local path relative to the mapping's directory
 	Size   int64
@@ -480,7 +490,7 @@ func (p *pass) report(it item, d decision) {
 // directory) but writes nothing.
 func (p *pass) dryRun(j job) {
 	d := j.d
-	if d.act == actDownload {
+	if d.act == actDownload || d.act == actConflict {
 		if _, err := keys.Rel(p.m.Prefix, j.it.remote0().Key); err == nil {
 			guard, err := p.guard()
 			if err == nil {

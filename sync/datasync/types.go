@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 )
 
 // Direction says which way a mapping moves data.
@@ -89,6 +90,10 @@ type Options struct {
 	MinFreeBytes   int64             // ingress keeps at least this much free on the file system
 	MinFreePercent float64           // ... and at least this share of it
 	Transport      http.RoundTripper // optional, for tests (counting requests)
+	// Timeouts bound each S3 request's dial, TLS handshake and progress
+	// (never its total time: see s3client.Timeouts); zero fields take
+	// s3client.DefaultTimeouts. Not used with Transport.
+	Timeouts s3client.Timeouts
 	// WrapTransport, when set, wraps the transport the engine builds (or
 	// Transport), e.g. to count requests while keeping the engine's TLS setup.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
@@ -146,4 +151,8 @@ type MappingStatus struct {
 	// Throttled says a transfer of the mapping is in flight and waiting on
 	// the engine's bandwidth limit (Options.Limiter) right now.
 	Throttled bool `json:"throttled,omitempty"`
+	// Conflicts counts, since the engine started, the ingress files changed
+	// both on the device and in the bucket whose device version was kept as
+	// a conflict copy (keys.ConflictName) before the object was written.
+	Conflicts int64 `json:"conflicts,omitempty"`
 }

@@ -40,8 +40,11 @@ type walkProblem struct {
 type walker struct {
 	root    *os.Root
 	problem func(walkProblem)
-	symlink func(name string)      // first symlink seen, for a log line
-	fault   func(dir string) error // test hook: fails reading dir (root ignores permissions)
+	symlink func(name string) // first symlink seen, for a log line
+	// conflictCopy is told of a conflict copy (keys.IsConflictCopy), which
+	// is skipped: egress never uploads one.
+	conflictCopy func(name string)
+	fault        func(dir string) error // test hook: fails reading dir (root ignores permissions)
 }
 
 // walk yields the files under dir ("." for the whole tree) until yield
@@ -116,6 +119,12 @@ func (w *walker) walk(dir string, yield func(localFile) bool) bool {
 			if strings.HasPrefix(name, keys.TempPrefix) {
 				continue // an ingress download in progress
 			}
+			if keys.IsConflictCopy(name) {
+				if w.conflictCopy != nil {
+					w.conflictCopy(rel)
+				}
+				continue
+			}
 			if !utf8.ValidString(name) {
 				w.problem(walkProblem{name: rel, err: fmt.Errorf("%w: name is not UTF-8", errUnusableName)})
 				continue
@@ -148,7 +157,7 @@ func statLocal(root *os.Root, name string) (st stablefile.Stat, ok, isDir bool, 
 		return st, false, false, err
 	case fi.IsDir():
 		return st, false, true, nil
-	case !fi.Mode().IsRegular() || strings.HasPrefix(path.Base(name), keys.TempPrefix):
+	case !fi.Mode().IsRegular() || strings.HasPrefix(path.Base(name), keys.TempPrefix) || keys.IsConflictCopy(name):
 		return st, false, false, nil
 	}
 	return stablefile.StatOf(fi), true, false, nil

@@ -152,7 +152,6 @@ func (e *Engine) closeWatch(mw *mappingWatch) {
 func (e *Engine) readWatch(mw *mappingWatch) {
 	tick := time.NewTicker(e.opts.Interval)
 	defer tick.Stop()
-	var seen time.Time // the last pass attempt watchHealth saw
 	for {
 		select {
 		case b, ok := <-mw.w.Events():
@@ -172,14 +171,14 @@ func (e *Engine) readWatch(mw *mappingWatch) {
 			}
 		case <-tick.C:
 		}
-		e.watchHealth(mw, &seen)
+		e.watchHealth(mw)
 	}
 }
 
 // watchHealth passes the watcher's health, and whether something failed, on
 // to the scheduler, unless the watcher was replaced or closed.
-func (e *Engine) watchHealth(mw *mappingWatch, seen *time.Time) {
-	owed := e.owed(mw.id, mw.dir, seen)
+func (e *Engine) watchHealth(mw *mappingWatch) {
+	owed := e.owed(mw.id, mw.dir)
 	e.watchers.mu.Lock()
 	defer e.watchers.mu.Unlock()
 	if e.watchers.byID[mw.id] == mw {
@@ -190,10 +189,9 @@ func (e *Engine) watchHealth(mw *mappingWatch, seen *time.Time) {
 // owed reports whether an egress mapping has failures to retry: files whose
 // upload failed (it forgets those that are gone: nothing is owed for them,
 // and no pass would clear them, the march never sees them again), or a pass
-// that did not succeed. A pass counts as failed once the same attempt is
-// seen twice without a success (seen carries the last one), so that a pass
-// merely in flight does not count.
-func (e *Engine) owed(id, dir string, seen *time.Time) bool {
+// that ended without success. A pass in flight is neither: its attempt is
+// newer than its success until it ends.
+func (e *Engine) owed(id, dir string) bool {
 	list := e.mappings([]string{id})
 	if len(list) == 0 {
 		return false
@@ -208,7 +206,10 @@ func (e *Engine) owed(id, dir string, seen *time.Time) bool {
 	retries := len(ms.retry) > 0
 	attempt, success := ms.status.LastAttempt, ms.status.LastSuccess
 	ms.mu.Unlock()
-	failed := attempt.After(success) && attempt.Equal(*seen)
-	*seen = attempt
-	return retries || failed
+	// Passes hold ms.pass and record their outcome before they let it go.
+	inFlight := !ms.pass.TryLock()
+	if !inFlight {
+		ms.pass.Unlock()
+	}
+	return retries || (!inFlight && attempt.After(success))
 }

@@ -272,7 +272,12 @@ func TestWatchFallsBackToPasses(t *testing.T) {
 			f.write(filepath.Join("out", string(rune('a'+i))), []byte{byte('a' + i)})
 		}
 		require.Eventually(t, func() bool { return len(f.listKeys("p/")) == 10 }, eventWait, 20*time.Millisecond)
-		assert.Equal(t, int64(2), full.Load(), "the rescan the watcher asked for")
+		// Each time more than MaxPending files wait, the watcher drops them
+		// and asks for one rescan: ten files make one to three, and requests
+		// that arrive during a pass in flight fold into the next one.
+		n := full.Load()
+		assert.GreaterOrEqual(t, n, int64(2), "the rescan the watcher asked for")
+		assert.LessOrEqual(t, n, int64(4), "no more than one rescan per overflow")
 		assert.True(t, watched(f.eng, "e1"), "still watching")
 	})
 }

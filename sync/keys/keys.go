@@ -35,8 +35,9 @@ func ListPrefix(prefix string) string {
 // Rel returns the slash-separated path, relative to the target directory, that
 // key under prefix may be written to. It refuses keys outside prefix, empty,
 // absolute, with NUL or invalid UTF-8, with empty, "." or ".." components (so
-// cleaning cannot change the path and it cannot leave the target), and names
-// reserved for temporary files.
+// cleaning cannot change the path and it cannot leave the target), ending in
+// "/" (a directory cannot hold data), with a component longer than a file
+// name may be, and names reserved for temporary files.
 func Rel(prefix, key string) (string, error) {
 	refuse := func(why string) (string, error) {
 		return "", fmt.Errorf("%w %q: %s", ErrHostile, key, why)
@@ -55,6 +56,8 @@ func Rel(prefix, key string) (string, error) {
 		return refuse("not UTF-8")
 	case rel[0] == '/':
 		return refuse("absolute path")
+	case rel[len(rel)-1] == '/':
+		return refuse("ends in / (a directory name) but has content")
 	}
 	for c := range strings.SplitSeq(rel, "/") {
 		switch {
@@ -64,7 +67,16 @@ func Rel(prefix, key string) (string, error) {
 			return refuse("dot path component")
 		case strings.HasPrefix(c, TempPrefix):
 			return refuse("reserved temporary name")
+		case len(c) > nameMax:
+			return refuse(fmt.Sprintf("a path component of %d bytes (a file name holds at most %d)", len(c), nameMax))
 		}
 	}
 	return rel, nil
+}
+
+// Clash is the refusal of key, which names a directory that fileKey, an
+// object of the same listing, names as a file ("a" and "a/b"): both cannot
+// exist on the device. The object listed first (the file) is the one written.
+func Clash(key, fileKey string) error {
+	return fmt.Errorf("%w %q: %q is an object too, and a path cannot be both a file and a directory", ErrHostile, key, fileKey)
 }

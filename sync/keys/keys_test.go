@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -31,12 +32,17 @@ func TestRelRefusesHostileKeys(t *testing.T) {
 	for _, key := range []string{
 		"p/../x", "p/a/../../x", "p/..", "p//etc/x", "p/a//b", "p/./a", "p/a/.",
 		"p/", "p/a/", "p/a\x00b", "p/\xff", "q/x", "px", "p/" + TempPrefix + "123",
-		"p/d/" + TempPrefix + "x/y",
+		"p/d/" + TempPrefix + "x/y", "p/" + strings.Repeat("x", 256), "p/a/" + strings.Repeat("é", 128) + "/b",
 	} {
 		_, err := Rel("p", key)
 		assert.ErrorIs(t, err, ErrHostile, "%q", key)
 	}
-	_, err := Rel("", "/etc/passwd")
+	_, err := Rel("p", "p/"+strings.Repeat("x", 255))
+	assert.NoError(t, err, "255 bytes is a file name")
+	_, err = Rel("p", "p/dir/")
+	assert.ErrorContains(t, err, "ends in /")
+	assert.ErrorIs(t, Clash("p/a/b", "p/a"), ErrHostile)
+	_, err = Rel("", "/etc/passwd")
 	assert.ErrorIs(t, err, ErrHostile)
 	_, err = Rel("", "../x")
 	assert.ErrorIs(t, err, ErrHostile)
