@@ -53,6 +53,7 @@ func (p *pass) openIngress() error {
 	}
 	if p.w != nil {
 		p.w.BeforeCommit = dir.SyncDirs
+		p.group = newGroupCommit(dir)
 	}
 	p.guard = p.newGuard(dir)
 	return nil
@@ -108,8 +109,8 @@ func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 // written, or -1 when an identical local file was adopted.
 //
 // Once the body is in the temporary file, the transfer slot is released
-// (release) while the file is fsynced and renamed, so that the disk's latency
-// does not idle the network; a commit slot bounds the files in that state.
+// (release) while the file is made durable and renamed, so that the disk's
+// latency does not idle the network (see commitDownload).
 func (p *pass) download(ctx context.Context, j job, release func()) outcome {
 	n, rec, err := p.downloadObject(ctx, j, release)
 	return outcome{bytes: n, row: rec, err: err}
@@ -175,16 +176,7 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (int64
 		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
 	}
 	body.Close() // the connection goes back to the pool now, not after the fsync
-	select {
-	case p.e.commits <- struct{}{}: // taken before the transfer slot is given up: bounded
-	case <-ctx.Done():
-		tmp.Abort()
-		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, ctx.Err())
-	}
-	release()
-	err = tmp.Commit(obj.LastModified)
-	<-p.e.commits
-	if err != nil {
+	if err := p.commitDownload(ctx, tmp, n, obj.LastModified, release); err != nil {
 		return 0, nil, fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	res.Commit()
