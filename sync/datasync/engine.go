@@ -46,6 +46,7 @@ type Engine struct {
 	backoffCeiling time.Duration
 	walkFault      func(dir string) error
 	onPass         func(id string, po PassOptions, partial bool)
+	syncGroup      func(dir *safefs.Dir) error // replaces dir.SyncFS in group commits
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).

@@ -31,7 +31,7 @@ const groupWaiters = 256
 // groupCommit makes the sealed temporary files of one directory durable
 // together.
 type groupCommit struct {
-	dir   *safefs.Dir
+	sync  func() error  // the directory's SyncFS
 	slots chan struct{} // one per waiting file
 
 	mu      sync.Mutex
@@ -41,11 +41,15 @@ type groupCommit struct {
 
 // newGroupCommit returns a group commit for dir, or nil when its file system
 // cannot be synced as a whole (every file is then fsynced on its own).
-func newGroupCommit(dir *safefs.Dir) *groupCommit {
+func newGroupCommit(e *Engine, dir *safefs.Dir) *groupCommit {
 	if dir == nil || !dir.CanSyncFS() {
 		return nil
 	}
-	return &groupCommit{dir: dir, slots: make(chan struct{}, groupWaiters)}
+	g := &groupCommit{sync: dir.SyncFS, slots: make(chan struct{}, groupWaiters)}
+	if e.syncGroup != nil {
+		g.sync = func() error { return e.syncGroup(dir) }
+	}
+	return g
 }
 
 // durable returns once a syncfs that started after it was called has
@@ -74,7 +78,7 @@ func (g *groupCommit) syncer() {
 			return
 		}
 		g.mu.Unlock()
-		err := g.dir.SyncFS()
+		err := g.sync()
 		for _, done := range batch {
 			done <- err
 		}

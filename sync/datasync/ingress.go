@@ -53,7 +53,7 @@ func (p *pass) openIngress() error {
 	}
 	if p.w != nil {
 		p.w.BeforeCommit = dir.SyncDirs
-		p.group = newGroupCommit(dir)
+		p.group = newGroupCommit(p.e, dir)
 	}
 	p.guard = p.newGuard(dir)
 	return nil

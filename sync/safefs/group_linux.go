@@ -26,7 +26,11 @@ func kernelAtLeast(release string, major, minor int) bool {
 		return false
 	}
 	ma, err1 := strconv.Atoi(parts[0])
-	mi, err2 := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	minorDigits := parts[1]
+	if i := strings.IndexFunc(minorDigits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		minorDigits = minorDigits[:i] // "8-rc1"
+	}
+	mi, err2 := strconv.Atoi(minorDigits)
 	if err1 != nil || err2 != nil {
 		return false
 	}
