@@ -109,7 +109,7 @@ func scenarios(o options) []scenario {
 				args, env := t.pull(o, srv, "ingress-big", "big", bigDownload(t, r), state(t, "ingress-big", r))
 				return args, env, nil
 			},
-			verify: func(o options, srv *server, t tool, r int) error { return verifyDir(bigDownload(t, r), 1, bigBytes) },
+			verify:  func(o options, srv *server, t tool, r int) error { return verifyDir(bigDownload(t, r), 1, bigBytes) },
 			cleanup: func(o options, srv *server, t tool, r int) { _ = os.RemoveAll(bigDownload(t, r)) },
 		})
 	}
