@@ -34,6 +34,7 @@ type options struct {
 	out         string // where the raw table goes as well as stdout
 	rounds      int    // times every scenario is repeated
 	only        string // run only scenarios whose name contains this
+	baseline    string // repository root of another flotta-sync build: tool "baseline"
 
 	// The worker scenarios (bench/worker.go).
 	worker          bool          // run them without -only
@@ -65,6 +66,7 @@ func main() {
 	flag.IntVar(&o.workerWrites, "worker-writes", 20, "new files, one a second, in the worker egress latency scenario")
 	flag.DurationVar(&o.workerIdle, "worker-idle", time.Minute, "window over which the idle worker's CPU is measured (make it span at least one periodic pass)")
 	flag.DurationVar(&o.workerSettle, "worker-settle", 30*time.Second, "wait after the first upload before the idle window opens")
+	flag.StringVar(&o.baseline, "baseline", "", "repository root of another build (its bin/flotta-sync runs as tool \"baseline\", for before/after in one run)")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {
