@@ -34,6 +34,7 @@ type options struct {
 	out         string // where the raw table goes as well as stdout
 	rounds      int    // times every scenario is repeated
 	only        string // run only scenarios whose name contains this
+	baseline    string // repository root of another flotta-sync build: tool "baseline"
 
 	// The worker scenarios (bench/worker.go).
 	worker          bool          // run them without -only
@@ -83,6 +84,7 @@ func main() {
 	flag.DurationVar(&o.bw.seconds, "bw-seconds", 40*time.Second, "about how long each limited transfer lasts (sets the data sizes)")
 	flag.StringVar(&o.bw.baselineRev, "bw-baseline-rev", "", "git revision to build flotta-sync from for the unlimited comparison (none: this build only)")
 	flag.BoolVar(&o.bw.timetable, "bw-timetable", true, "also check that a timetable change applies while a transfer runs (about a minute)")
+	flag.StringVar(&o.baseline, "baseline", "", "repository root of another build (its bin/flotta-sync runs as tool \"baseline\", for before/after in one run)")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat every scenario this many times, tools interleaved (the table shows medians and ranges)")
 	flag.Parse()
 	if err := run(o); err != nil {

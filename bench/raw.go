@@ -149,11 +149,16 @@ func rawGet(c *minio.Client, bucket, prefix, dir string, n int) error {
 	return listErr
 }
 
-// seedBucket fills bucket/prefix with the files of dir, for ingress runs.
+// seedBucket fills bucket/prefix with the small files of dir, for ingress runs.
 func seedBucket(o options, srv *server, dir, bucket, prefix string) error {
 	if err := makeFiles(dir, o.files, o.fileSize); err != nil {
 		return err
 	}
+	return uploadDir(o, srv, dir, bucket, prefix)
+}
+
+// uploadDir puts every file of dir under bucket/prefix.
+func uploadDir(o options, srv *server, dir, bucket, prefix string) error {
 	if err := srv.makeBucket(bucket); err != nil {
 		return err
 	}

@@ -91,6 +91,28 @@ func scenarios(o options) []scenario {
 			command: ingress, verify: verifyIngress},
 		scenario{name: "idle ingress " + smallName, prepare: noPrep, command: idleOnly(ingress), verify: verifyIngress},
 	)
+	if o.bigMiB > 0 {
+		// One big download: what streaming into a temp file and making it
+		// durable costs against the raw loop's plain write.
+		bigDownload := func(t tool, r int) string {
+			return filepath.Join(o.workDir, "download-big", fmt.Sprintf("%s-%d", t.name, r))
+		}
+		list = append(list, scenario{
+			name: fmt.Sprintf("first ingress one %d MiB file", o.bigMiB),
+			prepare: func(o options, srv *server) error {
+				if err := makeBigFile(filepath.Join(big, "big.bin"), bigBytes); err != nil {
+					return err
+				}
+				return uploadDir(o, srv, big, "ingress-big", "big")
+			},
+			command: func(o options, srv *server, t tool, r int) ([]string, []string, error) {
+				args, env := t.pull(o, srv, "ingress-big", "big", bigDownload(t, r), state(t, "ingress-big", r))
+				return args, env, nil
+			},
+			verify:  func(o options, srv *server, t tool, r int) error { return verifyDir(bigDownload(t, r), 1, bigBytes) },
+			cleanup: func(o options, srv *server, t tool, r int) { _ = os.RemoveAll(bigDownload(t, r)) },
+		})
+	}
 	if o.million {
 		const n, size = 1_000_000, 16
 		list = append(list,

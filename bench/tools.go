@@ -16,7 +16,10 @@ type tool struct {
 }
 
 func selectTools(o options, srv *server) ([]tool, error) {
-	all := map[string]tool{"flotta": flottaTool(), "rclone": rcloneTool(), "aws": awsTool(), "raw": rawTool()}
+	all := map[string]tool{"flotta": flottaTool("flotta", o.repo), "rclone": rcloneTool(), "aws": awsTool(), "raw": rawTool()}
+	if o.baseline != "" {
+		all["baseline"] = flottaTool("baseline", o.baseline)
+	}
 	var tools []tool
 	for _, name := range strings.Split(o.tools, ",") {
 		t, ok := all[strings.TrimSpace(name)]
@@ -38,6 +41,8 @@ func checkTool(o options, t tool) error {
 	switch t.name {
 	case "flotta":
 		bin = filepath.Join(o.repo, "bin", "flotta-sync")
+	case "baseline":
+		bin = filepath.Join(o.baseline, "bin", "flotta-sync")
 	case "rclone":
 		bin = "/usr/bin/rclone"
 	case "aws":
@@ -55,13 +60,14 @@ func credentialsEnv() []string {
 	return []string{"AWS_ACCESS_KEY_ID=" + accessKey, "AWS_SECRET_ACCESS_KEY=" + secretKey, "AWS_DEFAULT_REGION=us-east-1", "AWS_REGION=us-east-1"}
 }
 
-func flottaTool() tool {
-	bin := func(o options) string { return filepath.Join(o.repo, "bin", "flotta-sync") }
+// flottaTool runs repo's bin/flotta-sync under the given tool name.
+func flottaTool(name, repo string) tool {
+	bin := func(options) string { return filepath.Join(repo, "bin", "flotta-sync") }
 	common := func(o options, srv *server, state string) []string {
 		return []string{"--endpoint", srv.url, "--region", "us-east-1", "--state", state, "--concurrency", fmt.Sprint(o.concurrency)}
 	}
 	return tool{
-		name: "flotta",
+		name: name,
 		push: func(o options, srv *server, dir, bucket, prefix, state string) ([]string, []string) {
 			args := append([]string{bin(o), "push"}, common(o, srv, state)...)
 			return append(args, dir, "s3://"+bucket+"/"+prefix), credentialsEnv()

@@ -264,6 +264,11 @@ func TestKill9SyncCLIPull(t *testing.T) {
 	for i := range 40 {
 		put(fmt.Sprintf("d%d/o%03d", i%4, i), 1<<10+rng.IntN(256<<10))
 	}
+	// Many small ones: they are made durable in groups (one syncfs, then
+	// the renames), so kills land between a group's sync and its renames.
+	for i := range 300 {
+		put(fmt.Sprintf("s%d/o%03d", i%3, i), 100+rng.IntN(4<<10))
+	}
 	put("big", 8<<20)
 	args := []string{"pull", "s3://" + bucket + "/down", dir, "--state", state}
 
@@ -277,6 +282,10 @@ func TestKill9SyncCLIPull(t *testing.T) {
 			put(fmt.Sprintf("d%d/o%03d", i%4, i), 1<<10+rng.IntN(512<<10))
 		}
 		put(fmt.Sprintf("new/n%03d", attempts), rng.IntN(64<<10))
+		for range 30 {
+			i := rng.IntN(300)
+			put(fmt.Sprintf("s%d/o%03d", i%3, i), 100+rng.IntN(4<<10))
+		}
 		if attempts%4 == 0 {
 			put("big", 6<<20+rng.IntN(4<<20))
 		}

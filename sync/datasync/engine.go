@@ -50,6 +50,7 @@ type Engine struct {
 	onPass         func(id string, po PassOptions, partial bool)
 	now            func() time.Time // Run's clock
 	notifyTune     func(*notify.Config)
+	syncGroup      func(dir *safefs.Dir) error // replaces dir.SyncFS in group commits
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).

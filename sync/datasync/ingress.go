@@ -53,6 +53,7 @@ func (p *pass) openIngress() error {
 	}
 	if p.w != nil {
 		p.w.BeforeCommit = dir.SyncDirs
+		p.group = newGroupCommit(p.e, dir)
 	}
 	p.guard = p.newGuard(dir)
 	return nil
@@ -108,11 +109,11 @@ func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 // written, or -1 when an identical local file was adopted.
 //
 // Once the body is in the temporary file, the transfer slot is released
-// (release) while the file is fsynced and renamed, so that the disk's latency
-// does not idle the network; a commit slot bounds the files in that state.
+// (release) while the file is made durable and renamed, so that the disk's
+// latency does not idle the network (see commitDownload).
 //
 // A local file that holds a version made on the device is kept as a conflict
-// copy first (keepLocalEdit), named in the outcome.
+// copy first (keepLocalEdit, just before the rename), named in the outcome.
 func (p *pass) download(ctx context.Context, j job, release func()) outcome {
 	n, rec, aside, err := p.downloadObject(ctx, j, release)
 	return outcome{bytes: n, row: rec, conflict: aside, err: err}
@@ -180,23 +181,16 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 	}
 	mtime := fileMtime(body, obj.LastModified) // from the GET response: no request
 	body.Close()                               // the connection goes back to the pool now, not after the fsync
-	markVersion(tmp.File, obj, mtime)          // made durable by the commit's fsync
-	select {
-	case p.e.commits <- struct{}{}: // taken before the transfer slot is given up: bounded
-	case <-ctx.Done():
-		tmp.Abort()
-		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, ctx.Err())
-	}
-	release()
+	markVersion(tmp.File, obj, mtime)          // made durable with the file's data
 	// As late as can be: the device's version, if the file holds one.
-	if aside, err = p.keepLocalEdit(j, rel, obj, mtime); err != nil {
-		tmp.Abort()
-		<-p.e.commits
-		return 0, nil, "", fmt.Errorf("download %s: keep the local version: %w", obj.Key, err)
+	keepLocalEdit := func() error {
+		var err error
+		if aside, err = p.keepLocalEdit(j, rel, obj, mtime); err != nil {
+			return fmt.Errorf("keep the local version: %w", err)
+		}
+		return nil
 	}
-	err = tmp.Commit(mtime)
-	<-p.e.commits
-	if err != nil {
+	if err := p.commitDownload(ctx, tmp, n, mtime, release, keepLocalEdit); err != nil {
 		p.dropAside(rel, aside)
 		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}

@@ -42,6 +42,7 @@ type pass struct {
 	dir   *safefs.Dir // the mapping's directory (nil when it does not exist)
 	w     *journal.Writer
 	guard func() (*diskguard.Guard, error) // ingress
+	group *groupCommit                     // ingress: small downloads made durable together (nil: one fsync each)
 	lp    string                           // keys.ListPrefix(m.Prefix)
 	way   strategy
 

@@ -34,7 +34,9 @@ type Dir struct {
 	path string
 
 	mu    sync.Mutex
-	dirty map[string]bool // directories with renames not yet synced
+	dirty map[string]bool // directories with renames not yet synced: whether SyncFS covers each
+
+	fs fsSync // SyncFS (group.go)
 }
 
 // Open opens dir, which must be root or lie inside it with no symlinked
@@ -72,7 +74,10 @@ func Open(root, dir string, create bool) (*Dir, error) {
 }
 
 // Close releases the directory.
-func (d *Dir) Close() error { return d.root.Close() }
+func (d *Dir) Close() error {
+	d.closeSync()
+	return d.root.Close()
+}
 
 // Root is the directory as an os.Root, for reads confined to it.
 func (d *Dir) Root() *os.Root { return d.root }
@@ -139,9 +144,10 @@ func (d *Dir) Existing(rel string) (int64, error) {
 // Temp is a file being written; Commit puts it in place.
 type Temp struct {
 	*os.File
-	d   *Dir
-	rel string // final name
-	tmp string // temporary name, beside it
+	d    *Dir
+	rel  string // final name
+	tmp  string // temporary name, beside it
+	onFS bool   // on the file system Dir.SyncFS syncs
 }
 
 // Create starts writing rel: it makes the parent directories and a temporary
@@ -161,6 +167,7 @@ func (d *Dir) Create(rel string) (*Temp, error) {
 			return nil, err
 		}
 	}
+	d.prepareSync() // SyncFS's descriptor must predate the file
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := path.Join(dir, keys.TempPrefix+hex.EncodeToString(rnd[:]))
@@ -168,43 +175,21 @@ func (d *Dir) Create(rel string) (*Temp, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temporary file for %s: %w", rel, err)
 	}
-	return &Temp{File: f, d: d, rel: rel, tmp: tmp}, nil
+	t := &Temp{File: f, d: d, rel: rel, tmp: tmp}
+	if d.fs.ok {
+		dev, err := deviceOf(f)
+		t.onFS = err == nil && dev == d.fs.dev
+	}
+	return t, nil
 }
 
 // Commit flushes the file to disk, sets its mtime and renames it to its final
 // name. The rename is durable once SyncDirs returned.
 func (t *Temp) Commit(mtime time.Time) error {
-	if !mtime.IsZero() {
-		// On the open file (futimens), before the fsync that then covers it:
-		// no second path lookup.
-		if err := futimens(t.File, mtime); err != nil {
-			t.Abort()
-			return fmt.Errorf("set mtime of %s: %w", t.rel, err)
-		}
-	}
-	if err := t.Sync(); err != nil {
-		t.Abort()
-		return fmt.Errorf("sync %s: %w", t.rel, err)
-	}
-	if err := t.File.Close(); err != nil {
-		t.Abort()
-		return fmt.Errorf("close %s: %w", t.rel, err)
-	}
-	if err := checkComponents(t.d.root, t.rel, false); err != nil {
-		t.Abort()
+	if err := t.finish(mtime, true); err != nil {
 		return err
 	}
-	if err := t.d.root.Rename(t.tmp, t.rel); err != nil {
-		t.Abort()
-		return fmt.Errorf("rename into %s: %w", t.rel, err)
-	}
-	t.d.mu.Lock()
-	if t.d.dirty == nil {
-		t.d.dirty = map[string]bool{}
-	}
-	t.d.dirty[path.Dir(t.rel)] = true
-	t.d.mu.Unlock()
-	return nil
+	return t.Place()
 }
 
 // SyncDirs makes the renames of committed files durable: it syncs every
@@ -215,6 +200,10 @@ func (d *Dir) SyncDirs() error {
 	dirty := d.dirty
 	d.dirty = nil
 	d.mu.Unlock()
+	if len(dirty) > 1 && allCovered(dirty) {
+		// One syncfs instead of a fsync per directory.
+		return d.SyncFS()
+	}
 	for p := range dirty {
 		f, err := d.root.Open(p)
 		if err != nil {
@@ -227,6 +216,16 @@ func (d *Dir) SyncDirs() error {
 		}
 	}
 	return nil
+}
+
+// allCovered reports whether SyncFS covers every directory of dirty.
+func allCovered(dirty map[string]bool) bool {
+	for _, covered := range dirty {
+		if !covered {
+			return false
+		}
+	}
+	return true
 }
 
 // Abort closes and removes the temporary file.
