@@ -53,7 +53,9 @@ const fleetBucket = "fleet"
 // fleetOptions are the flags of `bench fleet`.
 type fleetOptions struct {
 	n        int           // devices
-	files    int           // files in each egress source and seeded under the shared ingress prefix
+	files    int           // files in each egress source
+	shared   int           // objects seeded under the shared ingress prefix
+	baseline time.Duration // MinIO's CPU with no client, measured before the devices start
 	ramp     time.Duration // devices start spread over this long, as a fleet boots at random times
 	settle   time.Duration // wait after the fleet is in sync before the idle window
 	idle     time.Duration // the idle window
@@ -69,7 +71,9 @@ func fleetMain(args []string) {
 	var o fleetOptions
 	fs := flag.NewFlagSet("fleet", flag.ExitOnError)
 	fs.IntVar(&o.n, "fleet-n", 200, "simulated devices")
-	fs.IntVar(&o.files, "fleet-files", 5, "files in each device's egress source, and objects seeded under the shared ingress prefix")
+	fs.IntVar(&o.files, "fleet-files", 5, "files in each device's egress source")
+	fs.IntVar(&o.shared, "fleet-shared", 5, "objects seeded under the shared ingress prefix (one LIST page holds 1,000)")
+	fs.DurationVar(&o.baseline, "fleet-baseline", 20*time.Second, "window over which MinIO's CPU is measured with no client, before the devices start")
 	fs.DurationVar(&o.ramp, "fleet-ramp", 15*time.Second, "devices start spread evenly over this long")
 	fs.DurationVar(&o.settle, "fleet-settle", 20*time.Second, "wait after the fleet is in sync before the idle window opens")
 	fs.DurationVar(&o.idle, "fleet-idle", 90*time.Second, "the idle window over which requests and server CPU are measured")
@@ -101,7 +105,7 @@ type fleetResult struct {
 	rssMiB    float64          // this process's resident set at the end of the window
 	heapMiB   float64          //
 	routines  int              // goroutines at the end of the window
-	conns     int64            // connections the proxy had accepted by the end of the window
+	conns     int64            // connections the proxy accepted from the start of the model to the end of the window
 }
 
 func runFleet(o fleetOptions) error {
@@ -130,11 +134,17 @@ func runFleet(o fleetOptions) error {
 	if err != nil {
 		return err
 	}
-	for i := range o.files {
-		if err := putSmall(direct, fmt.Sprintf("shared/seed-%03d", i)); err != nil {
+	for i := range o.shared {
+		if err := putSmall(direct, seedKey(i)); err != nil {
 			return err
 		}
 	}
+	// MinIO's own background work (scanner, metrics), to tell it apart
+	// from what the devices cost.
+	cpu0 := srv.cpu()
+	time.Sleep(o.baseline)
+	base := fleetBaseline{window: o.baseline, cpu: srv.cpu() - cpu0, reqs: total(srv.proxy.snapshot())}
+	log.Printf("fleet: MinIO with no client used %s of CPU in %s", base.cpu, o.baseline)
 	var results []fleetResult
 	for _, model := range strings.Split(o.models, ",") {
 		if model != "engine" && model != "legacy" {
@@ -148,8 +158,17 @@ func runFleet(o fleetOptions) error {
 		results = append(results, r)
 		runtime.GC()
 	}
-	return fleetReport(o, results)
+	return fleetReport(o, base, results)
 }
+
+// fleetBaseline is MinIO with no client.
+type fleetBaseline struct {
+	window time.Duration
+	cpu    time.Duration
+	reqs   int64 // requests the proxy saw meanwhile (0: nothing but MinIO itself)
+}
+
+func seedKey(i int) string { return fmt.Sprintf("shared/seed-%05d", i) }
 
 // device is one simulated device's directories and request counter.
 type device struct {
@@ -194,6 +213,7 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 	defer stop()
 	logger := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
 		zapcore.Lock(os.Stderr), zap.WarnLevel))
+	conns0 := srv.proxy.conns.Load()
 	start := time.Now()
 	for i, d := range devs {
 		at := time.Duration(i) * o.ramp / time.Duration(o.n)
@@ -229,7 +249,7 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 		if err != nil {
 			return r, err
 		}
-		if n == o.n*o.files && allHave(devs, fmt.Sprintf("seed-%03d", o.files-1)) == o.n {
+		if n == o.n*o.files && allHave(devs, strings.TrimPrefix(seedKey(o.shared-1), "shared/")) == o.n {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -251,7 +271,7 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	r.heapMiB, r.rssMiB, r.routines = float64(ms.HeapInuse)/(1<<20), selfRSSMiB(), runtime.NumGoroutine()
-	r.conns = srv.proxy.conns.Load()
+	r.conns = srv.proxy.conns.Load() - conns0
 	log.Printf("fleet %s: idle %s: %v requests, server cpu %s", model, o.idle, r.idleReqs, r.serverCPU)
 
 	// One object published under the shared prefix, watched for on every
@@ -569,12 +589,12 @@ func pct(sorted []float64, p int) float64 {
 	return percentile(sorted, p)
 }
 
-func fleetReport(o fleetOptions, results []fleetResult) error {
+func fleetReport(o fleetOptions, base fleetBaseline, results []fleetResult) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "flotta-device-worker fleet simulation, %s\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "machine: %s; load average at the end: %s\n", machine(), loadAvg())
 	fmt.Fprintf(&b, "server: one MinIO (single drive) on 127.0.0.1 behind a counting reverse proxy; %d devices in one process, started over %s;\n", o.n, o.ramp)
-	fmt.Fprintf(&b, "each device: 1 egress mapping (%d files of its own) + 1 ingress mapping (one shared prefix, %d objects seeded);\n", o.files, o.files)
+	fmt.Fprintf(&b, "each device: 1 egress mapping (%d files of its own) + 1 ingress mapping (one shared prefix, %d objects seeded);\n", o.files, o.shared)
 	fmt.Fprintf(&b, "idle window %s, opened %s after the fleet was in sync; engine: datasync defaults; legacy: LIST of each mapping every %s + up to 10%% jitter\n\n", o.idle, o.settle, o.interval)
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "model\tidle req/s\tLIST/s\tby kind (idle window)\tdevice counters\treq/device/day\tserver cpu % of a core\tbench cpu %\tpublish p50 s\tp95 s\tmax s\tmissing\tburst requests\tburst server cpu s\t")
@@ -600,9 +620,19 @@ func fleetReport(o fleetOptions, results []fleetResult) error {
 			strings.Join(burst, ", "), r.burstCPU.Seconds())
 	}
 	w.Flush()
+	baseCore := base.cpu.Seconds() / base.window.Seconds()
+	fmt.Fprintf(&b, "\nMinIO with no client (before the devices started, %d requests meanwhile): %.2f s of CPU in %s = %.2f %% of a core\n",
+		base.reqs, base.cpu.Seconds(), base.window, 100*baseCore)
+	for _, r := range results {
+		if n := total(r.idleReqs); n > 0 {
+			net := r.serverCPU.Seconds() - baseCore*r.idle.Seconds()
+			fmt.Fprintf(&b, "  %s: server CPU per idle request, net of that: %.2f ms (%.2f ms gross)\n", r.model,
+				1000*net/float64(n), 1000*r.serverCPU.Seconds()/float64(n))
+		}
+	}
 	b.WriteString("\nbench process at the end of each idle window (all devices and the proxy):\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "  %s: in sync %.1f s after the first start; RSS %.0f MiB, heap in use %.0f MiB, %d goroutines, %d connections accepted by the proxy so far\n",
+		fmt.Fprintf(&b, "  %s: in sync %.1f s after the first start; RSS %.0f MiB, heap in use %.0f MiB, %d goroutines, %d connections accepted by the proxy\n",
 			r.model, r.syncWall.Seconds(), r.rssMiB, r.heapMiB, r.routines, r.conns)
 	}
 	fmt.Print(b.String())
