@@ -106,6 +106,7 @@ type fleetResult struct {
 	heapMiB   float64          //
 	routines  int              // goroutines at the end of the window
 	conns     int64            // connections the proxy accepted from the start of the model to the end of the window
+	proxyErrs int64            // requests the proxy could not complete, same span
 }
 
 func runFleet(o fleetOptions) error {
@@ -213,7 +214,7 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 	defer stop()
 	logger := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
 		zapcore.Lock(os.Stderr), zap.WarnLevel))
-	conns0 := srv.proxy.conns.Load()
+	conns0, errs0 := srv.proxy.conns.Load(), srv.proxy.errs.Load()
 	start := time.Now()
 	for i, d := range devs {
 		at := time.Duration(i) * o.ramp / time.Duration(o.n)
@@ -271,7 +272,7 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	r.heapMiB, r.rssMiB, r.routines = float64(ms.HeapInuse)/(1<<20), selfRSSMiB(), runtime.NumGoroutine()
-	r.conns = srv.proxy.conns.Load() - conns0
+	r.conns, r.proxyErrs = srv.proxy.conns.Load()-conns0, srv.proxy.errs.Load()-errs0
 	log.Printf("fleet %s: idle %s: %v requests, server cpu %s", model, o.idle, r.idleReqs, r.serverCPU)
 
 	// One object published under the shared prefix, watched for on every
@@ -439,6 +440,12 @@ func startFleetServer(o fleetOptions) (*fleetServer, error) {
 	p := &classifyingProxy{rp: httputil.NewSingleHostReverseProxy(target)}
 	p.rp.Transport = &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
 	p.rp.FlushInterval = -1 // notification streams pass through as they come
+	p.rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		// Mostly a client that gave up on a request (its progress
+		// deadline under load): counted, not logged one by one.
+		p.errs.Add(1)
+		w.WriteHeader(http.StatusBadGateway)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		m.Stop()
@@ -478,6 +485,7 @@ type classifyingProxy struct {
 	rp    *httputil.ReverseProxy
 	n     [8]atomic.Int64 // by index in requestKinds
 	conns atomic.Int64    // connections accepted
+	errs  atomic.Int64    // requests not completed (client gone, server unreachable)
 }
 
 func (p *classifyingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -632,8 +640,8 @@ func fleetReport(o fleetOptions, base fleetBaseline, results []fleetResult) erro
 	}
 	b.WriteString("\nbench process at the end of each idle window (all devices and the proxy):\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "  %s: in sync %.1f s after the first start; RSS %.0f MiB, heap in use %.0f MiB, %d goroutines, %d connections accepted by the proxy\n",
-			r.model, r.syncWall.Seconds(), r.rssMiB, r.heapMiB, r.routines, r.conns)
+		fmt.Fprintf(&b, "  %s: in sync %.1f s after the first start; RSS %.0f MiB, heap in use %.0f MiB, %d goroutines, %d connections accepted by the proxy, %d requests not completed (client gave up)\n",
+			r.model, r.syncWall.Seconds(), r.rssMiB, r.heapMiB, r.routines, r.conns, r.proxyErrs)
 	}
 	fmt.Print(b.String())
 	if o.out != "" {
