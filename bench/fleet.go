@@ -110,8 +110,8 @@ type fleetResult struct {
 }
 
 func runFleet(o fleetOptions) error {
-	if o.n <= 0 || o.idle <= 0 {
-		return errors.New("-fleet-n and -fleet-idle must be positive")
+	if o.n <= 0 || o.idle <= 0 || o.shared <= 0 {
+		return errors.New("-fleet-n, -fleet-idle and -fleet-shared must be positive")
 	}
 	if o.workDir == "" {
 		d, err := os.MkdirTemp("", "flotta-fleet-")
@@ -184,7 +184,9 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 	r := fleetResult{model: model, idle: o.idle}
 	devs := make([]*device, o.n)
 	for i := range devs {
-		d := &device{name: fmt.Sprintf("dev-%04d", i)}
+		// The counter exists before the device starts: the bench reads it
+		// while the device's goroutines fill in Next.
+		d := &device{name: fmt.Sprintf("dev-%04d", i), counter: &s3client.Counter{}}
 		base := filepath.Join(o.workDir, model, d.name)
 		d.root, d.stateDir = filepath.Join(base, "export"), filepath.Join(base, "state")
 		d.out, d.in = filepath.Join(d.root, "out"), filepath.Join(d.root, "in")
@@ -250,11 +252,13 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 		if err != nil {
 			return r, err
 		}
-		if n == o.n*o.files && allHave(devs, strings.TrimPrefix(seedKey(o.shared-1), "shared/")) == o.n {
+		have := allHave(devs, o.shared)
+		if n == o.n*o.files && have == o.n {
 			break
 		}
 		if time.Now().After(deadline) {
-			return r, fmt.Errorf("fleet not in sync after %s: %d of %d egress objects", o.wait, n, o.n*o.files)
+			return r, fmt.Errorf("fleet not in sync after %s: %d of %d egress objects, %d of %d devices hold the shared objects",
+				o.wait, n, o.n*o.files, have, o.n)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -316,7 +320,7 @@ func startEngineDevice(ctx context.Context, srv *fleetServer, d *device, logger 
 	e, err := datasync.New(datasync.Options{
 		StateDir: d.stateDir,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
-			d.counter = &s3client.Counter{Next: rt}
+			d.counter.Next = rt
 			return d.counter
 		},
 	}, logger.With(zap.String("device", d.name)))
@@ -342,8 +346,7 @@ func startEngineDevice(ctx context.Context, srv *fleetServer, d *device, logger 
 // interval, 2 per device, and per new object the HEAD and GET of minio-go's
 // FGetObject.
 func legacyDevice(ctx context.Context, srv *fleetServer, d *device, interval time.Duration) error {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	d.counter = &s3client.Counter{Next: tr}
+	d.counter.Next = http.DefaultTransport.(*http.Transport).Clone()
 	c, err := minio.New(net.JoinHostPort(srv.host, fmt.Sprint(srv.port)), &minio.Options{
 		Creds: credentials.NewStaticV4(accessKey, secretKey, ""), Region: s3server.Region, Transport: d.counter,
 	})
@@ -540,17 +543,24 @@ func total(m map[string]int64) int64 {
 func sumCounters(devs []*device) int64 {
 	var n int64
 	for _, d := range devs {
-		if d.counter != nil {
-			n += d.counter.Requests()
-		}
+		n += d.counter.Requests()
 	}
 	return n
 }
 
-func allHave(devs []*device, name string) int {
+// allHave counts the devices whose ingress directory holds at least files
+// files (temporary files of a download in flight start with a dot).
+func allHave(devs []*device, files int) int {
 	n := 0
 	for _, d := range devs {
-		if _, err := os.Stat(filepath.Join(d.in, name)); err == nil {
+		entries, _ := os.ReadDir(d.in)
+		have := 0
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") {
+				have++
+			}
+		}
+		if have >= files {
 			n++
 		}
 	}
