@@ -20,7 +20,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw minio bench clean
+.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw minio bench bench-fleet clean
 .PHONY: rpm-tarball rpm install uninstall clean-rpm
 
 all: build
@@ -94,6 +94,10 @@ $(BIN)/minio: .ci/minio-flush.patch
 BENCH_FLAGS ?=
 bench: build versitygw
 	$(GO) run ./bench -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S).txt $(BENCH_FLAGS)
+
+## bench-fleet: 200 simulated devices (the real engine) against one MinIO, and a model of the original agent (see README)
+bench-fleet: minio
+	$(GO) run ./bench fleet -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S)-fleet.txt $(FLEET_FLAGS)
 
 clean:
 	rm -rf $(BIN)/device-worker $(BIN)/flotta-sync $(BIN)/devdispatcher

@@ -56,6 +56,10 @@ func main() {
 		rawMain(os.Args[2:]) // the ceiling, run as a child like the others
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "fleet" {
+		fleetMain(os.Args[2:]) // the fleet simulation (bench/fleet.go)
+		return
+	}
 	var o options
 	flag.IntVar(&o.files, "files", 10000, "small files in the egress and ingress scenarios")
 	flag.IntVar(&o.fileSize, "size", 4096, "bytes per small file")
