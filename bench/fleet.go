@@ -136,7 +136,7 @@ func runFleet(o fleetOptions) error {
 		return err
 	}
 	for i := range o.shared {
-		if err := putSmall(direct, seedKey(i)); err != nil {
+		if err := putSmall(direct, fleetBucket, seedKey(i), []byte(seedKey(i)+"\n")); err != nil {
 			return err
 		}
 	}
@@ -283,7 +283,7 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 	// device.
 	name := "pub-" + model
 	req0, cpu0 = srv.proxy.snapshot(), srv.cpu()
-	if err := putSmall(direct, "shared/"+name); err != nil {
+	if err := putSmall(direct, fleetBucket, "shared/"+name, []byte("shared/"+name+"\n")); err != nil {
 		return r, err
 	}
 	published := time.Now()
@@ -576,12 +576,6 @@ func countObjects(c *minio.Client, prefix string) (int, error) {
 		n++
 	}
 	return n, nil
-}
-
-func putSmall(c *minio.Client, key string) error {
-	body := key + "\n"
-	_, err := c.PutObject(context.Background(), fleetBucket, key, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{})
-	return err
 }
 
 func selfRSSMiB() float64 {
