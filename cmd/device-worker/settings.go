@@ -131,7 +131,13 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	if s.pollMax, err = time.ParseDuration(pollMax); err != nil || s.pollMax <= 0 {
 		return settings{}, fmt.Errorf("FLOTTA_POLL_MAX (--poll-max) %q: want a positive Go duration such as 5m", pollMax)
 	}
-	if s.pollMax < s.syncInterval {
+	pollMaxSet := getenv("FLOTTA_POLL_MAX") != ""
+	fs.Visit(func(f *flag.Flag) { pollMaxSet = pollMaxSet || f.Name == "poll-max" })
+	switch {
+	case s.pollMax >= s.syncInterval:
+	case !pollMaxSet:
+		s.pollMax = s.syncInterval // a long sync interval: the default cap follows it
+	default:
 		return settings{}, fmt.Errorf("FLOTTA_POLL_MAX (--poll-max) %s is below the sync interval %s: want at least the interval (equal: no adaptive polling)", s.pollMax, s.syncInterval)
 	}
 	switch notifyMode {

@@ -92,6 +92,12 @@ func TestPollAndNotifySettings(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 15*time.Second, s.pollMax, "equal to the interval: no growth")
 	assert.False(t, s.noNotify, "a flag wins over the environment")
+	s, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_SYNC_INTERVAL": "1h"}))
+	require.NoError(t, err, "the default cap follows a long sync interval")
+	assert.Equal(t, time.Hour, s.pollMax)
+	_, err = parseSettings([]string{"--poll-max", "5m"}, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_SYNC_INTERVAL": "1h"}))
+	require.Error(t, err, "a cap given below the interval")
+	assert.Contains(t, err.Error(), "below the sync interval 1h0m0s")
 
 	for _, c := range []struct{ name, value, want string }{
 		{"FLOTTA_POLL_MAX", "5", "FLOTTA_POLL_MAX"},

@@ -677,7 +677,11 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 		return err
 	}
 	e.finishPass(ms, m, st, started, names != nil, err)
-	e.adaptPoll(ms, m, st.files > 0 || st.pruned > 0, names != nil)
+	// Only an idle pass that worked lets the poll grow: a failure or files
+	// still pending keep the base interval, so the mapping converges within
+	// one interval once the server is back.
+	busy := err != nil || st.files > 0 || st.pruned > 0 || st.pending > 0 || st.failed > 0
+	e.adaptPoll(ms, m, busy, names != nil)
 	return err
 }
 
