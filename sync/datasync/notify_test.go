@@ -39,8 +39,10 @@ func newRunFixture(t *testing.T, srv *s3test.Server, opts ...func(*Options)) *ru
 	t.Helper()
 	f := &runFixture{fixture: &fixture{t: t, srv: srv, root: t.TempDir(), state: t.TempDir(), count: &s3client.Counter{}}}
 	f.opts = Options{StateDir: f.state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1,
+		// Called once per client (the engine's and each notification
+		// stream's): every call makes its own counting transport.
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
-			f.count.Next = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 				switch {
 				case r.URL.Query().Has("events"):
 					f.streams.Add(1)
@@ -49,7 +51,6 @@ func newRunFixture(t *testing.T, srv *s3test.Server, opts ...func(*Options)) *ru
 				}
 				return rt.RoundTrip(r)
 			})
-			return f.count
 		}}
 	for _, o := range opts {
 		o(&f.opts)
@@ -175,7 +176,6 @@ func TestNoNotificationsFallsBackToAdaptivePolling(t *testing.T) {
 	took := f.waitFile("in/new.txt", []byte("new"), 3*time.Second)
 	t.Logf("put -> file while polling at the cap: %s", took)
 	assert.LessOrEqual(t, took, pollMax*11/10+3*interval)
-	f.count.Reset()
 	before := f.lists.Load()
 	time.Sleep(350 * time.Millisecond)
 	assert.GreaterOrEqual(t, f.lists.Load()-before, int64(2), "back to the base interval after a change")
