@@ -318,11 +318,8 @@ func runFleetModel(o fleetOptions, srv *fleetServer, direct *minio.Client, model
 // transport); everything else is the engine's default.
 func startEngineDevice(ctx context.Context, srv *fleetServer, d *device, logger *zap.Logger) (*datasync.Engine, error) {
 	e, err := datasync.New(datasync.Options{
-		StateDir: d.stateDir,
-		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
-			d.counter.Next = rt
-			return d.counter
-		},
+		StateDir:      d.stateDir,
+		WrapTransport: d.counter.Wrap,
 	}, logger.With(zap.String("device", d.name)))
 	if err != nil {
 		return nil, err
@@ -346,9 +343,8 @@ func startEngineDevice(ctx context.Context, srv *fleetServer, d *device, logger 
 // interval, 2 per device, and per new object the HEAD and GET of minio-go's
 // FGetObject.
 func legacyDevice(ctx context.Context, srv *fleetServer, d *device, interval time.Duration) error {
-	d.counter.Next = http.DefaultTransport.(*http.Transport).Clone()
 	c, err := minio.New(net.JoinHostPort(srv.host, fmt.Sprint(srv.port)), &minio.Options{
-		Creds: credentials.NewStaticV4(accessKey, secretKey, ""), Region: s3server.Region, Transport: d.counter,
+		Creds: credentials.NewStaticV4(accessKey, secretKey, ""), Region: s3server.Region, Transport: d.counter.Wrap(http.DefaultTransport.(*http.Transport).Clone()),
 	})
 	if err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,7 +21,7 @@ func runCheck(c *config, ep *datasync.Endpoint, stdout, stderr io.Writer) int {
 	client, err := s3client.New(s3client.Config{
 		Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 		AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
-		Wrap:  func(rt http.RoundTripper) http.RoundTripper { counter.Next = rt; return counter },
+		Wrap:  counter.Wrap,
 		Conns: 2 * c.concurrency,
 	})
 	if err != nil {

@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -324,7 +323,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		StateDir:            state,
 		Concurrency:         c.concurrency,
 		KeepUnknownMappings: true,
-		WrapTransport:       func(rt http.RoundTripper) http.RoundTripper { counter.Next = rt; return counter },
+		WrapTransport:       counter.Wrap,
 	}
 	if !c.limit.Unlimited() {
 		opts.Limiter = bwlimit.New(c.limit)

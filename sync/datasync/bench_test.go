@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -52,7 +51,7 @@ func (e *benchEnv) writeSmallFiles(sub string, n, size int) {
 func (e *benchEnv) engine(m Mapping) *Engine {
 	e.b.Helper()
 	eng, err := New(Options{StateDir: e.b.TempDir(), MinFreeBytes: -1, MinFreePercent: -1,
-		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { e.count.Next = rt; return e.count }}, nil)
+		WrapTransport: e.count.Wrap}, nil)
 	require.NoError(e.b, err)
 	ep := &Endpoint{Host: e.srv.Host, Port: e.srv.Port, Region: s3test.Region, AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey}
 	require.NoError(e.b, eng.Configure(ep, []Mapping{m}))

@@ -400,7 +400,9 @@ func (e *Engine) startPasses(ctx context.Context, wg *sync.WaitGroup, onlyPrompt
 func (e *Engine) endPass(ms *mapState) {
 	ms.pass.Unlock()
 	e.mu.Lock()
-	owed := ms.prompt && e.ep != nil && e.maps[ms.id] == ms
+	// A closed engine owes nothing: its passes fail at once, and waking Run
+	// for them would spin until Run's ctx ends.
+	owed := ms.prompt && !e.closed && e.ep != nil && e.maps[ms.id] == ms
 	e.mu.Unlock()
 	if owed {
 		e.wake()

@@ -42,8 +42,7 @@ func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 	f := &fixture{t: t, srv: srv, root: t.TempDir(), state: t.TempDir(), count: &s3client.Counter{}}
 	f.opts = Options{StateDir: f.state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
-			f.count.Next = &bodyHook{next: rt, f: f}
-			return f.count
+			return f.count.Wrap(&bodyHook{next: rt, f: f})
 		}}
 	for _, o := range opts {
 		o(&f.opts)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // The watcher tests use real inotify. Their intervals are an hour, so that
@@ -190,7 +192,8 @@ func TestWatchFollowsTheMappings(t *testing.T) {
 	require.Eventually(t, func() bool { return watched(f.eng, "e1") && watched(f.eng, "e2") }, eventWait, 10*time.Millisecond)
 	assert.False(t, watched(f.eng, "i1"), "ingress targets are not watched")
 	assert.Equal(t, fds+2, inotifyFDs(t))
-	assert.Equal(t, readers+2, goroutinesIn(reader))
+	// A reader's stack names readWatch only once its goroutine has run.
+	require.Eventually(t, func() bool { return goroutinesIn(reader) == readers+2 }, eventWait, 10*time.Millisecond)
 
 	// The same configuration again (the worker resends it): same watchers.
 	watcherOf := func(id string) *mappingWatch {
@@ -368,4 +371,25 @@ func TestUnitWatch(t *testing.T) {
 	f.configure()
 	assert.Equal(t, fds, inotifyFDs(t))
 	assert.False(t, watched(f.eng, "e"))
+}
+
+// A mapping owed a prompt pass when the engine closes under a running Run
+// must not wake Run again and again: each such pass fails at once.
+func TestClosedEngineDoesNotSpin(t *testing.T) {
+	f := newFixture(t)
+	core, logs := observer.New(zap.DebugLevel)
+	f.eng.log = zap.New(core)
+	f.configure(f.egress("e1", "out", "p"))
+	runEngine(t, f.eng)
+	require.Eventually(t, func() bool { return f.status("e1").LastSuccess.After(time.Time{}) }, eventWait, 10*time.Millisecond)
+
+	require.NoError(t, f.eng.Close())
+	// What a notification stream that ends with the engine does.
+	f.eng.mu.Lock()
+	f.eng.maps["e1"].prompt = true
+	f.eng.mu.Unlock()
+	f.eng.wake()
+	time.Sleep(300 * time.Millisecond)
+	failed := logs.FilterMessage("sync pass failed").Len()
+	assert.LessOrEqual(t, failed, 1, "passes tried after Close")
 }

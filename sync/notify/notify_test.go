@@ -41,7 +41,7 @@ func TestCommonPrefix(t *testing.T) {
 func s3config(host string, port int, access, secret string, count *s3client.Counter) s3client.Config {
 	c := s3client.Config{Host: host, Port: port, AccessKey: access, SecretKey: secret, Region: s3test.Region}
 	if count != nil {
-		c.Wrap = func(rt http.RoundTripper) http.RoundTripper { count.Next = rt; return count }
+		c.Wrap = count.Wrap
 	}
 	return c
 }

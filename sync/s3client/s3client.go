@@ -137,20 +137,32 @@ func newTransport(secure bool, caPEM []byte, conns int, to Timeouts, lim *bwlimi
 	return t, nil
 }
 
-// Counter is an http.RoundTripper counting the requests it passes on.
+// Counter counts the requests of every transport it wraps. One Counter may
+// wrap the transports of several clients (an engine's and its notification
+// listeners'), each created concurrently, so it holds no transport itself.
 type Counter struct {
-	Next http.RoundTripper
 	n    atomic.Int64
 	puts atomic.Int64
 }
 
+// Wrap returns next counted by c; it suits s3client.Config.Wrap and
+// datasync.Options.WrapTransport.
+func (c *Counter) Wrap(next http.RoundTripper) http.RoundTripper {
+	return countedTransport{c: c, next: next}
+}
+
+type countedTransport struct {
+	c    *Counter
+	next http.RoundTripper
+}
+
 // RoundTrip counts and forwards the request.
-func (c *Counter) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.n.Add(1)
+func (t countedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.c.n.Add(1)
 	if r.Method == http.MethodPut || r.Method == http.MethodPost {
-		c.puts.Add(1)
+		t.c.puts.Add(1)
 	}
-	return c.Next.RoundTrip(r)
+	return t.next.RoundTrip(r)
 }
 
 // Requests is the number of requests so far.
