@@ -151,3 +151,22 @@ func BenchmarkIngressFirst10kSmall(b *testing.B) {
 	}
 	b.ReportMetric(float64(e.count.Requests())/float64(b.N), "requests/op")
 }
+
+// BenchmarkIngressIdle10k is a pass over a prefix of 10,000 objects already
+// downloaded: what an idle ingress mapping costs at every poll.
+func BenchmarkIngressIdle10k(b *testing.B) {
+	e := newBenchEnv(b)
+	e.writeSmallFiles("src", 10000, 4096)
+	up := e.engine(e.mapping(Egress, "src", "objects"))
+	e.sync(up)
+	require.NoError(b, up.Close())
+	eng := e.engine(e.mapping(Ingress, "in", "objects"))
+	defer eng.Close()
+	e.sync(eng)
+	require.Equal(b, int64(10000), eng.Status()[0].FilesLastPass)
+	e.count.Reset()
+	for b.Loop() {
+		e.sync(eng)
+	}
+	b.ReportMetric(float64(e.count.Requests())/float64(b.N), "requests/op")
+}

@@ -172,7 +172,7 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		now:            time.Now,
 	}
 	e.newBackend = func(ep *Endpoint) (Backend, error) {
-		client, err := s3client.New(s3client.Config{
+		client, rt, err := s3client.NewWithTransport(s3client.Config{
 			Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 			AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
 			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency, Timeouts: e.opts.Timeouts,
@@ -181,7 +181,7 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		if err != nil {
 			return nil, err
 		}
-		return minioBackend{client}, nil
+		return newMinioBackend(client, rt, ep), nil
 	}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	return e, nil

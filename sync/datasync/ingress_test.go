@@ -107,6 +107,8 @@ func (il *injectList) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	// Keys travel URL-encoded (XML cannot carry a NUL).
 	var extra strings.Builder
+	// versitygw ignores encoding-type and says so with an empty element.
+	body = bytes.Replace(body, []byte("<EncodingType></EncodingType>"), nil, 1)
 	if !bytes.Contains(body, []byte("<EncodingType>url</EncodingType>")) {
 		extra.WriteString("<EncodingType>url</EncodingType>")
 	}

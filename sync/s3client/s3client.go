@@ -51,12 +51,20 @@ const MaxRetries = 3
 
 // New returns a client for c.
 func New(c Config) (*minio.Client, error) {
+	cl, _, err := NewWithTransport(c)
+	return cl, err
+}
+
+// NewWithTransport is New, and the transport the client sends through, for
+// requests made beside minio-go (sync/s3list) that must be paced, bounded
+// and counted alike.
+func NewWithTransport(c Config) (*minio.Client, http.RoundTripper, error) {
 	if c.Host == "" {
-		return nil, errors.New("s3 endpoint: no host")
+		return nil, nil, errors.New("s3 endpoint: no host")
 	}
 	rt, err := RoundTripper(c)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	endpoint := c.Host
 	if c.Port != 0 {
@@ -76,9 +84,9 @@ func New(c Config) (*minio.Client, error) {
 		MaxRetries:      MaxRetries,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("s3 client for %s: %w", endpoint, err)
+		return nil, nil, fmt.Errorf("s3 client for %s: %w", endpoint, err)
 	}
-	return cl, nil
+	return cl, rt, nil
 }
 
 // RoundTripper is what New gives minio-go for c: c.Transport or a transport

@@ -1,0 +1,193 @@
+// Package s3list lists a bucket prefix with ListObjectsV2 and decodes each
+// page with a scanner made for that one response.
+//
+// Why not minio-go's ListObjects: it decodes pages with encoding/xml, which
+// was nearly all the CPU an idle ingress poll spent (about 17 µs per object,
+// 1.7 s of CPU per poll of a 100,000-object prefix on the test machine). The
+// scanner here reads the five fields the engine uses and nothing else. The
+// requests are the ones minio-go sends (path-style, encoding-type=url,
+// signed with minio-go's own V4 signer) through the same transport, so
+// limits, timeouts and request counting apply to them as to the rest.
+package s3list
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/signer"
+)
+
+// Object is one entry of a listing.
+type Object struct {
+	Key          string
+	Size         int64
+	ETag         string // without quotes
+	LastModified time.Time
+}
+
+// Lister lists prefixes of one server.
+type Lister struct {
+	// Endpoint is the server's base URL (scheme and host[:port]).
+	Endpoint *url.URL
+	// Transport sends the requests.
+	Transport http.RoundTripper
+	AccessKey string
+	SecretKey string
+	// Region returns the bucket's region, to sign with.
+	Region func(ctx context.Context, bucket string) (string, error)
+	// Tries is how many times a page is requested before its error is
+	// returned; 0 means 3.
+	Tries int
+}
+
+// maxPage bounds the bytes read for one page: a page of 1,000 keys of
+// 1,024 bytes each, url-encoded, is under 10 MiB.
+const maxPage = 32 << 20
+
+// emptySHA256 is the SHA-256 of an empty body, signed as the payload hash.
+const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// List yields the objects under prefix in key order (as the server lists
+// them), a page at a time, or an error (then stops). Stopping the iteration
+// early sends no further request.
+func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
+	return func(yield func(Object, error) bool) {
+		region, err := l.Region(ctx, bucket)
+		if err != nil {
+			yield(Object{}, err)
+			return
+		}
+		var (
+			buf   bytes.Buffer // reused by every page
+			token string
+		)
+		for {
+			p, err := l.page(ctx, bucket, prefix, region, token, &buf)
+			if err != nil {
+				yield(Object{}, err)
+				return
+			}
+			for _, o := range p.objects {
+				if !yield(o, nil) {
+					return
+				}
+			}
+			if !p.truncated {
+				return
+			}
+			token = p.next
+		}
+	}
+}
+
+// page requests one page, trying again after a failure that may pass.
+func (l *Lister) page(ctx context.Context, bucket, prefix, region, token string, buf *bytes.Buffer) (page, error) {
+	tries := l.Tries
+	if tries <= 0 {
+		tries = 3
+	}
+	var err error
+	for try := range tries {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return page{}, err
+			case <-time.After(time.Duration(try*try) * 200 * time.Millisecond):
+			}
+		}
+		var p page
+		p, err = l.fetch(ctx, bucket, prefix, region, token, buf)
+		if err == nil || !transient(ctx, err) {
+			return p, err
+		}
+	}
+	return page{}, err
+}
+
+// transient reports whether a failed request is worth sending again.
+func transient(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var er minio.ErrorResponse
+	if errors.As(err, &er) {
+		return er.StatusCode >= 500 || er.Code == "SlowDown" || er.Code == "RequestTimeout"
+	}
+	return !errors.Is(err, errMalformed)
+}
+
+var errMalformed = errors.New("malformed ListObjectsV2 response")
+
+func (l *Lister) fetch(ctx context.Context, bucket, prefix, region, token string, buf *bytes.Buffer) (page, error) {
+	q := url.Values{}
+	q.Set("list-type", "2")
+	q.Set("encoding-type", "url")
+	q.Set("prefix", prefix)
+	q.Set("delimiter", "")
+	if token != "" {
+		q.Set("continuation-token", token)
+	}
+	u := *l.Endpoint
+	u.Path = "/" + bucket + "/"
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20") // S3 signs %20, not +
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return page{}, err
+	}
+	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+	req = signer.SignV4(*req, l.AccessKey, l.SecretKey, "", region)
+	resp, err := l.Transport.RoundTrip(req)
+	if err != nil {
+		return page{}, &url.Error{Op: "Get", URL: u.Redacted(), Err: err}
+	}
+	defer resp.Body.Close()
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxPage+1)); err != nil {
+		return page{}, &url.Error{Op: "Get", URL: u.Redacted(), Err: err}
+	}
+	if buf.Len() > maxPage {
+		return page{}, fmt.Errorf("%w: a page of more than %d bytes", errMalformed, maxPage)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return page{}, errorResponse(resp, buf.Bytes(), bucket)
+	}
+	p, err := parsePage(buf.Bytes())
+	if err != nil {
+		return page{}, fmt.Errorf("list %s/%s: %w", bucket, prefix, err)
+	}
+	return p, nil
+}
+
+// errorResponse is the server's error as minio-go reports it, so that callers
+// classify both alike.
+func errorResponse(resp *http.Response, body []byte, bucket string) error {
+	er := minio.ErrorResponse{
+		StatusCode: resp.StatusCode,
+		BucketName: bucket,
+		Code:       unescape(element(body, "Code")),
+		Message:    unescape(element(body, "Message")),
+		RequestID:  resp.Header.Get("X-Amz-Request-Id"),
+		Region:     resp.Header.Get("X-Amz-Bucket-Region"),
+	}
+	if er.Code == "" {
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			er.Code = "NoSuchBucket"
+		case http.StatusForbidden:
+			er.Code = "AccessDenied"
+		default:
+			er.Code = resp.Status
+		}
+		er.Message = resp.Status
+	}
+	return er
+}
