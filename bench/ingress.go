@@ -3,14 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -125,80 +122,21 @@ func ingressLatency(o options, srv *server, pods *podmantest.Service, i int, end
 	pid0, starts0 := r.workerPid()
 	time.Sleep(2 * time.Second)
 
-	type sample struct {
-		path       string
-		put, found time.Time
-	}
-	var (
-		mu      sync.Mutex
-		samples []*sample
-		wg      sync.WaitGroup
-	)
-	stopPoll := make(chan struct{})
-	wg.Go(func() {
-		for {
-			mu.Lock()
-			for _, s := range samples {
-				if s.found.IsZero() {
-					if _, err := os.Stat(s.path); err == nil {
-						s.found = time.Now()
-					}
-				}
-			}
-			mu.Unlock()
-			select {
-			case <-stopPoll:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	})
-	start := time.Now()
-	for k := range o.workerWrites {
-		time.Sleep(time.Until(start.Add(time.Duration(k) * time.Second)))
+	lat, missing, err := arrivals(o.workerWrites, 10*time.Millisecond, func(k int) (string, error) {
 		name := fmt.Sprintf("lat-%03d.txt", k)
-		if err := putSmall(c, r.bucket, ingressPrefix+"/"+name, []byte(strings.Repeat(fmt.Sprintf("sample %d\n", k), 64))); err != nil {
-			close(stopPoll)
-			wg.Wait()
-			return "", err
-		}
-		mu.Lock()
-		samples = append(samples, &sample{path: r.ingressPath(name), put: time.Now()})
-		mu.Unlock()
+		return r.ingressPath(name), putSmall(c, r.bucket, ingressPrefix+"/"+name, []byte(strings.Repeat(fmt.Sprintf("sample %d\n", k), 64)))
+	}, func(path string) bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
+	if err != nil {
+		return "", err
 	}
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		all := true
-		for _, s := range samples {
-			all = all && !s.found.IsZero()
-		}
-		mu.Unlock()
-		if all {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	close(stopPoll)
-	wg.Wait()
 	if pid, starts := r.workerPid(); pid != pid0 || starts != starts0 {
 		return "", fmt.Errorf("the worker restarted during the measurement; log tail:\n%s", r.tail())
 	}
-	var lat []float64
-	missing := 0
-	for _, s := range samples {
-		if s.found.IsZero() {
-			missing++
-			continue
-		}
-		lat = append(lat, s.found.Sub(s.put).Seconds())
-	}
-	if len(lat) == 0 {
-		return "", errors.New("no object reached the device")
-	}
-	slices.Sort(lat)
 	line := fmt.Sprintf("worker ingress latency (%s): %d objects, 1/s: p50 %.3f s, p95 %.3f s, max %.3f s, min %.3f s (file polled every 10 ms; %s)",
-		what, len(samples), percentile(lat, 50), percentile(lat, 95), lat[len(lat)-1], lat[0], podNote(pods))
+		what, o.workerWrites, percentile(lat, 50), percentile(lat, 95), lat[len(lat)-1], lat[0], podNote(pods))
 	if missing > 0 {
 		line += fmt.Sprintf("; %d never arrived within a minute", missing)
 	}

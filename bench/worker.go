@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -361,92 +359,22 @@ func workerLatency(o options, srv *server, pods *podmantest.Service, i int) (str
 	pid0, starts0 := r.workerPid()
 	time.Sleep(2 * time.Second)
 
-	type sample struct {
-		key     string
-		written time.Time
-		seen    time.Time
-	}
-	var (
-		mu      sync.Mutex
-		samples []*sample
-		wg      sync.WaitGroup
-	)
-	// One poller: HEAD every not-yet-seen key every 50 ms.
-	stopPoll := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			mu.Lock()
-			var todo []*sample
-			for _, s := range samples {
-				if s.seen.IsZero() {
-					todo = append(todo, s)
-				}
-			}
-			mu.Unlock()
-			for _, s := range todo {
-				if _, err := c.StatObject(context.Background(), r.bucket, s.key, minio.StatObjectOptions{}); err == nil {
-					mu.Lock()
-					s.seen = time.Now()
-					mu.Unlock()
-				}
-			}
-			select {
-			case <-stopPoll:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	start := time.Now()
-	for k := range o.workerWrites {
-		time.Sleep(time.Until(start.Add(time.Duration(k) * time.Second)))
+	lat, missing, err := arrivals(o.workerWrites, 50*time.Millisecond, func(k int) (string, error) {
 		name := fmt.Sprintf("lat-%03d.txt", k)
 		body := strings.Repeat(fmt.Sprintf("sample %d\n", k), 64)
-		if err := os.WriteFile(filepath.Join(r.source, name), []byte(body), 0o644); err != nil {
-			close(stopPoll)
-			wg.Wait()
-			return "", err
-		}
-		mu.Lock()
-		samples = append(samples, &sample{key: egressTarget + "/" + name, written: time.Now()})
-		mu.Unlock()
+		return egressTarget + "/" + name, os.WriteFile(filepath.Join(r.source, name), []byte(body), 0o644)
+	}, func(key string) bool {
+		_, err := c.StatObject(context.Background(), r.bucket, key, minio.StatObjectOptions{})
+		return err == nil
+	})
+	if err != nil {
+		return "", err
 	}
-	// Wait for the last ones: a minute is four periodic passes.
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		all := true
-		for _, s := range samples {
-			all = all && !s.seen.IsZero()
-		}
-		mu.Unlock()
-		if all {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	close(stopPoll)
-	wg.Wait()
 	if pid, starts := r.workerPid(); pid != pid0 || starts != starts0 {
 		return "", fmt.Errorf("the worker restarted during the measurement; log tail:\n%s", r.tail())
 	}
-	var lat []float64
-	missing := 0
-	for _, s := range samples {
-		if s.seen.IsZero() {
-			missing++
-			continue
-		}
-		lat = append(lat, s.seen.Sub(s.written).Seconds())
-	}
-	if len(lat) == 0 {
-		return "", errors.New("no file reached the bucket")
-	}
-	slices.Sort(lat)
 	line := fmt.Sprintf("worker egress latency: %d files, 1/s: p50 %.2f s, p95 %.2f s, max %.2f s, min %.2f s (HEAD polled every 50 ms; %s)",
-		len(samples), percentile(lat, 50), percentile(lat, 95), lat[len(lat)-1], lat[0], podNote(pods))
+		o.workerWrites, percentile(lat, 50), percentile(lat, 95), lat[len(lat)-1], lat[0], podNote(pods))
 	if missing > 0 {
 		line += fmt.Sprintf("; %d never appeared within a minute", missing)
 	}
