@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,42 +20,6 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/sync/s3test"
 )
-
-// injectList adds entries with the given keys to LIST responses for prefix:
-// versitygw stores objects as files and cleans or refuses hostile keys, so a
-// hostile server is played by rewriting its answers.
-type injectList struct {
-	next   http.RoundTripper
-	prefix string
-	keys   []string
-}
-
-func (il *injectList) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := il.next.RoundTrip(r)
-	q := r.URL.Query()
-	if err != nil || q.Get("list-type") != "2" || q.Get("prefix") != il.prefix || resp.StatusCode != http.StatusOK {
-		return resp, err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	var extra strings.Builder // keys travel URL-encoded (XML cannot carry a NUL)
-	if !bytes.Contains(body, []byte("<EncodingType>url</EncodingType>")) {
-		extra.WriteString("<EncodingType>url</EncodingType>")
-	}
-	for _, k := range il.keys {
-		fmt.Fprintf(&extra, "<Contents><Key>%s</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"+
-			"<ETag>&quot;0a2a1cabd7b0c4b2b27b57a9b0f1e0b1&quot;</ETag><Size>4</Size><StorageClass>STANDARD</StorageClass></Contents>",
-			url.QueryEscape(k))
-	}
-	body = bytes.Replace(body, []byte("</ListBucketResult>"), []byte(extra.String()+"</ListBucketResult>"), 1)
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	resp.ContentLength = int64(len(body))
-	resp.Header.Del("Content-Length")
-	return resp, nil
-}
 
 // fileState is what a read or a write would change.
 type fileState struct {
@@ -211,7 +173,7 @@ func TestHostileKeysAndSymlinks(t *testing.T) {
 	}
 	eng, err := datasync.New(datasync.Options{StateDir: t.TempDir(), Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
-			return &injectList{next: rt, prefix: "in/", keys: hostile}
+			return s3test.InjectKeys(rt, "in/", hostile)
 		}}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,6 +16,8 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3test"
 )
 
 func TestIngressFirstChangedUnchanged(t *testing.T) {
@@ -87,43 +87,6 @@ func TestIngressPaginates(t *testing.T) {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// injectList adds entries with the given keys to every LIST response: the
-// posix backend of versitygw cleans keys (it stores files), so a hostile
-// server is played by rewriting its answers.
-type injectList struct {
-	next http.RoundTripper
-	keys []string
-}
-
-func (il *injectList) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := il.next.RoundTrip(r)
-	if err != nil || r.URL.Query().Get("list-type") != "2" || resp.StatusCode != http.StatusOK {
-		return resp, err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	// Keys travel URL-encoded (XML cannot carry a NUL).
-	var extra strings.Builder
-	// versitygw ignores encoding-type and says so with an empty element.
-	body = bytes.Replace(body, []byte("<EncodingType></EncodingType>"), nil, 1)
-	if !bytes.Contains(body, []byte("<EncodingType>url</EncodingType>")) {
-		extra.WriteString("<EncodingType>url</EncodingType>")
-	}
-	for _, k := range il.keys {
-		k = url.QueryEscape(k)
-		fmt.Fprintf(&extra, "<Contents><Key>%s</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"+
-			"<ETag>&quot;0a2a1cabd7b0c4b2b27b57a9b0f1e0b1&quot;</ETag><Size>4</Size><StorageClass>STANDARD</StorageClass></Contents>", k)
-	}
-	body = bytes.Replace(body, []byte("</ListBucketResult>"), []byte(extra.String()+"</ListBucketResult>"), 1)
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	resp.ContentLength = int64(len(body))
-	resp.Header.Del("Content-Length")
-	return resp, nil
-}
-
 func TestIngressRefusesHostileKeys(t *testing.T) {
 	f := newFixture(t)
 	hostile := []string{"p/../x", "p//etc/x", "p/a/../../x", "p/a\x00b", "p/.flotta-tmp-1", "p/a/./b"}
@@ -136,7 +99,7 @@ func TestIngressRefusesHostileKeys(t *testing.T) {
 	require.NoError(t, os.Symlink(outside, filepath.Join(f.root, "in", "link")))
 	f.put("p/link/evil", []byte("evil"))
 	f.configure(f.ingress("i1", "in", "p"))
-	f.interpose(func(rt http.RoundTripper) http.RoundTripper { return &injectList{next: rt, keys: hostile} })
+	f.interpose(func(rt http.RoundTripper) http.RoundTripper { return s3test.InjectKeys(rt, "", hostile) })
 
 	f.count.Reset()
 	require.NoError(t, f.syncNow(), "refusals are reported, not failures")
