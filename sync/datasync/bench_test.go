@@ -47,6 +47,16 @@ func (e *benchEnv) writeSmallFiles(sub string, n, size int) {
 	time.Sleep(100 * time.Millisecond) // older than the settle time
 }
 
+// seedObjects puts n objects of size bytes under prefix (uploaded by an
+// engine from files written for it).
+func (e *benchEnv) seedObjects(prefix string, n, size int) {
+	e.b.Helper()
+	e.writeSmallFiles("seed-"+prefix, n, size)
+	up := e.engine(e.mapping(Egress, "seed-"+prefix, prefix))
+	e.sync(up)
+	require.NoError(e.b, up.Close())
+}
+
 // engine returns an engine with a fresh journal syncing m.
 func (e *benchEnv) engine(m Mapping) *Engine {
 	e.b.Helper()
@@ -133,10 +143,7 @@ func BenchmarkEgressLargeFile(b *testing.B) {
 // empty directory with a new journal.
 func BenchmarkIngressFirst10kSmall(b *testing.B) {
 	e := newBenchEnv(b)
-	e.writeSmallFiles("src", 10000, 4096)
-	up := e.engine(e.mapping(Egress, "src", "objects"))
-	e.sync(up)
-	require.NoError(b, up.Close())
+	e.seedObjects("objects", 10000, 4096)
 	b.SetBytes(10000 * 4096)
 	e.count.Reset()
 	for i := 0; b.Loop(); i++ {
@@ -156,10 +163,7 @@ func BenchmarkIngressFirst10kSmall(b *testing.B) {
 // downloaded: what an idle ingress mapping costs at every poll.
 func BenchmarkIngressIdle10k(b *testing.B) {
 	e := newBenchEnv(b)
-	e.writeSmallFiles("src", 10000, 4096)
-	up := e.engine(e.mapping(Egress, "src", "objects"))
-	e.sync(up)
-	require.NoError(b, up.Close())
+	e.seedObjects("objects", 10000, 4096)
 	eng := e.engine(e.mapping(Ingress, "in", "objects"))
 	defer eng.Close()
 	e.sync(eng)
