@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/s3test"
 )
 
@@ -78,25 +78,15 @@ func TestUnescape(t *testing.T) {
 }
 
 // listerFor is a Lister of srv through a transport that counts requests.
-func listerFor(t *testing.T, srv *s3test.Server, requests *atomic.Int64) *Lister {
+func listerFor(t *testing.T, srv *s3test.Server, requests *s3client.Counter) *Lister {
 	t.Helper()
 	c := srv.Client()
 	return &Lister{
 		Endpoint:  c.EndpointURL(),
-		Transport: countingTransport{next: http.DefaultTransport, n: requests},
+		Transport: requests.Wrap(http.DefaultTransport),
 		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey,
 		Region: func(ctx context.Context, bucket string) (string, error) { return c.GetBucketLocation(ctx, bucket) },
 	}
-}
-
-type countingTransport struct {
-	next http.RoundTripper
-	n    *atomic.Int64
-}
-
-func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.n.Add(1)
-	return c.next.RoundTrip(r)
 }
 
 // awkwardKeys are keys whose encoding a hand-written decoder could get wrong.
@@ -128,7 +118,7 @@ func TestListMatchesMinioGo(t *testing.T) {
 				_, err := c.PutObject(ctx, "data", k, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{})
 				require.NoError(t, err, k)
 			}
-			var requests atomic.Int64
+			var requests s3client.Counter
 			l := listerFor(t, srv, &requests)
 			for _, prefix := range []string{"p/", "p", "", "p/many/0", "none/"} {
 				var want, got []Object
@@ -144,11 +134,11 @@ func TestListMatchesMinioGo(t *testing.T) {
 			}
 
 			// Stopping early sends no further page request.
-			requests.Store(0)
+			requests.Reset()
 			for range l.List(ctx, "data", "p/many/") {
 				break
 			}
-			assert.Equal(t, int64(1), requests.Load())
+			assert.Equal(t, int64(1), requests.Requests())
 		})
 	}
 }
@@ -156,7 +146,7 @@ func TestListMatchesMinioGo(t *testing.T) {
 func TestListErrors(t *testing.T) {
 	srv := s3test.Start(t, s3test.WithBuckets("data"))
 	ctx := context.Background()
-	var requests atomic.Int64
+	var requests s3client.Counter
 	l := listerFor(t, srv, &requests)
 	l.Region = func(context.Context, string) (string, error) { return s3test.Region, nil }
 
@@ -173,20 +163,20 @@ func TestListErrors(t *testing.T) {
 
 	bad := *l
 	bad.SecretKey = "wrong-secret"
-	requests.Store(0)
+	requests.Reset()
 	err := first(&bad, "data")
 	require.ErrorAs(t, err, &er)
 	assert.Equal(t, "SignatureDoesNotMatch", er.Code)
-	assert.Equal(t, int64(1), requests.Load(), "a refusal is not tried again")
+	assert.Equal(t, int64(1), requests.Requests(), "a refusal is not tried again")
 	assert.NotContains(t, err.Error(), "wrong-secret")
 
 	// A server that is not there: tried three times, then a *url.Error.
 	down := *l
 	down.Endpoint = &url.URL{Scheme: "http", Host: "127.0.0.1:1"}
-	requests.Store(0)
+	requests.Reset()
 	var ue *url.Error
 	require.ErrorAs(t, first(&down, "data"), &ue)
-	assert.Equal(t, int64(3), requests.Load())
+	assert.Equal(t, int64(3), requests.Requests())
 
 	// A page that is not a listing is an error, not an empty prefix.
 	garbage := *l
