@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -226,6 +227,11 @@ func measure(o options, srv *server, sc scenario, t tool, round int) (result, er
 	var stderr strings.Builder
 	cmd.Stdout = io.Discard
 	cmd.Stderr = &stderr
+	// Every tool starts with no dirty page left by the setup or by the tool
+	// before it: else a tool that makes its files durable (syncfs, fsync)
+	// would pay, inside its timed region, for writing back data it never
+	// wrote, while tools that do not sync leave theirs to the next one.
+	syscall.Sync()
 	srv.proxy.reset()
 	srvCPU0, selfCPU0 := srv.cpu(), selfCPU()
 	start := time.Now()

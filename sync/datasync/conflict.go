@@ -187,9 +187,14 @@ func (p *pass) dropAside(rel, aside string) {
 // stat, which tells a later pass whether the device changed it.
 func (p *pass) localStat(rel string, rec *journal.Record) {
 	if fi, err := p.dir.Root().Lstat(rel); err == nil && fi.Mode().IsRegular() {
-		st := stablefile.StatOf(fi)
-		rec.MtimeNs, rec.CtimeNs, rec.Inode = st.MtimeNs, st.CtimeNs, st.Inode
+		statInto(fi, rec)
 	}
+}
+
+// statInto records the file's identity (mtime, ctime, inode) in rec.
+func statInto(fi os.FileInfo, rec *journal.Record) {
+	st := stablefile.StatOf(fi)
+	rec.MtimeNs, rec.CtimeNs, rec.Inode = st.MtimeNs, st.CtimeNs, st.Inode
 }
 
 // noteConflictCopy logs, once per mapping, that conflict copies are not

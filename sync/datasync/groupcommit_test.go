@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,6 +36,22 @@ func localNames(t *testing.T, dir string) (files, temps []string) {
 	return files, temps
 }
 
+// unnamedOpen counts the unnamed temporary files (O_TMPFILE) this process
+// holds open under dir: downloads written and not yet linked in place.
+func unnamedOpen(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && strings.HasPrefix(target, dir+"/") && strings.HasSuffix(target, " (deleted)") {
+			n++
+		}
+	}
+	return n
+}
+
 // putSmall puts n small objects under in/ in three directories, and one
 // object too big for a group; it returns what each local file must hold.
 func putSmall(f *fixture, n int) map[string][]byte {
@@ -61,9 +78,9 @@ func checkLocal(t *testing.T, f *fixture, want map[string][]byte) {
 	require.Empty(t, temps)
 }
 
-// TestIngressGroupCommit: small downloads wait, sealed beside their final
-// names, for a syncfs that covers them, and only then are renamed; many
-// share one syncfs.
+// TestIngressGroupCommit: small downloads wait, sealed (unnamed, or beside
+// their final names), for a syncfs that covers them, and only then are
+// linked or renamed in place; many share one syncfs.
 func TestIngressGroupCommit(t *testing.T) {
 	f := newFixture(t)
 	const n = 300
@@ -86,9 +103,10 @@ func TestIngressGroupCommit(t *testing.T) {
 			deadline := time.Now().Add(30 * time.Second)
 			for {
 				files, temps := localNames(t, in)
-				if len(temps) >= 50 || time.Now().After(deadline) {
+				sealed := len(temps) + unnamedOpen(t, in)
+				if sealed >= 50 || time.Now().After(deadline) {
 					mu.Lock()
-					finalAtFirst, sealedAtFirst = 0, len(temps)
+					finalAtFirst, sealedAtFirst = 0, sealed
 					for _, p := range files {
 						if filepath.Base(p) != "big" { // fsynced on its own
 							finalAtFirst++

@@ -194,7 +194,11 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 		p.dropAside(rel, aside)
 		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}
-	p.localStat(rel, &rec)
+	if fi := tmp.Placed(); fi != nil {
+		statInto(fi, &rec)
+	} else {
+		p.localStat(rel, &rec)
+	}
 	res.Commit()
 	return n, &rec, aside, nil
 }

@@ -90,6 +90,10 @@ func (d *Dir) closeSync() {
 	}
 }
 
+// Placed is the file as Place left it under its final name (its ctime
+// included), or nil when unknown: then Lstat it.
+func (t *Temp) Placed() os.FileInfo { return t.placed }
+
 // OnSyncFS reports whether the file lies on the file system SyncFS syncs
 // (and SyncFS may be used).
 func (t *Temp) OnSyncFS() bool { return t.onFS }
@@ -118,6 +122,9 @@ func (t *Temp) finish(mtime time.Time, durable bool) error {
 			return fmt.Errorf("sync %s: %w", t.rel, err)
 		}
 	}
+	if t.parent != nil {
+		return nil // an unnamed file lives as long as its descriptor: closed once placed
+	}
 	if err := t.File.Close(); err != nil {
 		t.Abort()
 		return fmt.Errorf("close %s: %w", t.rel, err)
@@ -130,13 +137,19 @@ func (t *Temp) finish(mtime time.Time, durable bool) error {
 // file's data durable first (Commit does, or Seal then SyncFS). On error the
 // temporary file is removed.
 func (t *Temp) Place() error {
-	if err := checkComponents(t.d.root, t.rel, false); err != nil {
-		t.Abort()
-		return err
-	}
-	if err := t.d.root.Rename(t.tmp, t.rel); err != nil {
-		t.Abort()
-		return fmt.Errorf("rename into %s: %w", t.rel, err)
+	if t.parent != nil {
+		if err := t.placeAt(); err != nil {
+			return err
+		}
+	} else {
+		if err := checkComponents(t.d.root, t.rel, false); err != nil {
+			t.Abort()
+			return err
+		}
+		if err := t.d.root.Rename(t.tmp, t.rel); err != nil {
+			t.Abort()
+			return fmt.Errorf("rename into %s: %w", t.rel, err)
+		}
 	}
 	t.d.mu.Lock()
 	if t.d.dirty == nil {

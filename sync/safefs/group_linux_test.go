@@ -84,33 +84,48 @@ func TestSealSyncFSPlace(t *testing.T) {
 }
 
 // TestSealedThenAbandoned is a crash between Seal and Place: nothing under
-// the final name, and the next Sweep removes the temporary file.
+// the final name. An unnamed temporary file leaves nothing at all; a named
+// one (where the file system has no O_TMPFILE) is removed by the next Sweep.
 func TestSealedThenAbandoned(t *testing.T) {
-	d := openTemp(t)
-	tmp, err := d.Create("file")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tmp.Write([]byte("partial")); err != nil {
-		t.Fatal(err)
-	}
-	if err := tmp.Seal(time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SyncFS(); err != nil {
-		t.Fatal(err)
-	}
-	// The process dies here.
-	if _, err := os.Lstat(filepath.Join(d.Path(), "file")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("file visible under its final name before Place: %v", err)
-	}
-	d2, err := Open(filepath.Dir(d.Path()), d.Path(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
-	if n, err := d2.Sweep(); err != nil || n != 1 {
-		t.Fatalf("sweep removed %d (%v), want 1", n, err)
+	for _, named := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unnamed", true: "named"}[named], func(t *testing.T) {
+			d := openTemp(t)
+			if named {
+				d.at.tmpfileOnce.Do(func() {}) // as if O_TMPFILE were unsupported
+			}
+			tmp, err := d.Create("file")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tmp.Write([]byte("partial")); err != nil {
+				t.Fatal(err)
+			}
+			if err := tmp.Seal(time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.SyncFS(); err != nil {
+				t.Fatal(err)
+			}
+			tmp.File.Close() // the process dies here: its descriptors close
+			if _, err := os.Lstat(filepath.Join(d.Path(), "file")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("file visible under its final name before Place: %v", err)
+			}
+			want := 0
+			if named {
+				want = 1
+			}
+			if temps := tempsIn(t, d.Path()); len(temps) != want {
+				t.Fatalf("temporary files %v, want %d", temps, want)
+			}
+			d2, err := Open(filepath.Dir(d.Path()), d.Path(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d2.Close()
+			if n, err := d2.Sweep(); err != nil || n != want {
+				t.Fatalf("sweep removed %d (%v), want %d", n, err, want)
+			}
+		})
 	}
 }
 

@@ -36,7 +36,8 @@ type Dir struct {
 	mu    sync.Mutex
 	dirty map[string]bool // directories with renames not yet synced: whether SyncFS covers each
 
-	fs fsSync // SyncFS (group.go)
+	fs fsSync  // SyncFS (group.go)
+	at *atDirs // the Linux fast path (at_linux.go), nil where unavailable
 }
 
 // Open opens dir, which must be root or lie inside it with no symlinked
@@ -70,12 +71,15 @@ func Open(root, dir string, create bool) (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Dir{root: d, path: dir}, nil
+	return &Dir{root: d, path: dir, at: openAt(d)}, nil
 }
 
 // Close releases the directory.
 func (d *Dir) Close() error {
 	d.closeSync()
+	if d.at != nil {
+		d.at.close()
+	}
 	return d.root.Close()
 }
 
@@ -122,6 +126,9 @@ func checkExisting(r *os.Root, rel string, last bool) (all bool, err error) {
 // Existing reports the size of the regular file at rel, 0 when there is none.
 // It refuses symlinked parents and a target that is not a regular file or symlink.
 func (d *Dir) Existing(rel string) (int64, error) {
+	if d.at != nil {
+		return d.at.existing(rel)
+	}
 	if err := checkComponents(d.root, rel, false); err != nil {
 		return 0, err
 	}
@@ -146,13 +153,20 @@ type Temp struct {
 	*os.File
 	d    *Dir
 	rel  string // final name
-	tmp  string // temporary name, beside it
+	tmp  string // temporary name, beside it ("": none yet, an unnamed file)
 	onFS bool   // on the file system Dir.SyncFS syncs
+
+	parent *dirHandle  // its open directory, on the fast path (open until placed)
+	placed os.FileInfo // the file once placed, where known
 }
 
 // Create starts writing rel: it makes the parent directories and a temporary
 // file beside the final name.
 func (d *Dir) Create(rel string) (*Temp, error) {
+	if d.at != nil {
+		d.prepareSync() // SyncFS's descriptor must predate the file
+		return d.at.create(d, rel)
+	}
 	exist, err := checkExisting(d.root, rel, false)
 	if err != nil {
 		return nil, err
@@ -230,6 +244,10 @@ func allCovered(dirty map[string]bool) bool {
 
 // Abort closes and removes the temporary file.
 func (t *Temp) Abort() {
+	if t.parent != nil {
+		t.abortAt()
+		return
+	}
 	_ = t.File.Close()
 	_ = t.d.root.Remove(t.tmp)
 }
