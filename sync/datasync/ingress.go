@@ -17,6 +17,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"go.uber.org/zap"
 
+	"github.com/project-flotta/flotta-device-worker/sync/directio"
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
@@ -161,12 +162,17 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	var h hash.Hash
-	var dst io.Writer = tmp
+	src := io.LimitReader(body, obj.Size+1)
 	if isMD5(obj.ETag) {
 		h = md5.New() //nolint:gosec
-		dst = io.MultiWriter(tmp, h)
+		src = io.TeeReader(src, h)
 	}
-	n, err := copyBuffered(dst, io.LimitReader(body, obj.Size+1))
+	var n int64
+	if obj.Size >= directMin {
+		n, err = directio.Copy(tmp.File, src)
+	} else {
+		n, err = copyBuffered(tmp, src)
+	}
 	if err == nil && n != obj.Size {
 		err = fmt.Errorf("got %d bytes, expected %d", n, obj.Size)
 	}
@@ -202,6 +208,11 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 	res.Commit()
 	return n, &rec, aside, nil
 }
+
+// directMin is the smallest download written with direct I/O: from two
+// blocks on, its final fsync would otherwise wait for all of it to be
+// written back (sync/directio).
+const directMin = 2 * directio.Block
 
 // movedOr turns "no such key" and "precondition failed" (the version the
 // plan saw is gone) into errObjectMoved.
