@@ -11,6 +11,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+	"github.com/project-flotta/flotta-device-worker/sync/s3get"
 	"github.com/project-flotta/flotta-device-worker/sync/s3list"
 )
 
@@ -53,19 +55,23 @@ type Backend interface {
 // ErrNotFound is returned by Backend.Stat and Backend.Get for a missing object.
 var ErrNotFound = errors.New("no such object")
 
-// minioBackend is Backend over minio-go, with listings by sync/s3list (the
-// same requests, decoded for a fraction of the CPU).
+// minioBackend is Backend over minio-go, with listings by sync/s3list and
+// downloads by sync/s3get (the same requests for a fraction of the CPU).
 type minioBackend struct {
 	c *minio.Client
 	l *s3list.Lister
+	g *s3get.Getter
 }
 
 func newMinioBackend(c *minio.Client, rt http.RoundTripper, ep *Endpoint) minioBackend {
-	return minioBackend{c: c, l: &s3list.Lister{
-		Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
-		// The region the client was given, or the bucket's (asked once, cached).
-		Region: c.GetBucketLocation,
-	}}
+	// The region the client was given, or the bucket's (asked once, cached).
+	region := c.GetBucketLocation
+	return minioBackend{c: c,
+		l: &s3list.Lister{Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
+			Region: region},
+		g: &s3get.Getter{Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
+			Region: region, Tries: s3client.MaxRetries},
+	}
 }
 
 func (b minioBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
@@ -116,16 +122,12 @@ func (b minioBackend) Put(ctx context.Context, bucket, key string, r io.Reader, 
 }
 
 func (b minioBackend) Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error) {
-	var opts minio.GetObjectOptions
-	if matchETag != "" {
-		_ = opts.SetMatchETag(matchETag)
-	}
-	body, err := b.c.GetObject(ctx, bucket, key, opts)
+	body, err := b.g.Get(ctx, bucket, key, matchETag)
 	if err != nil {
 		if notFound(err) {
 			return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
 		}
 		return nil, err
 	}
-	return minioBody{body}, nil
+	return body, nil // its UserMeta makes it a metaBody
 }

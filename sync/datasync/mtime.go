@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/minio/minio-go/v7"
 )
 
 // The file's modification time travels with the object as rclone carries
@@ -61,18 +59,6 @@ func metaMtimeOf(meta map[string]string) (time.Time, bool) {
 // has been read: a GET response carries it, so no HEAD is needed.
 type metaBody interface {
 	UserMeta() map[string]string
-}
-
-// minioBody is minio-go's object body; its Stat after the read returns what
-// the GET response said, without a request.
-type minioBody struct{ *minio.Object }
-
-func (b minioBody) UserMeta() map[string]string {
-	info, err := b.Stat()
-	if err != nil {
-		return nil
-	}
-	return info.UserMetadata
 }
 
 // fileMtime is the mtime a downloaded file gets: the metadata's, when the

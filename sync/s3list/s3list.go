@@ -106,15 +106,16 @@ func (l *Lister) page(ctx context.Context, bucket, prefix, region, token string,
 		}
 		var p page
 		p, err = l.fetch(ctx, bucket, prefix, region, token, buf)
-		if err == nil || !transient(ctx, err) {
+		if err == nil || !Transient(ctx, err) {
 			return p, err
 		}
 	}
 	return page{}, err
 }
 
-// transient reports whether a failed request is worth sending again.
-func transient(ctx context.Context, err error) bool {
+// Transient reports whether a failed request is worth sending again: a
+// network error, a server error (5xx) or a request to slow down.
+func Transient(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
@@ -158,7 +159,7 @@ func (l *Lister) fetch(ctx context.Context, bucket, prefix, region, token string
 		return page{}, fmt.Errorf("%w: a page of more than %d bytes", errMalformed, maxPage)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return page{}, errorResponse(resp, buf.Bytes(), bucket)
+		return page{}, ResponseError(resp, buf.Bytes(), bucket)
 	}
 	p, err := parsePage(buf.Bytes())
 	if err != nil {
@@ -167,9 +168,9 @@ func (l *Lister) fetch(ctx context.Context, bucket, prefix, region, token string
 	return p, nil
 }
 
-// errorResponse is the server's error as minio-go reports it, so that callers
-// classify both alike.
-func errorResponse(resp *http.Response, body []byte, bucket string) error {
+// ResponseError is the server's error (body is the response's) as minio-go
+// reports it, so that callers classify both alike.
+func ResponseError(resp *http.Response, body []byte, bucket string) minio.ErrorResponse {
 	er := minio.ErrorResponse{
 		StatusCode: resp.StatusCode,
 		BucketName: bucket,

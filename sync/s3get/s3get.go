@@ -1,0 +1,195 @@
+// Package s3get downloads objects with GetObject requests built and signed
+// here.
+//
+// Why not minio-go's GetObject: for a small object its request building,
+// per-request V4 signing key derivation, object bookkeeping (a goroutine and
+// channels per object) and header decoding were about 45 µs of CPU per
+// object on the test machine, an eighth of what a 10,000 x 4 KiB ingress
+// spent. A Getter sends the request minio-go sends (path-style, the path
+// encoded as S3 canonicalises it, V4-signed headers, If-Match) through the
+// same transport, derives the signing key once a day, and reports errors as
+// minio.ErrorResponse so that callers classify both alike.
+package s3get
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7/pkg/s3utils"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3list"
+)
+
+// Getter downloads objects from one server.
+type Getter struct {
+	// Endpoint is the server's base URL (scheme and host[:port]).
+	Endpoint *url.URL
+	// Transport sends the requests.
+	Transport http.RoundTripper
+	AccessKey string
+	SecretKey string
+	// Region returns the bucket's region, to sign with.
+	Region func(ctx context.Context, bucket string) (string, error)
+	// Tries is how many times a request is sent before its error is
+	// returned; 0 means 3. Only failures that may pass are tried again.
+	Tries int
+
+	mu  sync.Mutex
+	key signingKey // the last one derived
+}
+
+// signingKey is the V4 key of one day and region.
+type signingKey struct {
+	day, region string
+	key         []byte
+}
+
+// Object is an object's body and what the response said of it.
+type Object struct {
+	io.ReadCloser
+	Header http.Header
+}
+
+// UserMeta is the object's user metadata (the X-Amz-Meta-* headers, with
+// the prefix cut, names canonicalised as minio-go returns them).
+func (o *Object) UserMeta() map[string]string {
+	var m map[string]string
+	for k, v := range o.Header {
+		if name, ok := strings.CutPrefix(k, "X-Amz-Meta-"); ok && len(v) > 0 {
+			if m == nil {
+				m = map[string]string{}
+			}
+			m[name] = v[0]
+		}
+	}
+	return m
+}
+
+// emptySHA256 is the SHA-256 of an empty body, signed as the payload hash.
+const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// maxErrorBody bounds the bytes of an error response read.
+const maxErrorBody = 64 << 10
+
+// Get opens the object's body. With matchETag set the server refuses
+// (PreconditionFailed) unless the object still has that ETag.
+func (g *Getter) Get(ctx context.Context, bucket, key, matchETag string) (*Object, error) {
+	region, err := g.Region(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	tries := g.Tries
+	if tries <= 0 {
+		tries = 3
+	}
+	for try := 1; ; try++ {
+		o, err := g.get(ctx, bucket, key, matchETag, region)
+		if err == nil || try == tries || !s3list.Transient(ctx, err) {
+			return o, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(min(time.Duration(try*try)*200*time.Millisecond, time.Second)):
+		}
+	}
+}
+
+func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string) (*Object, error) {
+	path := s3utils.EncodePath("/" + bucket + "/" + key)
+	u, err := url.Parse(g.Endpoint.Scheme + "://" + g.Endpoint.Host + path)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.URL, req.Host = u, u.Host
+	if matchETag != "" {
+		req.Header.Set("If-Match", `"`+matchETag+`"`)
+	}
+	g.sign(req, u.EscapedPath(), region, time.Now().UTC())
+	resp, err := g.Transport.RoundTrip(req)
+	if err != nil {
+		return nil, &url.Error{Op: "Get", URL: u.Redacted(), Err: err}
+	}
+	if resp.StatusCode == http.StatusOK {
+		return &Object{ReadCloser: resp.Body, Header: resp.Header}, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	er := s3list.ResponseError(resp, body, bucket)
+	er.Key = key
+	if len(body) == 0 { // a HEAD-like answer without a body
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			er.Code = "NoSuchKey"
+		case http.StatusPreconditionFailed:
+			er.Code = "PreconditionFailed"
+		}
+	}
+	return nil, er
+}
+
+// sign adds the V4 headers: the signed ones are host, If-Match when set,
+// and the two X-Amz ones, in that (sorted) order.
+func (g *Getter) sign(req *http.Request, path, region string, now time.Time) {
+	date := now.Format("20060102T150405Z")
+	day := date[:8]
+	req.Header.Set("X-Amz-Date", date)
+	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+
+	var cr strings.Builder
+	cr.Grow(256 + len(path))
+	cr.WriteString("GET\n")
+	cr.WriteString(path)
+	cr.WriteString("\n\nhost:")
+	cr.WriteString(req.Host)
+	signed := "host;x-amz-content-sha256;x-amz-date"
+	if m := req.Header.Get("If-Match"); m != "" {
+		cr.WriteString("\nif-match:")
+		cr.WriteString(strings.TrimSpace(m))
+		signed = "host;if-match;x-amz-content-sha256;x-amz-date"
+	}
+	cr.WriteString("\nx-amz-content-sha256:" + emptySHA256 + "\nx-amz-date:")
+	cr.WriteString(date)
+	cr.WriteString("\n\n")
+	cr.WriteString(signed)
+	cr.WriteString("\n" + emptySHA256)
+	crHash := sha256.Sum256([]byte(cr.String()))
+
+	scope := day + "/" + region + "/s3/aws4_request"
+	toSign := "AWS4-HMAC-SHA256\n" + date + "\n" + scope + "\n" + hex.EncodeToString(crHash[:])
+	mac := hmac.New(sha256.New, g.keyFor(day, region))
+	mac.Write([]byte(toSign))
+	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+g.AccessKey+"/"+scope+
+		", SignedHeaders="+signed+", Signature="+hex.EncodeToString(mac.Sum(nil)))
+}
+
+// keyFor returns the signing key of day and region, derived once.
+func (g *Getter) keyFor(day, region string) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.key.day != day || g.key.region != region || g.key.key == nil {
+		k := hmacSHA256([]byte("AWS4"+g.SecretKey), day)
+		k = hmacSHA256(k, region)
+		k = hmacSHA256(k, "s3")
+		g.key = signingKey{day: day, region: region, key: hmacSHA256(k, "aws4_request")}
+	}
+	return g.key.key
+}
+
+func hmacSHA256(key []byte, data string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(data))
+	return m.Sum(nil)
+}
