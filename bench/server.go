@@ -42,6 +42,9 @@ func startServer(o options) (*server, error) {
 		Binary: filepath.Join(o.repo, "bin", "versitygw"),
 		Dir:    filepath.Join(o.workDir, "s3"),
 		Log:    os.Stderr,
+		// As every production S3 server does: without it each request
+		// costs the proxy a new connection, whichever tool sends it.
+		KeepAlive: o.keepAlive,
 	})
 	if err != nil {
 		return nil, err

@@ -46,6 +46,10 @@ type Options struct {
 	CertDir string
 	Buckets []string  // created once the server answers
 	Log     io.Writer // the server's output; nil keeps its last lines for errors
+	// KeepAlive keeps connections open between requests (versitygw closes
+	// each one after its response unless told otherwise; MinIO always keeps
+	// them).
+	KeepAlive bool
 }
 
 // Server is a running S3 server.

@@ -20,6 +20,9 @@ func StartVersitygw(o Options) (*Server, error) {
 
 func versitygwArgs(s *Server) []string {
 	args := []string{"--port", s.Endpoint(), "--access", s.o.Access, "--secret", s.o.Secret, "--quiet"}
+	if s.o.KeepAlive {
+		args = append(args, "--keep-alive")
+	}
 	if s.o.TLS {
 		args = append(args, "--cert", filepath.Join(s.o.CertDir, "server.pem"), "--key", filepath.Join(s.o.CertDir, "server.key"))
 	}
