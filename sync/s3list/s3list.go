@@ -57,8 +57,10 @@ const maxPage = 32 << 20
 const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 // List yields the objects under prefix in key order (as the server lists
-// them), a page at a time, or an error (then stops). Stopping the iteration
-// early sends no further request.
+// them), a page at a time, or an error (then stops). The next page is
+// requested while the current one is consumed, so that a consumer that
+// keeps transfers busy never waits for a page; stopping the iteration
+// cancels that request and sends no other.
 func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
 	return func(yield func(Object, error) bool) {
 		region, err := l.Region(ctx, bucket)
@@ -66,25 +68,39 @@ func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Obje
 			yield(Object{}, err)
 			return
 		}
-		var (
-			buf   bytes.Buffer // reused by every page
-			token string
-		)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		type result struct {
+			p   page
+			err error
+		}
+		var buf bytes.Buffer // one fetch at a time uses it; parsed pages do not point into it
+		fetch := func(token string) <-chan result {
+			ch := make(chan result, 1)
+			go func() {
+				p, err := l.page(ctx, bucket, prefix, region, token, &buf)
+				ch <- result{p, err}
+			}()
+			return ch
+		}
+		next := fetch("")
 		for {
-			p, err := l.page(ctx, bucket, prefix, region, token, &buf)
-			if err != nil {
-				yield(Object{}, err)
+			r := <-next
+			if r.err != nil {
+				yield(Object{}, r.err)
 				return
 			}
-			for _, o := range p.objects {
+			if r.p.truncated {
+				next = fetch(r.p.next)
+			}
+			for _, o := range r.p.objects {
 				if !yield(o, nil) {
 					return
 				}
 			}
-			if !p.truncated {
+			if !r.p.truncated {
 				return
 			}
-			token = p.next
 		}
 	}
 }

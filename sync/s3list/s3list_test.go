@@ -133,12 +133,12 @@ func TestListMatchesMinioGo(t *testing.T) {
 				assert.Equal(t, want, got, "prefix %q", prefix)
 			}
 
-			// Stopping early sends no further page request.
+			// Stopping early sends no request beyond the page fetched ahead.
 			requests.Reset()
 			for range l.List(ctx, "data", "p/many/") {
 				break
 			}
-			assert.Equal(t, int64(1), requests.Requests())
+			assert.LessOrEqual(t, requests.Requests(), int64(2))
 		})
 	}
 }
@@ -209,4 +209,35 @@ func BenchmarkParsePage(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestNextPageFetchedAhead: the second page is requested while the first
+// is still being consumed.
+func TestNextPageFetchedAhead(t *testing.T) {
+	second := make(chan struct{})
+	l := &Lister{
+		Endpoint: &url.URL{Scheme: "http", Host: "s3.test"}, AccessKey: "a", SecretKey: "s",
+		Region: func(context.Context, string) (string, error) { return "us-east-1", nil },
+		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			body := `<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>t</NextContinuationToken><Contents><Key>a</Key><Size>1</Size></Contents></ListBucketResult>`
+			if r.URL.Query().Get("continuation-token") == "t" {
+				close(second)
+				body = `<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>b</Key><Size>1</Size></Contents></ListBucketResult>`
+			}
+			return &http.Response{StatusCode: 200, Body: readCloser{bytes.NewBufferString(body)}}, nil
+		}),
+	}
+	var keys []string
+	for o, err := range l.List(context.Background(), "data", "") {
+		require.NoError(t, err)
+		if o.Key == "a" {
+			select {
+			case <-second:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the next page was not requested while the first was consumed")
+			}
+		}
+		keys = append(keys, o.Key)
+	}
+	assert.Equal(t, []string{"a", "b"}, keys)
 }
