@@ -36,6 +36,7 @@ type options struct {
 	rounds      int    // times every scenario is repeated
 	only        string // run only scenarios whose name contains this
 	keepAlive   bool   // versitygw keeps connections open
+	server      string // versitygw or minio
 	baseline    string // repository root of another flotta-sync build: tool "baseline"
 
 	// The worker scenarios (bench/worker.go).
@@ -68,6 +69,7 @@ func main() {
 	flag.IntVar(&o.bigMiB, "big", 1024, "MiB of the single big file (0 skips it)")
 	flag.BoolVar(&o.million, "million", false, "also measure an idle egress pass over 1,000,000 files (slow to set up)")
 	flag.IntVar(&o.concurrency, "concurrency", 16, "parallel transfers for every tool")
+	flag.StringVar(&o.server, "server", "versitygw", "S3 server the tools compare on: versitygw or minio (bin/minio, make minio)")
 	flag.BoolVar(&o.keepAlive, "keep-alive", true, "start versitygw with --keep-alive (connections reused between requests, as production servers do)")
 	flag.StringVar(&o.workDir, "dir", "", "work directory (default: a new temporary directory, removed at the end)")
 	flag.StringVar(&o.repo, "repo", ".", "repository root")
@@ -325,8 +327,12 @@ func report(o options, tools []tool, results []result, workerText string) error 
 	fmt.Fprintf(&b, "flotta-device-worker bench, %s\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "machine: %s\n", machine())
 	if len(results) > 0 {
-		fmt.Fprintf(&b, "server: versitygw (posix backend, keep-alive %v) on 127.0.0.1 behind a counting proxy; concurrency %d for every tool; %d round(s), tools interleaved\n", o.keepAlive, o.concurrency, o.rounds)
-		fmt.Fprintf(&b, "wall s: median (min-max over rounds); cpu s: the tool's user+sys; server cpu s: versitygw's meanwhile; x flotta: median wall / flotta's median wall\n\n")
+		srvDesc := fmt.Sprintf("versitygw (posix backend, keep-alive %v)", o.keepAlive)
+		if o.server == "minio" {
+			srvDesc = "MinIO (single drive)"
+		}
+		fmt.Fprintf(&b, "server: %s on 127.0.0.1 behind a counting proxy; concurrency %d for every tool; %d round(s), tools interleaved\n", srvDesc, o.concurrency, o.rounds)
+		fmt.Fprintf(&b, "wall s: median (min-max over rounds); cpu s: the tool's user+sys; server cpu s: the server's meanwhile; x flotta: median wall / flotta's median wall\n\n")
 	}
 
 	var order []string

@@ -82,7 +82,7 @@ func scenarios(o options) []scenario {
 			command: egress(big, "big"),
 			verify:  verifyEgress("big", 1, bigBytes),
 			cleanup: func(o options, srv *server, t tool, r int) {
-				_ = os.RemoveAll(filepath.Join(srv.root, bucketOf(t, r), "big"))
+				_ = srv.removePrefix(bucketOf(t, r), "big")
 			},
 		})
 	}

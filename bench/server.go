@@ -38,14 +38,26 @@ type server struct {
 }
 
 func startServer(o options) (*server, error) {
-	gw, err := s3server.StartVersitygw(s3server.Options{
-		Binary: filepath.Join(o.repo, "bin", "versitygw"),
-		Dir:    filepath.Join(o.workDir, "s3"),
-		Log:    os.Stderr,
-		// As every production S3 server does: without it each request
-		// costs the proxy a new connection, whichever tool sends it.
-		KeepAlive: o.keepAlive,
-	})
+	var gw *s3server.Server
+	var err error
+	switch o.server {
+	case "versitygw":
+		gw, err = s3server.StartVersitygw(s3server.Options{
+			Binary: filepath.Join(o.repo, "bin", "versitygw"),
+			Dir:    filepath.Join(o.workDir, "s3"),
+			Log:    os.Stderr,
+			// As every production S3 server does: without it each request
+			// costs the proxy a new connection, whichever tool sends it.
+			KeepAlive: o.keepAlive,
+		})
+	case "minio":
+		gw, err = s3server.StartMinIO(s3server.Options{
+			Binary: filepath.Join(o.repo, "bin", "minio"),
+			Dir:    filepath.Join(o.workDir, "minio"),
+		})
+	default:
+		err = fmt.Errorf("unknown -server %q (versitygw or minio)", o.server)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -70,6 +82,23 @@ func (s *server) stop() {
 func (s *server) client() (*minio.Client, error) {
 	u, _ := url.Parse(s.url)
 	return minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(accessKey, secretKey, ""), Region: "us-east-1"})
+}
+
+// removePrefix deletes the objects under prefix, through the server's own
+// port (not counted).
+func (s *server) removePrefix(bucket, prefix string) error {
+	c, err := minio.New(s.backend, &minio.Options{Creds: credentials.NewStaticV4(accessKey, secretKey, ""), Region: "us-east-1"})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	objects := c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true})
+	for e := range c.RemoveObjects(ctx, bucket, objects, minio.RemoveObjectsOptions{}) {
+		if e.Err != nil {
+			return e.Err
+		}
+	}
+	return nil
 }
 
 // makeBucket creates a bucket if it does not exist yet.
