@@ -50,6 +50,9 @@ type Backend interface {
 	// object still has that ETag (the version the plan decided on). A body
 	// may implement metaBody (its user metadata, once read).
 	Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error)
+	// GetRange is Get of length bytes from off (big downloads fetch ranges
+	// in parallel).
+	GetRange(ctx context.Context, bucket, key, matchETag string, off, length int64) (io.ReadCloser, error)
 }
 
 // ErrNotFound is returned by Backend.Stat and Backend.Get for a missing object.
@@ -122,7 +125,11 @@ func (b minioBackend) Put(ctx context.Context, bucket, key string, r io.Reader, 
 }
 
 func (b minioBackend) Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error) {
-	body, err := b.g.Get(ctx, bucket, key, matchETag)
+	return b.GetRange(ctx, bucket, key, matchETag, 0, -1)
+}
+
+func (b minioBackend) GetRange(ctx context.Context, bucket, key, matchETag string, off, length int64) (io.ReadCloser, error) {
+	body, err := b.g.GetRange(ctx, bucket, key, matchETag, off, length)
 	if err != nil {
 		if notFound(err) {
 			return nil, fmt.Errorf("%s: %w", key, ErrNotFound)

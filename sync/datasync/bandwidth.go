@@ -43,8 +43,12 @@ func (b countingBackend) Put(ctx context.Context, bucket, key string, r io.Reade
 }
 
 func (b countingBackend) Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error) {
+	return b.GetRange(ctx, bucket, key, matchETag, 0, -1)
+}
+
+func (b countingBackend) GetRange(ctx context.Context, bucket, key, matchETag string, off, length int64) (io.ReadCloser, error) {
 	b.n.Add(1)
-	body, err := b.Backend.Get(ctx, bucket, key, matchETag)
+	body, err := b.Backend.GetRange(ctx, bucket, key, matchETag, off, length)
 	if err != nil {
 		b.n.Add(-1)
 		return nil, err

@@ -152,11 +152,17 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 	defer res.Release()
 
 	// The version the plan decided on, or fail.
-	body, err := p.be.Get(ctx, p.m.Bucket, obj.Key, obj.ETag)
+	bodies, ranges, err := p.openObject(ctx, obj)
 	if err != nil {
 		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
 	}
-	defer body.Close()
+	body := bodies[0] // its response carries the object's metadata
+	closeAll := func() {
+		for _, b := range bodies {
+			b.Close() // the connections go back to the pool now, not after the fsync
+		}
+	}
+	defer closeAll()
 	tmp, err := dir.Create(rel)
 	if err != nil {
 		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
@@ -168,9 +174,16 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 		src = io.TeeReader(src, h)
 	}
 	var n int64
-	if obj.Size >= directMin {
+	switch {
+	case ranges != nil:
+		readers := make([]io.Reader, len(bodies))
+		for i, b := range bodies {
+			readers[i] = b
+		}
+		n, err = directio.CopyRanges(tmp.File, ranges, readers)
+	case obj.Size >= directMin:
 		n, err = directio.Copy(tmp.File, src)
-	} else {
+	default:
 		n, err = copyBuffered(tmp, src)
 	}
 	if err == nil && n != obj.Size {
@@ -186,8 +199,8 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, movedOr(err))
 	}
 	mtime := fileMtime(body, obj.LastModified) // from the GET response: no request
-	body.Close()                               // the connection goes back to the pool now, not after the fsync
-	markVersion(tmp.File, obj, mtime)          // made durable with the file's data
+	closeAll()
+	markVersion(tmp.File, obj, mtime) // made durable with the file's data
 	// As late as can be: the device's version, if the file holds one.
 	keepLocalEdit := func() error {
 		var err error
@@ -207,6 +220,41 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 	}
 	res.Commit()
 	return n, &rec, aside, nil
+}
+
+// A big object whose ETag is not its MD5 (a multipart upload: nothing to
+// hash on the way) is fetched in parallelStreams ranges at once, each
+// written at its place with direct I/O: one stream is bounded by one
+// connection's and one core's speed.
+const (
+	parallelMin     = 64 << 20
+	parallelStreams = 4
+)
+
+// openObject opens the object's body, or, for a big multipart object, one
+// body per range (ranges then says which).
+func (p *pass) openObject(ctx context.Context, obj Object) ([]io.ReadCloser, []directio.Range, error) {
+	if obj.Size < parallelMin || isMD5(obj.ETag) {
+		body, err := p.be.Get(ctx, p.m.Bucket, obj.Key, obj.ETag)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []io.ReadCloser{body}, nil, nil
+	}
+	ranges := directio.Split(obj.Size, parallelStreams)
+	bodies := make([]io.ReadCloser, 0, len(ranges))
+	for _, r := range ranges {
+		// Every range of the version the plan decided on (If-Match).
+		b, err := p.be.GetRange(ctx, p.m.Bucket, obj.Key, obj.ETag, r.Off, r.Len)
+		if err != nil {
+			for _, b := range bodies {
+				b.Close()
+			}
+			return nil, nil, err
+		}
+		bodies = append(bodies, b)
+	}
+	return bodies, ranges, nil
 }
 
 // directMin is the smallest download written with direct I/O: from two

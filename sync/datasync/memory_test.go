@@ -121,7 +121,11 @@ func (b *memBackend) set(bucket, key string, data []byte, etag string, meta map[
 	b.objs[bucket+"\x00"+key] = memObject{data: slices.Clone(data), etag: etag, meta: maps.Clone(meta), mtime: time.Now()}
 }
 
-func (b *memBackend) Get(_ context.Context, bucket, key, matchETag string) (io.ReadCloser, error) {
+func (b *memBackend) Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error) {
+	return b.GetRange(ctx, bucket, key, matchETag, 0, -1)
+}
+
+func (b *memBackend) GetRange(_ context.Context, bucket, key, matchETag string, off, length int64) (io.ReadCloser, error) {
 	b.gets.Add(1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -132,7 +136,11 @@ func (b *memBackend) Get(_ context.Context, bucket, key, matchETag string) (io.R
 	if matchETag != "" && matchETag != o.etag {
 		return nil, minio.ErrorResponse{StatusCode: http.StatusPreconditionFailed, Code: "PreconditionFailed"}
 	}
-	return memBody{io.NopCloser(bytes.NewReader(o.data)), maps.Clone(o.meta)}, nil
+	data := o.data[min(off, int64(len(o.data))):]
+	if length >= 0 {
+		data = data[:min(length, int64(len(data)))]
+	}
+	return memBody{io.NopCloser(bytes.NewReader(data)), maps.Clone(o.meta)}, nil
 }
 
 // memBody is a body with its object's user metadata, as a GET response has.

@@ -12,8 +12,11 @@ package directio
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -109,3 +112,94 @@ type onlyWriter struct{ io.Writer }
 
 // errShort is a write that wrote less than asked without an error.
 var errShort = errors.New("short write")
+
+// Range is a part of a file: Len bytes from Off.
+type Range struct{ Off, Len int64 }
+
+// Split cuts size bytes into at most n ranges of whole blocks (the last
+// one takes the rest), so that every range but the last writes aligned.
+func Split(size int64, n int) []Range {
+	blocks := (size + Block - 1) / Block
+	per := max((blocks+int64(n)-1)/int64(n), 1) * Block
+	var rs []Range
+	for off := int64(0); off < size; off += per {
+		rs = append(rs, Range{off, min(per, size-off)})
+	}
+	return rs
+}
+
+// CopyRanges writes each reader to its range of f (from Split), all at
+// once, whole blocks with O_DIRECT; readers[i] must yield ranges[i].Len
+// bytes. It returns the bytes written. The first failure stops the other
+// ranges at their next block; the caller then closes the readers.
+func CopyRanges(f *os.File, ranges []Range, readers []io.Reader) (int64, error) {
+	d, derr := enable(f)
+	if derr != nil {
+		d = nil // buffered writes through f
+	} else {
+		defer d.disable()
+	}
+	writeAt := func(b []byte, off int64) error {
+		if d != nil {
+			return d.writeAt(b, off)
+		}
+		_, err := f.WriteAt(b, off)
+		return err
+	}
+	var (
+		failed   atomic.Bool
+		firstErr error
+		errOnce  sync.Once
+		written  atomic.Int64
+		tail     []byte // the last range's unaligned end, written last
+		tailOff  int64
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		failed.Store(true)
+	}
+	for i, r := range ranges {
+		wg.Go(func() {
+			buf := alignedBlock()
+			for off, end := r.Off, r.Off+r.Len; off < end && !failed.Load(); {
+				want := min(int64(Block), end-off)
+				n, err := io.ReadFull(readers[i], buf[:want])
+				if err != nil {
+					if err == io.EOF || err == io.ErrUnexpectedEOF {
+						err = fmt.Errorf("range from %d: got %d bytes, expected %d: %w", r.Off, off-r.Off+int64(n), r.Len, io.ErrUnexpectedEOF)
+					}
+					fail(err)
+					return
+				}
+				if want < Block { // only the end of the file is not a whole block
+					tail, tailOff = slices.Clone(buf[:n]), off
+				} else if err := writeAt(buf[:n], off); err != nil {
+					fail(err)
+					return
+				}
+				written.Add(int64(n))
+				off += int64(n)
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return written.Load(), firstErr
+	}
+	if len(tail) > 0 {
+		if d != nil {
+			d.disable() // an unaligned length cannot be written directly
+		}
+		if err := writeAt(tail, tailOff); err != nil {
+			return written.Load(), err
+		}
+	}
+	var size int64
+	if len(ranges) > 0 {
+		last := ranges[len(ranges)-1]
+		size = last.Off + last.Len
+	}
+	_, err := f.Seek(size, io.SeekStart)
+	return written.Load(), err
+}

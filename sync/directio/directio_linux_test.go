@@ -3,6 +3,7 @@ package directio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -131,5 +132,78 @@ func TestWriteErrorStopsReading(t *testing.T) {
 	defer f.Close()
 	if _, err := Copy(f, endless{}); err == nil {
 		t.Fatal("Copy into a read-only file succeeded")
+	}
+}
+
+func TestSplit(t *testing.T) {
+	for _, c := range []struct {
+		size int64
+		n    int
+		want []Range
+	}{
+		{0, 4, nil},
+		{10, 4, []Range{{0, 10}}},
+		{Block, 4, []Range{{0, Block}}},
+		{4*Block + 1, 4, []Range{{0, 2 * Block}, {2 * Block, 2 * Block}, {4 * Block, 1}}},
+		{8 * Block, 4, []Range{{0, 2 * Block}, {2 * Block, 2 * Block}, {4 * Block, 2 * Block}, {6 * Block, 2 * Block}}},
+		{3*Block + 5, 2, []Range{{0, 2 * Block}, {2 * Block, Block + 5}}},
+	} {
+		got := Split(c.size, c.n)
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("Split(%d, %d) = %v, want %v", c.size, c.n, got, c.want)
+		}
+		for _, r := range got[:max(len(got)-1, 0)] {
+			if r.Off%Block != 0 || r.Len%Block != 0 {
+				t.Errorf("Split(%d, %d): range %v is not whole blocks", c.size, c.n, r)
+			}
+		}
+	}
+}
+
+// TestCopyRanges: the ranges, written at once, make the whole file, around
+// the page cache; a range that comes short fails the copy.
+func TestCopyRanges(t *testing.T) {
+	dir := t.TempDir()
+	for _, size := range []int{1, Block, 7*Block + 4321, 16 * Block} {
+		want := randomBytes(size)
+		ranges := Split(int64(size), 4)
+		readers := make([]io.Reader, len(ranges))
+		for i, r := range ranges {
+			readers[i] = bytes.NewReader(want[r.Off : r.Off+r.Len])
+		}
+		p := filepath.Join(dir, "f")
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := CopyRanges(f, ranges, readers)
+		if err != nil || n != int64(size) {
+			t.Fatalf("%d bytes: CopyRanges = %d, %v", size, n, err)
+		}
+		if pos, _ := f.Seek(0, io.SeekCurrent); pos != int64(size) {
+			t.Fatalf("%d bytes: offset %d", size, pos)
+		}
+		f.Close()
+		if size >= 7*Block {
+			resident, total := residentPages(t, p)
+			if tailPages := (size%Block + os.Getpagesize() - 1) / os.Getpagesize(); resident > tailPages {
+				t.Errorf("%d bytes: %d of %d pages in the page cache, want at most %d", size, resident, total, tailPages)
+			}
+		}
+		got, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: content differs (%v)", size, err)
+		}
+	}
+
+	ranges := Split(8*Block, 4)
+	readers := []io.Reader{endless{}, endless{}, bytes.NewReader(make([]byte, Block)), endless{}}
+	f, err := os.Create(filepath.Join(dir, "short"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := CopyRanges(f, ranges, readers); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a short range: %v, want io.ErrUnexpectedEOF", err)
 	}
 }

@@ -16,13 +16,16 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/project-flotta/flotta-device-worker/sync/s3list"
@@ -82,6 +85,12 @@ const maxErrorBody = 64 << 10
 // Get opens the object's body. With matchETag set the server refuses
 // (PreconditionFailed) unless the object still has that ETag.
 func (g *Getter) Get(ctx context.Context, bucket, key, matchETag string) (*Object, error) {
+	return g.GetRange(ctx, bucket, key, matchETag, 0, -1)
+}
+
+// GetRange opens length bytes of the object from off (length < 0: to the
+// end). A server that ignores the range for off > 0 is an error.
+func (g *Getter) GetRange(ctx context.Context, bucket, key, matchETag string, off, length int64) (*Object, error) {
 	region, err := g.Region(ctx, bucket)
 	if err != nil {
 		return nil, err
@@ -91,7 +100,7 @@ func (g *Getter) Get(ctx context.Context, bucket, key, matchETag string) (*Objec
 		tries = 3
 	}
 	for try := 1; ; try++ {
-		o, err := g.get(ctx, bucket, key, matchETag, region)
+		o, err := g.get(ctx, bucket, key, matchETag, region, off, length)
 		if err == nil || try == tries || !s3list.Transient(ctx, err) {
 			return o, err
 		}
@@ -103,7 +112,7 @@ func (g *Getter) Get(ctx context.Context, bucket, key, matchETag string) (*Objec
 	}
 }
 
-func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string) (*Object, error) {
+func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string, off, length int64) (*Object, error) {
 	path := s3utils.EncodePath("/" + bucket + "/" + key)
 	u, err := url.Parse(g.Endpoint.Scheme + "://" + g.Endpoint.Host + path)
 	if err != nil {
@@ -117,13 +126,32 @@ func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string)
 	if matchETag != "" {
 		req.Header.Set("If-Match", `"`+matchETag+`"`)
 	}
+	ranged := off > 0 || length >= 0
+	if ranged { // not signed: S3 does not require it
+		end := ""
+		if length >= 0 {
+			end = strconv.FormatInt(off+length-1, 10)
+		}
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+end)
+	}
 	g.sign(req, u.EscapedPath(), region, time.Now().UTC())
 	resp, err := g.Transport.RoundTrip(req)
 	if err != nil {
 		return nil, &url.Error{Op: "Get", URL: u.Redacted(), Err: err}
 	}
-	if resp.StatusCode == http.StatusOK {
+	switch {
+	case matchETag != "" && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent) &&
+		!strings.EqualFold(strings.Trim(resp.Header.Get("ETag"), `"`), matchETag):
+		// A server that ignores If-Match: the version is checked here too,
+		// so that the ranges of one download never mix two versions.
+		resp.Body.Close()
+		return nil, minio.ErrorResponse{StatusCode: http.StatusPreconditionFailed, Code: "PreconditionFailed",
+			Message: "the object's ETag is " + resp.Header.Get("ETag") + ", not the one asked for", BucketName: bucket, Key: key}
+	case resp.StatusCode == http.StatusOK && off == 0 || resp.StatusCode == http.StatusPartialContent && ranged:
 		return &Object{ReadCloser: resp.Body, Header: resp.Header}, nil
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
+		resp.Body.Close()
+		return nil, fmt.Errorf("get %s: the server answered %s to a request for bytes from %d", key, resp.Status, off)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))

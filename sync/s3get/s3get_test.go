@@ -175,3 +175,36 @@ func TestSigningKeyDerivedOncePerDay(t *testing.T) {
 	assert.Contains(t, req.Header.Get("Authorization"),
 		"Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=")
 }
+
+// TestGetChecksTheETag: a server that ignores If-Match and answers with
+// another version is refused as PreconditionFailed; ranges ask for their
+// bytes, and a server that ignores Range for a later range is refused.
+func TestGetChecksTheETag(t *testing.T) {
+	var gotRange string
+	status := http.StatusPartialContent
+	g := &Getter{
+		Endpoint: &url.URL{Scheme: "http", Host: "s3.test"}, AccessKey: "a", SecretKey: "s",
+		Region: func(context.Context, string) (string, error) { return "us-east-1", nil },
+		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			gotRange = r.Header.Get("Range")
+			return &http.Response{StatusCode: status, Header: http.Header{"Etag": {`"v2"`}}, Body: io.NopCloser(strings.NewReader("x"))}, nil
+		}),
+	}
+	ctx := context.Background()
+	_, err := g.GetRange(ctx, "b", "k", "v1", 8, 4)
+	var er minio.ErrorResponse
+	require.ErrorAs(t, err, &er)
+	assert.Equal(t, "PreconditionFailed", er.Code)
+	assert.Equal(t, "bytes=8-11", gotRange)
+
+	o, err := g.GetRange(ctx, "b", "k", "V2", 8, 4) // ETags compare without case
+	require.NoError(t, err)
+	o.Close()
+
+	status = http.StatusOK // Range ignored
+	_, err = g.GetRange(ctx, "b", "k", "v2", 8, 4)
+	require.ErrorContains(t, err, "bytes from 8")
+	_, err = g.GetRange(ctx, "b", "k", "v2", 0, -1)
+	require.NoError(t, err)
+	assert.Empty(t, gotRange, "a whole object asks for no range")
+}
