@@ -99,4 +99,3 @@ func TestBigObjectReplacedBetweenRanges(t *testing.T) {
 	require.NoError(t, f.syncNow())
 	require.True(t, bytes.Equal(v2, f.read("in/big.bin")), "the new version, whole")
 }
-
