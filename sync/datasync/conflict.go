@@ -92,7 +92,7 @@ func (p *pass) refusal(j job) error {
 // durable first: a writer holding the file open loses nothing), and returns
 // that name; "" when there was nothing to keep.
 func (p *pass) keepLocalEdit(j job, rel string, obj Object, mtime time.Time) (string, error) {
-	fi, err := p.dir.Root().Lstat(rel)
+	fi, err := p.dir.Lstat(rel)
 	if isNotExist(err) {
 		return "", nil
 	}
@@ -186,7 +186,7 @@ func (p *pass) dropAside(rel, aside string) {
 // localStat completes the row of a downloaded or adopted file with the file's
 // stat, which tells a later pass whether the device changed it.
 func (p *pass) localStat(rel string, rec *journal.Record) {
-	if fi, err := p.dir.Root().Lstat(rel); err == nil && fi.Mode().IsRegular() {
+	if fi, err := p.dir.Lstat(rel); err == nil && fi.Mode().IsRegular() {
 		statInto(fi, rec)
 	}
 }

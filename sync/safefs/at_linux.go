@@ -5,11 +5,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -47,6 +51,7 @@ type atDirs struct {
 
 	tmpfileOnce sync.Once
 	tmpfile     bool // unnamed temporary files can be linked here
+	emptyPath   bool // by linkat(AT_EMPTY_PATH), else through /proc
 
 	mu   sync.Mutex
 	open map[string]*dirHandle
@@ -267,23 +272,31 @@ func (a *atDirs) create(d *Dir, rel string) (*Temp, error) {
 }
 
 // probeTmpfile reports whether an unnamed file can be made and then linked
-// in h (O_TMPFILE needs file system support, linking it needs /proc).
+// in h (O_TMPFILE needs file system support; linking it needs
+// CAP_DAC_READ_SEARCH for AT_EMPTY_PATH, the worker's case, or /proc), and
+// how.
 func (a *atDirs) probeTmpfile(h *dirHandle) bool {
-	fd, err := unix.Openat(h.fd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return false
+	for _, emptyPath := range []bool{true, false} {
+		fd, err := unix.Openat(h.fd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return false
+		}
+		a.emptyPath = emptyPath
+		name := tempName()
+		err = a.linkAnon(fd, h.fd, name)
+		unix.Close(fd)
+		if err == nil {
+			return unix.Unlinkat(h.fd, name, 0) == nil
+		}
 	}
-	defer unix.Close(fd)
-	name := tempName()
-	if linkAnon(fd, h.fd, name) != nil {
-		return false
-	}
-	return unix.Unlinkat(h.fd, name, 0) == nil
+	return false
 }
 
 // linkAnon gives the unnamed file fd the name name in directory dirfd.
-// linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH; the /proc link does not.
-func linkAnon(fd, dirfd int, name string) error {
+func (a *atDirs) linkAnon(fd, dirfd int, name string) error {
+	if a.emptyPath {
+		return unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH)
+	}
 	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
 }
 
@@ -333,12 +346,12 @@ func (t *Temp) placeAt() error {
 // else (through a temporary name) a rename over what is there.
 func (t *Temp) link(fd int, h *dirHandle, base string) error {
 	if t.tmp == "" {
-		err := linkAnon(fd, h.fd, base)
+		err := t.d.at.linkAnon(fd, h.fd, base)
 		if !errors.Is(err, unix.EEXIST) {
 			return err
 		}
 		t.tmp = tempName()
-		if err := linkAnon(fd, h.fd, t.tmp); err != nil {
+		if err := t.d.at.linkAnon(fd, h.fd, t.tmp); err != nil {
 			t.tmp = ""
 			return err
 		}
@@ -357,4 +370,66 @@ func (t *Temp) abortAt() {
 	}
 	t.d.at.release(t.parent)
 	t.parent = nil
+}
+
+// lstat is Dir.Lstat through the open directories.
+func (a *atDirs) lstat(rel string) (os.FileInfo, error) {
+	h, err := a.acquire(path.Dir(rel), false)
+	if err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: rel, Err: err}
+	}
+	defer a.release(h)
+	fi := &statInfo{name: path.Base(rel)}
+	for {
+		// Sys must be a *syscall.Stat_t (as os.Lstat's); x/sys's has the
+		// same layout.
+		err = unix.Fstatat(h.fd, fi.name, (*unix.Stat_t)(unsafe.Pointer(&fi.st)), unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: rel, Err: err}
+	}
+	return fi, nil
+}
+
+// statInfo is an os.FileInfo made from a stat(2) result, as os.Lstat's.
+type statInfo struct {
+	name string
+	st   syscall.Stat_t
+}
+
+func (s *statInfo) Name() string       { return s.name }
+func (s *statInfo) Size() int64        { return s.st.Size }
+func (s *statInfo) ModTime() time.Time { return time.Unix(s.st.Mtim.Sec, s.st.Mtim.Nsec) }
+func (s *statInfo) IsDir() bool        { return s.Mode().IsDir() }
+func (s *statInfo) Sys() any           { return &s.st }
+
+func (s *statInfo) Mode() fs.FileMode {
+	m := fs.FileMode(s.st.Mode & 0o777)
+	switch s.st.Mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		m |= fs.ModeDir
+	case syscall.S_IFLNK:
+		m |= fs.ModeSymlink
+	case syscall.S_IFIFO:
+		m |= fs.ModeNamedPipe
+	case syscall.S_IFSOCK:
+		m |= fs.ModeSocket
+	case syscall.S_IFCHR:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case syscall.S_IFBLK:
+		m |= fs.ModeDevice
+	}
+	if s.st.Mode&syscall.S_ISUID != 0 {
+		m |= fs.ModeSetuid
+	}
+	if s.st.Mode&syscall.S_ISGID != 0 {
+		m |= fs.ModeSetgid
+	}
+	if s.st.Mode&syscall.S_ISVTX != 0 {
+		m |= fs.ModeSticky
+	}
+	return m
 }

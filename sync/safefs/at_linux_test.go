@@ -59,10 +59,13 @@ func TestFastPathUsed(t *testing.T) {
 // replaced whole; both with the sealed mtime, no temporary file left, and
 // Placed matching what Lstat then sees (ctime and inode).
 func TestNewAndReplaced(t *testing.T) {
-	for _, named := range []bool{false, true} {
-		t.Run(map[bool]string{false: "unnamed", true: "named"}[named], func(t *testing.T) {
+	for _, mode := range []string{"unnamed", "unnamed linked through /proc", "named"} {
+		t.Run(mode, func(t *testing.T) {
 			d := openTemp(t)
-			if named {
+			switch mode {
+			case "unnamed linked through /proc": // as without CAP_DAC_READ_SEARCH
+				d.at.tmpfileOnce.Do(func() { d.at.tmpfile, d.at.emptyPath = true, false })
+			case "named":
 				d.at.tmpfileOnce.Do(func() {})
 			}
 			for _, content := range []string{"first", "second version"} {
@@ -226,5 +229,48 @@ func TestOpenDirectoriesBounded(t *testing.T) {
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLstat: Dir.Lstat says what os.Lstat says of a file, a directory, a
+// symlink (not followed) and a missing name, and refuses a symlinked parent.
+func TestLstat(t *testing.T) {
+	d := openTemp(t)
+	mustWrite(t, filepath.Join(d.Path(), "f"), "hello")
+	if err := os.Mkdir(filepath.Join(d.Path(), "dir"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("f", filepath.Join(d.Path(), "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(t.TempDir(), filepath.Join(d.Path(), "out")); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"f", "dir", "link"} {
+		got, err := d.Lstat(rel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := os.Lstat(filepath.Join(d.Path(), rel))
+		if got.Name() != want.Name() || got.Size() != want.Size() || got.Mode() != want.Mode() ||
+			!got.ModTime().Equal(want.ModTime()) || got.IsDir() != want.IsDir() {
+			t.Errorf("%s: Lstat %v %v %v %v, os.Lstat %v %v %v %v", rel, got.Name(), got.Size(), got.Mode(), got.ModTime(),
+				want.Name(), want.Size(), want.Mode(), want.ModTime())
+		}
+		st, ok := got.Sys().(*syscall.Stat_t)
+		if !ok {
+			t.Fatalf("%s: Sys is %T, want *syscall.Stat_t", rel, got.Sys())
+		}
+		if ws := want.Sys().(*syscall.Stat_t); st.Ino != ws.Ino || st.Dev != ws.Dev || st.Ctim != ws.Ctim {
+			t.Errorf("%s: another file (inode %d, want %d)", rel, st.Ino, ws.Ino)
+		}
+	}
+	for _, rel := range []string{"missing", "nodir/f"} {
+		if _, err := d.Lstat(rel); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Lstat(%s) = %v, want ErrNotExist", rel, err)
+		}
+	}
+	if _, err := d.Lstat("out/x"); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("Lstat through a symlinked parent = %v, want ErrUnsafe", err)
 	}
 }

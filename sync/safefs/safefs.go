@@ -148,6 +148,16 @@ func (d *Dir) Existing(rel string) (int64, error) {
 	return 0, nil // a symlink or other node is replaced, never followed
 }
 
+// Lstat describes the file at rel without following a final symlink. On
+// the fast path a symlinked parent is refused (ErrUnsafe) rather than
+// followed.
+func (d *Dir) Lstat(rel string) (os.FileInfo, error) {
+	if d.at != nil {
+		return d.at.lstat(rel)
+	}
+	return d.root.Lstat(rel)
+}
+
 // Temp is a file being written; Commit puts it in place.
 type Temp struct {
 	*os.File
