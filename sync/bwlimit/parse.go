@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 )
 
 // Setting names the worker's environment variable and the CLI flag, for
@@ -23,8 +25,8 @@ import (
 const Setting = "FLOTTA_BWLIMIT / --bwlimit"
 
 // Forms lists the accepted forms, for error messages and help text.
-const Forms = `a rate such as "512K" (bytes per second; suffixes B, K, M, G, T are powers of 1024, ` +
-	`a bare number is KiB/s as in rclone; "off" or "0" is no limit), "UP:DOWN" such as "1M:256K", ` +
+const Forms = `a rate such as "512K" (bytes per second: a bare number is bytes, suffixes K, M, G, T are ` +
+	`powers of 1024, as for every size; "off" or "0" is no limit), "UP:DOWN" such as "1M:256K", ` +
 	`or a timetable of space-separated "HH:MM,RATE" or "Day-HH:MM,RATE" entries such as ` +
 	`"08:00,512K 19:00,10M 23:00,off" (local time; Day is Mon..Sun)`
 
@@ -329,9 +331,10 @@ func parseLimit(s string) (Limit, error) {
 	return Limit{Up: r, Down: r}, nil
 }
 
-// ParseRate reads one rate: "off", a number with an optional suffix B, K,
-// M, G or T (powers of 1024; "Ki", "KiB" and "KB" are read the same), or a
-// bare number meaning KiB/s as in rclone. "0" is no limit.
+// ParseRate reads one rate: "off", or a size as package bytesize reads it
+// (the one unit rule of every size and rate: a bare number is bytes, the
+// suffixes K, M, G and T are powers of 1024), optionally followed by "/s".
+// "0" is no limit.
 func ParseRate(s string) (Rate, error) {
 	t := strings.TrimSpace(s)
 	if strings.EqualFold(t, "off") {
@@ -340,34 +343,18 @@ func ParseRate(s string) (Rate, error) {
 	if t == "" {
 		return 0, fmt.Errorf("empty rate")
 	}
-	num := strings.TrimRightFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-	unit := strings.TrimSuffix(strings.ToUpper(t[len(num):]), "/S")
-	mult, ok := units[unit]
-	if !ok {
-		return 0, fmt.Errorf("rate %q: unknown unit %q (want B, K, M, G or T)", s, t[len(num):])
+	if len(t) > 2 && strings.EqualFold(t[len(t)-2:], "/s") {
+		t = t[:len(t)-2]
 	}
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
-		return 0, fmt.Errorf("rate %q: want a number with an optional unit", s)
+	if strings.HasPrefix(t, "-") {
+		return 0, fmt.Errorf("rate %q: negative", s)
 	}
-	r := v * mult
-	if r > math.MaxInt64/2 {
+	n, err := bytesize.Parse(t)
+	if err != nil {
+		return 0, fmt.Errorf("rate %q: %v", s, err)
+	}
+	if n > math.MaxInt64/2 {
 		return 0, fmt.Errorf("rate %q: too large", s)
 	}
-	if r > 0 && r < 1 {
-		return 0, fmt.Errorf("rate %q: below 1 byte per second", s)
-	}
-	return Rate(r), nil
+	return Rate(n), nil
 }
-
-// units maps a rate's suffix to its multiplier; a bare number is KiB/s.
-var units = func() map[string]float64 {
-	m := map[string]float64{"": 1 << 10, "B": 1}
-	for i, l := range []string{"K", "M", "G", "T"} {
-		v := float64(uint64(1) << (10 * (i + 1)))
-		for _, s := range []string{l, l + "B", l + "I", l + "IB"} {
-			m[s] = v
-		}
-	}
-	return m
-}()

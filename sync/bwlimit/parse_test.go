@@ -11,7 +11,7 @@ func TestParseRate(t *testing.T) {
 		"off": Off, "OFF": Off, "0": Off, "0K": Off,
 		"512K": 512 << 10, "512k": 512 << 10, "512KiB": 512 << 10, "512KB": 512 << 10, "512Ki": 512 << 10,
 		"1M": 1 << 20, "1.5M": 3 << 19, "10M": 10 << 20, "2G": 2 << 30, "1T": 1 << 40,
-		"100":  100 << 10, // bare number: KiB/s, as rclone
+		"100":  100, // bare number: bytes/s, as every size (package bytesize)
 		"100B": 100, "100b": 100, "1K/s": 1 << 10,
 	}
 	for in, want := range good {
@@ -44,7 +44,7 @@ func TestParseFixed(t *testing.T) {
 		"1M:256K":   {Up: 1 << 20, Down: 256 << 10},
 		"off:256K":  {Up: Off, Down: 256 << 10},
 		"10M:off":   {Up: 10 << 20},
-		"2048B:1.5": {Up: 2048, Down: 1536},
+		"2048:1.5K": {Up: 2048, Down: 1536}, // a bare number is bytes
 	} {
 		s, err := Parse(in)
 		if err != nil {

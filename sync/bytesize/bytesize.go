@@ -1,7 +1,8 @@
-// Package bytesize reads the size settings of the worker and of flotta-sync
-// (FLOTTA_INGRESS_QUOTA, FLOTTA_MIN_FREE, --max-bytes, --min-free) the way
-// rclone reads its sizes: a number of bytes, or a number with a binary
-// suffix.
+// Package bytesize is the one unit rule of every size and rate of the worker
+// and of flotta-sync (FLOTTA_INGRESS_QUOTA, FLOTTA_MIN_FREE, --max-bytes,
+// --min-free, and the rates of FLOTTA_BWLIMIT and --bwlimit through package
+// bwlimit): a bare number is bytes, a suffix is binary. Format writes byte
+// counts back for people.
 //
 // Accepted forms, exactly:
 //
@@ -108,6 +109,9 @@ func (v Value) String() string {
 	return strconv.FormatInt(*v.n, 10)
 }
 
+// Type implements pflag.Value: help shows the flag's operand as "size".
+func (v Value) Type() string { return "size" }
+
 // Set implements flag.Value; the flag package names the flag in the error.
 func (v Value) Set(s string) error {
 	n, err := Parse(s)
@@ -133,4 +137,23 @@ func DiskGuard(quota, minFree int64) (quotaBytes, minFreeBytes int64, minFreePer
 		return quotaBytes, -1, -1
 	}
 	return quotaBytes, minFree, -1
+}
+
+// Format writes a byte count for people: "512 B", "1.5 KiB", "2.0 GiB". It is
+// the one formatter of byte counts in flotta-sync and device-worker output.
+func Format(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	neg := ""
+	if n < 0 {
+		neg, n = "-", -n
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%s%.1f %ciB", neg, float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -66,3 +66,21 @@ func TestDiskGuard(t *testing.T) {
 		assert.Equal(t, []any{c.wantQuota, c.wantBytes, c.wantPct}, []any{q, b, p}, "%+v", c)
 	}
 }
+
+func TestFormat(t *testing.T) {
+	for n, want := range map[int64]string{
+		0: "0 B", 1: "1 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 10 << 20: "10.0 MiB",
+		3 << 30: "3.0 GiB", 1 << 40: "1.0 TiB", 1 << 62: "4.0 EiB", -2048: "-2.0 KiB", -5: "-5 B",
+	} {
+		if got := Format(n); got != want {
+			t.Errorf("Format(%d) = %q, want %q", n, got, want)
+		}
+	}
+	// What Format writes, Parse reads back (to the shown precision).
+	for _, n := range []int64{1 << 10, 3 << 19, 10 << 20, 7 << 30} {
+		back, err := Parse(Format(n))
+		if err != nil || back != n {
+			t.Errorf("Parse(Format(%d)) = %d, %v", n, back, err)
+		}
+	}
+}
