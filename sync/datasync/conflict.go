@@ -48,7 +48,23 @@ func (pl *ingressPlanner) decide(it *item, sc scope) decision {
 		!it.row.Refused && !sameObject(it.row, it.remote) {
 		pl.p.lookupLocal(it)
 	}
+	if pl.p.po.Restore && pl.restorable(it, sc) {
+		sc.localWalked = true // looked at, and not there: deleted locally
+	}
 	return decideIngress(*it, sc, pl.p.m.Prefix)
+}
+
+// restorable reports whether the file of an object that has not changed
+// since it was downloaded is gone from the target (PassOptions.Restore).
+// Only a file that does not exist counts: one that cannot be looked at is
+// left alone.
+func (pl *ingressPlanner) restorable(it *item, sc scope) bool {
+	if sc.localWalked || pl.p.dir == nil || it.local != nil || it.remote == nil || it.row == nil ||
+		it.row.Refused || !sameObject(it.row, it.remote) {
+		return false
+	}
+	_, err := pl.p.dir.Root().Lstat(it.name)
+	return err != nil && isNotExist(err)
 }
 
 // parentObject returns the name of an object listed earlier that is a

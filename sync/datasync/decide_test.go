@@ -1,11 +1,15 @@
 package datasync
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
+	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
 
@@ -167,4 +171,54 @@ func TestIngressPlannerFindsKeysUnderObjects(t *testing.T) {
 		assert.LessOrEqual(t, len(pl.open), len(n)+1)
 	}
 	assert.Equal(t, map[string]string{"a/b": "a", "a/b/c": "a", "c/d/e": "c/d"}, got)
+}
+
+// TestIngressPlannerRestores: with PassOptions.Restore, a pass that lists
+// the bucket but does not walk the directory looks up the file of each
+// object the journal has unchanged (an lstat, no request) and downloads it
+// again when it was deleted locally; without Restore, or for anything else,
+// the decision is the plain table's.
+func TestIngressPlannerRestores(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(root, "there"), []byte("hello"), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "locked", "in"), 0o755))
+	dir, err := safefs.Open(root, root, false)
+	require.NoError(t, err)
+	defer dir.Close()
+	obj := func(name, etag string) *Object { return &Object{Key: "p/" + name, Size: 5, ETag: etag} }
+	row := &journal.Record{Size: 5, ETag: "e1"}
+	refused := &journal.Record{Size: 5, ETag: "e1", Refused: true}
+	listed := scope{remoteListed: true}
+	for _, tc := range []struct {
+		name    string
+		it      item
+		sc      scope
+		restore bool
+		want    action
+	}{
+		{"deleted locally: restored", item{name: "gone", remote: obj("gone", "e1"), row: row}, listed, true, actDownload},
+		{"deleted locally, no Restore: not looked at", item{name: "gone", remote: obj("gone", "e1"), row: row}, listed, false, actSkip},
+		{"file there: unchanged", item{name: "there", remote: obj("there", "e1"), row: row}, listed, true, actSkip},
+		{"a directory now: left alone", item{name: "locked", remote: obj("locked", "e1"), row: row}, listed, true, actSkip},
+		{"parent deleted: restored", item{name: "gone/deeper", remote: obj("gone/deeper", "e1"), row: row}, listed, true, actDownload},
+		{"object changed: downloaded anyway", item{name: "gone", remote: obj("gone", "e2"), row: row}, listed, true, actDownload},
+		{"refused earlier: stays refused", item{name: "gone", remote: obj("gone", "e1"), row: refused}, listed, true, actRefused},
+		{"new object: downloaded", item{name: "gone", remote: obj("gone", "e1")}, listed, true, actDownload},
+		{"object deleted: row pruned", item{name: "gone", row: row}, listed, true, actPrune},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pl := &ingressPlanner{p: &pass{m: Mapping{Prefix: "p", Direction: Ingress}, lp: "p/", dir: dir,
+				po: PassOptions{Restore: tc.restore}}}
+			it := tc.it
+			assert.Equal(t, tc.want, pl.decide(&it, tc.sc).act)
+		})
+	}
+	// A file that cannot be looked at is not taken for deleted.
+	if os.Geteuid() != 0 {
+		require.NoError(t, os.Chmod(filepath.Join(root, "locked"), 0))
+		defer os.Chmod(filepath.Join(root, "locked"), 0o755)
+		pl := &ingressPlanner{p: &pass{m: Mapping{Prefix: "p", Direction: Ingress}, lp: "p/", dir: dir, po: PassOptions{Restore: true}}}
+		it := item{name: "locked/in/f", remote: obj("locked/in/f", "e1"), row: row}
+		assert.Equal(t, actSkip, pl.decide(&it, listed).act)
+	}
 }

@@ -297,6 +297,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 				p.stats.addPending()
 				return true
 			}
+			p.po.Progress.planned(p.sizeOf(it))
 			select {
 			case jobs <- job{it: it, d: d}:
 				return true
@@ -311,11 +312,13 @@ func (p *pass) run(ctx context.Context, src source) error {
 			return
 		}
 		var out outcome
+		p.po.Progress.begin()
 		if j.d.act == actRefuse {
 			out.err = p.refusal(j)
 		} else {
 			out = p.way.transfer(ctx, j, release)
 		}
+		p.po.Progress.end(p.sizeOf(j.it), out.err)
 		if p.record(j, out) {
 			cancel(out.err)
 		}
@@ -460,6 +463,13 @@ type PassOptions struct {
 	// Report, when set, receives every planned action that is not a skip
 	// (for dry runs; also called during real passes).
 	Report func(Planned)
+	// Progress, when set, counts the pass's transfers as they happen.
+	Progress *Progress
+	// Restore (ingress, a pass that does not walk the directory) looks up
+	// the local file of every object the journal says was downloaded and
+	// has not changed, and downloads again those deleted locally: one lstat
+	// each, no request. A reconcile finds them by its walk anyway.
+	Restore bool
 }
 
 // Planned is one action a pass decided on.
@@ -475,16 +485,7 @@ func (p *pass) report(it item, d decision) {
 	if p.po.Report == nil {
 		return
 	}
-	pl := Planned{Action: d.act.String(), Key: p.lp + it.name, Path: it.name, Why: d.why}
-	switch {
-	case it.local != nil && p.m.Direction == Egress:
-		pl.Size = it.local.Size
-	case it.remote != nil:
-		pl.Size = it.remote.Size
-	case it.row != nil:
-		pl.Size = it.row.Size
-	}
-	p.po.Report(pl)
+	p.po.Report(Planned{Action: d.act.String(), Key: p.lp + it.name, Path: it.name, Size: p.sizeOf(it), Why: d.why})
 }
 
 // dryRun reports what a job would do; it reads (the disk guard measures the
