@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -151,6 +152,10 @@ func newTransport(secure bool, caPEM []byte, conns int, to Timeouts, lim *bwlimi
 type Counter struct {
 	n    atomic.Int64
 	puts atomic.Int64
+	// sent and received count object data on the wire: the bodies of PUT
+	// requests (objects and parts) and of GET responses without a query
+	// (objects and ranges; a listing has a query).
+	sent, received atomic.Int64
 }
 
 // Wrap returns next counted by c; it suits s3client.Config.Wrap and
@@ -170,8 +175,35 @@ func (t countedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Method == http.MethodPut || r.Method == http.MethodPost {
 		t.c.puts.Add(1)
 	}
-	return t.next.RoundTrip(r)
+	if r.Method == http.MethodPut && r.Body != nil && r.Body != http.NoBody {
+		r = r.Clone(r.Context())
+		r.Body = &countedReader{ReadCloser: r.Body, n: &t.c.sent}
+	}
+	resp, err := t.next.RoundTrip(r)
+	if err == nil && r.Method == http.MethodGet && r.URL.RawQuery == "" && resp.Body != nil {
+		resp.Body = &countedReader{ReadCloser: resp.Body, n: &t.c.received}
+	}
+	return resp, err
 }
+
+// countedReader adds what is read through it to n.
+type countedReader struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countedReader) Read(p []byte) (int, error) {
+	k, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// Sent is the number of object bytes uploaded so far (PUT bodies, retries
+// included).
+func (c *Counter) Sent() int64 { return c.sent.Load() }
+
+// Received is the number of object bytes downloaded so far.
+func (c *Counter) Received() int64 { return c.received.Load() }
 
 // Requests is the number of requests so far.
 func (c *Counter) Requests() int64 { return c.n.Load() }
@@ -180,4 +212,4 @@ func (c *Counter) Requests() int64 { return c.n.Load() }
 func (c *Counter) Writes() int64 { return c.puts.Load() }
 
 // Reset sets the counts to zero.
-func (c *Counter) Reset() { c.n.Store(0); c.puts.Store(0) }
+func (c *Counter) Reset() { c.n.Store(0); c.puts.Store(0); c.sent.Store(0); c.received.Store(0) }
