@@ -112,7 +112,8 @@ func barProgress(w io.Writer, get func() live, logOut *switchWriter) display {
 	var mu sync.Mutex
 	cur := get()
 	snap := func() live { mu.Lock(); defer mu.Unlock(); return cur }
-	bar := pr.AddBar(1,
+	// A total of 0 leaves it open: the plan streams, SetTotal grows it.
+	bar := pr.AddBar(0,
 		mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
 			l := snap()
 			return fmt.Sprintf("%d/%d files", l.files, l.plannedFiles)
@@ -135,7 +136,7 @@ func barProgress(w io.Writer, get func() live, logOut *switchWriter) display {
 		mu.Lock()
 		cur = l
 		mu.Unlock()
-		bar.SetTotal(max(l.plannedBytes, 1), false)
+		bar.SetTotal(l.plannedBytes, false)
 		bar.SetCurrent(l.bytes)
 	}
 	wg.Go(func() {

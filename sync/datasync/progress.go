@@ -2,11 +2,13 @@ package datasync
 
 import (
 	"errors"
+	"io/fs"
 	"sync/atomic"
 
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
+	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
 
 // Progress counts the transfers of the passes it is given to
@@ -18,7 +20,7 @@ import (
 type Progress struct {
 	plannedFiles, plannedBytes atomic.Int64
 	doneFiles, doneBytes       atomic.Int64
-	failed                     atomic.Int64
+	failed, vanished, changed  atomic.Int64
 	inFlight                   atomic.Int64
 }
 
@@ -26,8 +28,15 @@ type Progress struct {
 type ProgressSnapshot struct {
 	PlannedFiles, PlannedBytes int64 // transfers queued so far (and refusals)
 	DoneFiles, DoneBytes       int64 // finished, whatever the outcome
-	Failed                     int64 // finished with an error other than a refusal
-	InFlight                   int64 // running now
+	// Failed counts transfers that failed (retried by the next pass).
+	// Refused and unreadable files are not in it: the status counts them.
+	Failed int64
+	// Vanished counts files deleted between the walk and their upload.
+	Vanished int64
+	// Changed counts files or objects that changed while being read (the
+	// next pass moves the new version).
+	Changed  int64
+	InFlight int64 // running now
 }
 
 // Snapshot reads the counters.
@@ -38,7 +47,7 @@ func (p *Progress) Snapshot() ProgressSnapshot {
 	return ProgressSnapshot{
 		PlannedFiles: p.plannedFiles.Load(), PlannedBytes: p.plannedBytes.Load(),
 		DoneFiles: p.doneFiles.Load(), DoneBytes: p.doneBytes.Load(),
-		Failed: p.failed.Load(), InFlight: p.inFlight.Load(),
+		Failed: p.failed.Load(), Vanished: p.vanished.Load(), Changed: p.changed.Load(), InFlight: p.inFlight.Load(),
 	}
 }
 
@@ -63,7 +72,14 @@ func (p *Progress) end(size int64, err error) {
 	p.inFlight.Add(-1)
 	p.doneFiles.Add(1)
 	p.doneBytes.Add(size)
-	if err != nil && !isRefusal(err) {
+	switch {
+	case err == nil || isRefusal(err) || errors.Is(err, fs.ErrPermission):
+		// refused or unreadable: in the status
+	case errors.Is(err, fs.ErrNotExist):
+		p.vanished.Add(1)
+	case errors.Is(err, stablefile.ErrChanged) || errors.Is(err, errObjectMoved):
+		p.changed.Add(1)
+	default:
 		p.failed.Add(1)
 	}
 }
