@@ -14,11 +14,17 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
+	"github.com/project-flotta/flotta-device-worker/sync/syncstatus"
 	"github.com/project-flotta/flotta-device-worker/worker"
 )
 
 // gracePeriod bounds how long in-flight calls may finish after SIGTERM.
 const gracePeriod = 5 * time.Second
+
+// statusInterval is how often the sync status is looked at; the status
+// file and the metrics file are written only when it changed (or once a
+// minute), which costs nothing while idle.
+const statusInterval = 2 * time.Second
 
 // run starts the podman manager and the sync engine, then the worker
 // (which applies the persisted configuration at once), registers with yggd,
@@ -66,6 +72,9 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	defer stopBackground()
 	go pods.Run(background)
 	go func() { _ = engine.Run(background) }()
+	status := &syncstatus.Publisher{Path: filepath.Join(opts.StateDir, syncstatus.FileName), MetricsFile: s.metricsFile,
+		Worker: version, Status: engine.Status, Log: log.Named("status")}
+	go status.Run(background, statusInterval)
 
 	conn, err := worker.Dial(s.socketAddr)
 	if err != nil {

@@ -57,6 +57,10 @@ type settings struct {
 	// Schedule is none.
 	bwlimit bwlimit.Schedule
 
+	// metricsFile, when set, is where the worker writes its sync figures
+	// in Prometheus text format (node_exporter's textfile collector).
+	metricsFile string
+
 	printVersion bool // --version: print the version and exit
 }
 
@@ -97,6 +101,7 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.StringVar(&shutdown, "shutdown-sync-timeout", shutdown, "bound of the last egress pass on SIGTERM, 0 = none (env FLOTTA_SHUTDOWN_SYNC_TIMEOUT)")
 	bw := env("FLOTTA_BWLIMIT", "")
 	fs.StringVar(&bw, "bwlimit", bw, "bandwidth limit of all data sync together: 512K, UP:DOWN as 1M:256K, or a timetable in local time as \"08:00,512K 19:00,10M 23:00,off\"; empty or off = none (env FLOTTA_BWLIMIT)")
+	fs.StringVar(&s.metricsFile, "metrics-file", env("FLOTTA_METRICS_FILE", ""), "write the sync figures to this file in Prometheus text format, for node_exporter's textfile collector (a *.prom file in its directory); empty = none (env FLOTTA_METRICS_FILE)")
 	fs.BoolVar(&s.printVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
