@@ -20,7 +20,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw minio bench bench-fleet clean
+.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw minio bench bench-fleet clean man completions
 .PHONY: rpm-tarball rpm install uninstall clean-rpm
 
 all: build
@@ -29,6 +29,18 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	$(GO) build $(GOFLAGS_BUILD) -ldflags "$(LDFLAGS_VERSION)" -o $(BIN)/ ./cmd/...
+
+## man: flotta-sync's man pages (generated from its commands and flags) into bin/man/man1
+man: build
+	rm -rf $(BIN)/man/man1
+	$(BIN)/flotta-sync gen-man $(BIN)/man/man1
+
+## completions: flotta-sync's bash, zsh and fish completion scripts into bin/completions
+completions: build
+	@mkdir -p $(BIN)/completions
+	$(BIN)/flotta-sync completion bash > $(BIN)/completions/flotta-sync.bash
+	$(BIN)/flotta-sync completion zsh > $(BIN)/completions/_flotta-sync
+	$(BIN)/flotta-sync completion fish > $(BIN)/completions/flotta-sync.fish
 
 ## demo: one device end to end on this machine (S3, podman, dispatcher, worker)
 DEMO_FLAGS ?=
@@ -146,10 +158,16 @@ TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 WORKER_BIN := $(LIBEXECDIR)/yggdrasil/device-worker
 WORKER_TOML := $(SYSCONFDIR)/yggdrasil/workers/device.toml
 TMPFILES_CONF := $(TMPFILESDIR)/$(RPM_NAME).conf
+MAN1DIR ?= $(PREFIX)/share/man/man1
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 
-## install: device-worker, its yggdrasil worker toml and tmpfiles.d conf under DESTDIR/PREFIX
-install: build
+## install: device-worker, its yggdrasil worker toml and tmpfiles.d conf under DESTDIR/PREFIX;
+## flotta-sync with its man pages and bash completion
+install: build man completions
 	install -D -m 0755 $(BIN)/device-worker $(DESTDIR)$(WORKER_BIN)
+	install -D -m 0755 $(BIN)/flotta-sync $(DESTDIR)$(PREFIX)/bin/flotta-sync
+	install -d $(DESTDIR)$(MAN1DIR) && install -m 0644 $(BIN)/man/man1/*.1 $(DESTDIR)$(MAN1DIR)/
+	install -D -m 0644 $(BIN)/completions/flotta-sync.bash $(DESTDIR)$(BASHCOMPDIR)/flotta-sync
 	install -D -m 0644 packaging/$(RPM_NAME).tmpfiles.conf $(DESTDIR)$(TMPFILES_CONF)
 	@# The toml's exec must name the installed binary; like %config(noreplace),
 	@# an edited toml is kept and the new one written next to it as .new.
@@ -168,6 +186,7 @@ install: build
 ## uninstall: remove what install laid out; the data dir (/var/local/yggdrasil/device) is kept
 uninstall:
 	rm -f $(DESTDIR)$(WORKER_BIN) $(DESTDIR)$(WORKER_TOML) $(DESTDIR)$(WORKER_TOML).new $(DESTDIR)$(TMPFILES_CONF)
+	rm -f $(DESTDIR)$(PREFIX)/bin/flotta-sync $(DESTDIR)$(MAN1DIR)/flotta-sync*.1 $(DESTDIR)$(BASHCOMPDIR)/flotta-sync
 
 ## clean-rpm: remove rpmbuild/ and dist/
 clean-rpm:
