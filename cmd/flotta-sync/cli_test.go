@@ -231,17 +231,15 @@ func TestBinaryPullRestores(t *testing.T) {
 	assert.Len(t, data, 2000)
 }
 
-// TestBinaryProgressOnATerminal runs a throttled push with -P on a
-// pseudo-terminal: the bar shows the files and bytes done of the total, the
-// rate, the ETA and the transfers in flight, redrawn in place.
-func TestBinaryProgressOnATerminal(t *testing.T) {
-	srv := s3env(t)
-	src := tree(t, map[string]int{"a": 256 << 10, "b": 256 << 10, "c/d": 128 << 10})
+// onPTY runs flotta-sync with its stderr on a pseudo-terminal of cols
+// columns (0: a terminal that does not know its size) and returns what the
+// terminal received.
+func onPTY(t *testing.T, cols uint16, args ...string) string {
 	ptmx, tty, err := pty.Open()
 	require.NoError(t, err)
 	defer ptmx.Close()
-	require.NoError(t, pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 160}))
-	cmd := exec.Command(binary, "push", "-P", src, "s3://bkt/p", "--endpoint", srv.URL(), "--state", t.TempDir(), "--bwlimit", "256K")
+	require.NoError(t, pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: cols}))
+	cmd := exec.Command(binary, args...)
 	var stdout bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, &stdout, tty
 	require.NoError(t, cmd.Start())
@@ -249,15 +247,32 @@ func TestBinaryProgressOnATerminal(t *testing.T) {
 	var screen bytes.Buffer
 	copied := make(chan struct{})
 	go func() { _, _ = io.Copy(&screen, ptmx); close(copied) }() // ends with EIO once the child exits
-	require.NoError(t, cmd.Wait())
+	require.NoError(t, cmd.Wait(), screen.String())
 	<-copied
-	out := screen.String()
+	assert.Empty(t, stdout.String())
+	return screen.String()
+}
+
+// TestBinaryProgressOnATerminal runs a throttled push with -P on a
+// pseudo-terminal: the bar shows the files and bytes done of the total, the
+// rate, the ETA and the transfers in flight, redrawn in place.
+func TestBinaryProgressOnATerminal(t *testing.T) {
+	srv := s3env(t)
+	src := tree(t, map[string]int{"a": 256 << 10, "b": 256 << 10, "c/d": 128 << 10})
+	out := onPTY(t, 160, "push", "-P", src, "s3://bkt/p", "--endpoint", srv.URL(), "--state", t.TempDir(), "--bwlimit", "256K")
 	assert.Contains(t, out, "3/3 files")
 	assert.Contains(t, out, "640.0 KiB / 640.0 KiB")
 	assert.Regexp(t, `\d+/3 files .*KiB / 640\.0 KiB, [\d.]+ KiB/s, ETA \S+, \d in flight`, out)
 	assert.Contains(t, out, "\x1b[", "redrawn in place with terminal escapes")
 	assert.Contains(t, out, "uploaded 3 files, 640.0 KiB")
-	assert.Empty(t, stdout.String())
+
+	// A terminal that does not know its width (a serial console) gets the
+	// plain lines: the bar could not redraw in place.
+	src = tree(t, map[string]int{"e": 200 << 10, "f": 200 << 10})
+	out = onPTY(t, 0, "push", "-P", src, "s3://bkt/q", "--endpoint", srv.URL(), "--state", t.TempDir(), "--bwlimit", "200K")
+	assert.Regexp(t, `progress: \d/2 files, .*/400\.0 KiB`, out)
+	assert.NotContains(t, out, "\x1b[")
+	assert.Contains(t, out, "uploaded 2 files, 400.0 KiB")
 }
 
 // TestBinaryStatsLines: --stats prints plain lines without a terminal.

@@ -76,11 +76,11 @@ func startProgress(c *transferConfig, p *datasync.Progress, wire func() int64, c
 	start time.Time, logOut *switchWriter) display {
 	get := func() live { return sample(p, wire, counter, start) }
 	switch {
-	case c.progress && !c.json && isTerminal(c.stderr):
+	case c.progress && !c.json && terminalWidth(c.stderr) > 0:
 		return barProgress(c.stderr, get, logOut)
 	case c.stats > 0:
 		return lineProgress(c.stderr, get, c.stats)
-	case c.progress:
+	case c.progress: // no terminal, or one of unknown size
 		return lineProgress(c.stderr, get, time.Second)
 	}
 	return display{stop: func() {}}
@@ -161,11 +161,17 @@ func barProgress(w io.Writer, get func() live, logOut *switchWriter) display {
 	}}
 }
 
-func isTerminal(w io.Writer) bool {
+// terminalWidth is the width of the terminal w is, 0 when it is none or
+// does not know its size (a serial console, script(1) without a terminal):
+// the bar needs the size to redraw in place, plain lines do not.
+func terminalWidth(w io.Writer) int {
 	f, ok := w.(*os.File)
 	if !ok {
-		return false
+		return 0
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
 }

@@ -107,7 +107,7 @@ func newTransferCmd(o *options, spec transferSpec) *cobra.Command {
 	fs.BoolVar(&c.reconcile, "reconcile", false, "compare with the other side too: upload again objects deleted or replaced in the bucket (push), download again files deleted locally even without a journal row (pull); costs one LIST per 1,000 objects")
 	fs.BoolVarP(&c.dryRun, "dry-run", "n", false, "list what would be uploaded, downloaded, refused or skipped for the disk guard, and change nothing")
 	fs.StringVar(&c.bwlimit, "bwlimit", "", `bandwidth limit of the whole run, bytes per second on the wire: 512K, UP:DOWN as 1M:256K, or a timetable in local time as "08:00,512K 19:00,10M 23:00,off" (default none)`)
-	fs.BoolVarP(&c.progress, "progress", "P", false, "show the progress on the terminal: files and bytes done of the total, rate, ETA, transfers in flight (without a terminal: a line a second)")
+	fs.BoolVarP(&c.progress, "progress", "P", false, "show the progress on the terminal: files and bytes done of the total, rate, ETA, transfers in flight (without a terminal, or one of unknown size: a line a second)")
 	fs.DurationVar(&c.stats, "stats", 0, "print a progress line on stderr at this interval, e.g. 10s (for logs and pipes)")
 	spec.flags(fs, c)
 	_ = cmd.MarkFlagDirname("state")
