@@ -63,6 +63,7 @@ func TestStatusCommandAndMetricsFile(t *testing.T) {
 	cmd.Env = []string{"FLOTTA_DATA_DIR=" + dv.dataDir}
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
+	t.Logf("device-worker status:\n%s", out)
 	for _, want := range []string{"DATA PATH", egressID, ingressID, "LAST SUCCESS", "BACKLOG"} {
 		assert.Contains(t, string(out), want)
 	}
