@@ -56,7 +56,6 @@ Exit status: 0 done; 1 failed; 2 usage error; 3 done but entries skipped
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		Args:              cobra.NoArgs,
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cmd.SetOut(o.stderr)
 			_ = cmd.Usage()
