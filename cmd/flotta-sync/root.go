@@ -52,10 +52,10 @@ Sizes and rates: a bare number is bytes; K, M, G, T are powers of 1024
 (1K = 1024; Ki, KiB, KB and lower case read the same).
 Exit status: 0 done; 1 failed; 2 usage error; 3 done but entries skipped
 (unreadable, vanished, refused); 4 check found differences.`,
-		Version:           version,
-		SilenceErrors:     true,
-		SilenceUsage:      true,
-		Args:              cobra.NoArgs,
+		Version:       version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cmd.SetOut(o.stderr)
 			_ = cmd.Usage()
