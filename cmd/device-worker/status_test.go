@@ -22,6 +22,7 @@ import (
 // publisher writes for a real engine that synced against versitygw (the
 // end-to-end test in cmd/ does the same under yggd's dispatcher).
 func TestBinaryStatus(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithBuckets("bkt")) // first: under -short the test stops here
 	bin := filepath.Join(t.TempDir(), "device-worker")
 	build := exec.Command("go", "build", "-tags", buildTags, "-ldflags", "-X main.version=1.2.3-4.test", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -45,7 +46,6 @@ func TestBinaryStatus(t *testing.T) {
 	assert.Equal(t, 1, code, "no worker ran here")
 	assert.Contains(t, out, "the worker has not run with this data directory")
 
-	srv := s3test.Start(t, s3test.WithBuckets("bkt"))
 	vol := filepath.Join(dataDir, "volumes", "w")
 	require.NoError(t, os.MkdirAll(filepath.Join(vol, "stats"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(vol, "stats", "s1"), []byte("sample"), 0o644))
