@@ -709,7 +709,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 			}
 			p.removing = true
 			complete := names == nil && err == nil
-			rerr := p.retentionRun(ctx, rsrc, complete)
+			rerr := p.retentionRun(ctx, rsrc, names == nil, complete)
 			if complete && rerr == nil {
 				led.mu.Lock()
 				st.kept = &keptCount{files: led.files - st.removed, bytes: led.bytes - st.removedB, local: led.localBytes - st.removedB}
@@ -788,6 +788,8 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	s.RemovedBytes += st.removedB
 	if k := st.kept; k != nil {
 		s.KeptFiles, s.KeptBytes, s.LocalBytes = k.files, k.bytes, k.local
+	}
+	if !partial && m.Direction == Egress {
 		s.ShortOfSpace = st.short
 	}
 	if partial {

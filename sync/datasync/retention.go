@@ -137,7 +137,8 @@ func (l *ledger) addLocked(mtime, size int64) {
 // cut picks what the removal run removes, given the retention, the time
 // now, whether the pass saw the whole directory (the byte bound needs the
 // total), and the bytes the file system lacks below its floor (0 when it is
-// not short).
+// not short). From a partial count, the cut-off that frees lacking bytes may
+// remove more than needed: never anything unconfirmed.
 func (l *ledger) cut(r Retention, now time.Time, full bool, lacking int64) retentionCut {
 	c := retentionCut{before: math.MinInt64}
 	if !r.Active() {
@@ -260,13 +261,17 @@ func (p *pass) lacking() int64 {
 // retentionRun is the removal run of a pass, once the pass's journal writer
 // was flushed (the confirmations it removes on are committed): src again,
 // with decideRetention. It reports what is short of space after it.
-func (p *pass) retentionRun(ctx context.Context, src source, full bool) error {
+//
+// full says src is the whole directory (not a change event): the free space
+// is then checked. complete says the uploading run saw all of it (it did not
+// stop on a server error), so that its byte count may be trusted.
+func (p *pass) retentionRun(ctx context.Context, src source, full, complete bool) error {
 	r := p.m.Retention
 	lack := int64(0)
 	if full {
 		lack = p.lacking()
 	}
-	cut := p.ledger.cut(r, time.Now(), full, lack)
+	cut := p.ledger.cut(r, time.Now(), complete, lack)
 	if cut.any() && p.ledger.removable(cut) {
 		p.way = strategy{
 			decide: func(it *item, _ scope) decision { return decideRetention(*it, cut) },
@@ -288,7 +293,7 @@ func (p *pass) retentionRun(ctx context.Context, src source, full bool) error {
 				}
 			}
 		}
-		p.stats.setShort(short)
+		p.stats.setShort(short) // also during an outage, when it matters most
 	}
 	return nil
 }
