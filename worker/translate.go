@@ -81,17 +81,26 @@ func Translate(m *config.Message, volumesDir string) (Plan, error) {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("workload %s declares data paths but the device has no storage; they are not synchronised", w.Name))
 			continue
 		}
+		settings, err := w.EgressSettings()
+		if err != nil {
+			return Plan{}, fmt.Errorf("workload %s: %w", w.Name, err)
+		}
 		root := filepath.Join(volumesDir, w.Name)
 		add := func(dir datasync.Direction, local, prefix string) {
 			id := MappingID(w.Name, dir, config.CleanPath(local))
-			p.Mappings = append(p.Mappings, datasync.Mapping{
+			m := datasync.Mapping{
 				ID:        id,
 				Direction: dir,
 				Root:      root,
 				LocalDir:  filepath.Join(root, filepath.FromSlash(config.CleanPath(local))),
 				Bucket:    bucket,
 				Prefix:    config.CleanPath(prefix),
-			})
+			}
+			if s, ok := settings[config.CleanPath(local)]; ok && dir == datasync.Egress {
+				m.Retention = datasync.Retention{RemoveAfterUpload: s.RemoveAfterUpload, KeepBytes: s.KeepBytes, KeepAge: s.KeepAge}
+				m.Order = datasync.Order(s.Order)
+			}
+			p.Mappings = append(p.Mappings, m)
 			p.MappingsOf[w.Name] = append(p.MappingsOf[w.Name], id)
 		}
 		for _, e := range w.Data.Egress {
