@@ -76,6 +76,9 @@ func decideRetention(it item, cut retentionCut) decision {
 // system call wide; a writer that keeps a file open after it settled and
 // writes into it later is not covered (see docs/retention.md).
 func (p *pass) remove(_ context.Context, j job) outcome {
+	if hook := p.e.beforeRemove; hook != nil {
+		hook(j.it.name)
+	}
 	st, ok, _, err := statLocal(p.dir.Root(), j.it.name)
 	switch {
 	case err != nil:
@@ -85,9 +88,6 @@ func (p *pass) remove(_ context.Context, j job) outcome {
 	case !sameStat(j.it.row, &st):
 		p.e.log.Debug("file changed since it was uploaded: kept", zap.String("mapping", p.m.ID), zap.String("path", j.it.name))
 		return outcome{}
-	}
-	if hook := p.e.beforeRemove; hook != nil {
-		hook(j.it.name)
 	}
 	if err := p.dir.Root().Remove(j.it.name); err != nil {
 		if isNotExist(err) {
