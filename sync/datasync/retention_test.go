@@ -373,8 +373,43 @@ func TestUnitCatchUpOrder(t *testing.T) {
 			puts := recordPuts(f.be)
 			require.NoError(t, f.sync(PassOptions{}))
 			assert.Equal(t, tc.want, puts())
-			assert.Equal(t, 3, rounds, "ceil(10/3) rounds")
+			assert.Equal(t, 3, rounds, "ceil(10/3) = 4 walks: 3 rounds after the first")
 			assert.Equal(t, 10, f.rows("e"))
 		})
 	}
+}
+
+// A backlog much bigger than a round: the order holds over all of it, in
+// ceil(N/orderBatch) rounds, never more than orderBatch jobs held.
+func TestUnitCatchUpOrderBoundedRounds(t *testing.T) {
+	saved := orderBatch
+	orderBatch = 64
+	t.Cleanup(func() { orderBatch = saved })
+	f := newMemFixture(t, func(o *Options) { o.Concurrency = 1 })
+	m := f.egress("e", "out", "dev")
+	m.Order = NewestFirst
+	f.configure(m)
+	rounds := 0
+	f.eng.onRound = func(string, int) { rounds++ }
+	const n = 1000
+	base := time.Now().Add(-time.Hour)
+	rng := func(i int) int { return (i * 7919) % n } // a permutation of 0..n-1
+	for i := range n {
+		rel := fmt.Sprintf("out/d%d/f%04d", i%7, i)
+		f.write(rel, []byte(rel))
+		f.setMtime(rel, base.Add(time.Duration(rng(i))*time.Millisecond))
+	}
+	puts := recordPuts(f.be)
+	require.NoError(t, f.sync(PassOptions{}))
+	got := puts()
+	require.Len(t, got, n)
+	prev := n
+	for _, k := range got {
+		var d, i int
+		_, err := fmt.Sscanf(k, "dev/d%d/f%04d", &d, &i)
+		require.NoError(t, err)
+		require.Less(t, rng(i), prev, "newest first: %s after an older file", k)
+		prev = rng(i)
+	}
+	assert.Equal(t, (n+63)/64-1, rounds, "one walk per 64 jobs: rounds after the first")
 }
