@@ -11,7 +11,8 @@
 //     the listing walked in lock step;
 //   - decide.go: the one decision function per direction (pure; decide_test.go has the tables);
 //   - pass.go: the one pass skeleton (plan, execute, record) and dry runs;
-//   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard).
+//   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard);
+//   - retention.go: removal of confirmed uploads (Mapping.Retention); order.go: the catch-up order.
 //   - poll.go: adaptive polling of ingress mappings; notify.go: push-based ingress (bucket notifications).
 package datasync
 
