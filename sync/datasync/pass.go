@@ -399,8 +399,8 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		if out.bytes >= 0 && out.row != nil {
 			p.stats.moved(out.bytes)
 		}
-		if out.row != nil && out.row.Confirmed && p.ledger != nil && !p.removing {
-			p.ledger.confirmed(out.row)
+		if out.row != nil && p.ledger != nil && !p.removing {
+			p.ledger.uploaded(out.row)
 		}
 		if out.removed {
 			p.stats.removedOne(out.bytes)

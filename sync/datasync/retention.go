@@ -98,14 +98,16 @@ func (p *pass) remove(_ context.Context, j job) outcome {
 	return outcome{prune: true, removed: true, bytes: st.Size}
 }
 
-// ledger counts, during a pass, the confirmed files that stay on the device
-// (the candidates for removal) and all local bytes. Safe for concurrent use.
+// ledger counts, during a pass, the uploaded files that stay on the device,
+// the confirmed ones among them by modification time (the candidates for
+// removal), and all local bytes. Safe for concurrent use.
 type ledger struct {
 	mu         sync.Mutex
-	hist       mtimeHistogram
-	files      int64 // confirmed files kept
-	bytes      int64 // their bytes
-	localBytes int64 // every local file the pass saw
+	hist       mtimeHistogram // confirmed files
+	confirmed  int64          // files in hist
+	files      int64          // uploaded files kept (confirmed or not)
+	bytes      int64          // their bytes
+	localBytes int64          // every local file the pass saw
 }
 
 // see accounts one item the pass decided on.
@@ -116,22 +118,25 @@ func (l *ledger) see(it item, d decision) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.localBytes += it.local.Size
-	if d.act == actSkip && it.row != nil && it.row.Confirmed && sameStat(it.row, it.local) {
-		l.addLocked(it.local.MtimeNs, it.local.Size)
+	if d.act == actSkip && it.row != nil && sameStat(it.row, it.local) {
+		l.addLocked(it.row)
 	}
 }
 
-// confirmed accounts a file whose upload (or confirmation) was just recorded.
-func (l *ledger) confirmed(r *journal.Record) {
+// uploaded accounts a file whose upload (or confirmation) was just recorded.
+func (l *ledger) uploaded(r *journal.Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.addLocked(r.MtimeNs, r.Size)
+	l.addLocked(r)
 }
 
-func (l *ledger) addLocked(mtime, size int64) {
+func (l *ledger) addLocked(r *journal.Record) {
 	l.files++
-	l.bytes += size
-	l.hist.add(mtime, size)
+	l.bytes += r.Size
+	if r.Confirmed {
+		l.confirmed++
+		l.hist.add(r.MtimeNs, r.Size)
+	}
 }
 
 // cut picks what the removal run removes, given the retention, the time
@@ -146,7 +151,7 @@ func (l *ledger) cut(r Retention, now time.Time, full bool, lacking int64) reten
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.files == 0 {
+	if l.confirmed == 0 {
 		return c
 	}
 	if r.RemoveAfterUpload {
@@ -174,7 +179,7 @@ func (l *ledger) cut(r Retention, now time.Time, full bool, lacking int64) reten
 func (l *ledger) removable(c retentionCut) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.files == 0 {
+	if l.confirmed == 0 {
 		return false
 	}
 	return c.all || c.before != math.MinInt64 && l.hist.oldest() < c.before

@@ -208,6 +208,9 @@ func TestUnitConfirmedLeftoversRemovedNextPass(t *testing.T) {
 	f.write("out/big", bytes.Repeat([]byte("y"), singlePutMax+5))
 	require.NoError(t, f.sync(PassOptions{}))
 	assert.True(t, f.exists("out/small"))
+	st := f.status("e")
+	assert.Equal(t, int64(2), st.KeptFiles, "uploaded and kept, confirmed or not")
+	assert.Equal(t, int64(5+singlePutMax+5), st.KeptBytes)
 	puts, stats := f.be.puts.Load(), f.be.stats.Load()
 
 	m.Retention.RemoveAfterUpload = true
