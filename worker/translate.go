@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
@@ -65,7 +66,7 @@ func Translate(m *config.Message, volumesDir string) (Plan, error) {
 			Name:          w.Name,
 			Namespace:     w.Namespace,
 			Labels:        w.Labels,
-			Annotations:   w.Annotations,
+			Annotations:   podAnnotations(w.Annotations),
 			Specification: w.Specification,
 			ConfigMaps:    w.ConfigMaps,
 			Secrets:       secrets,
@@ -128,4 +129,21 @@ func decodeSecrets(list []config.Secret) ([]podman.Secret, error) {
 		out = append(out, podman.Secret{Name: s.Name, Data: data})
 	}
 	return out, nil
+}
+
+// podAnnotations are the workload's annotations without the data-sync ones
+// (config.AnnotationPrefix): those are for the synchroniser, and changing
+// a retention must not change the pod (which would restart it).
+func podAnnotations(a map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range a {
+		if strings.HasPrefix(k, config.AnnotationPrefix) {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, len(a))
+		}
+		out[k] = v
+	}
+	return out
 }

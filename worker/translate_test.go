@@ -58,4 +58,10 @@ func TestTranslateRetentionAnnotations(t *testing.T) {
 			Retention: datasync.Retention{KeepBytes: 2 << 30, KeepAge: 24 * time.Hour}, Order: datasync.NewestFirst},
 		{ID: "telemetry/ingress/config", Direction: datasync.Ingress, Root: root, LocalDir: filepath.Join(root, "config"), Bucket: "device-bucket-6", Prefix: "telemetry/config"},
 	}, p.Mappings)
+	assert.Nil(t, p.Workloads[0].Annotations, "data-sync annotations are not the pod's: changing them restarts nothing")
+
+	m.Workloads[0].Annotations["app.example/x"] = "y"
+	p, err = worker.Translate(m, "/data/volumes")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"app.example/x": "y"}, p.Workloads[0].Annotations)
 }
