@@ -1,6 +1,7 @@
 // Command flotta-sync runs one pass of the device worker's sync engine:
 //
 //	flotta-sync push DIR s3://BUCKET/PREFIX   upload new and changed files
+//	flotta-sync move DIR s3://BUCKET/PREFIX   push, then remove the files whose upload is confirmed
 //	flotta-sync pull s3://BUCKET/PREFIX DIR   download new and changed objects
 //	flotta-sync check DIR s3://BUCKET/PREFIX  compare, without the journal
 //	flotta-sync help [COMMAND]                usage, and a command's flags
@@ -48,6 +49,7 @@ type command struct{ name, operands, what string }
 // commands are listed by help in this order.
 var commands = []command{
 	{"push", "DIR s3://BUCKET/PREFIX", "upload new and changed files of DIR"},
+	{"move", "DIR s3://BUCKET/PREFIX", "push, then remove the files of DIR whose upload is confirmed"},
 	{"pull", "s3://BUCKET/PREFIX DIR", "download new and changed objects into DIR"},
 	{"check", "DIR s3://BUCKET/PREFIX", "compare DIR with the prefix, without the journal"},
 	{"help", "[COMMAND]", "print this help, or a command's flags"},
@@ -93,6 +95,8 @@ type config struct {
 	download    bool // check: hash objects whose ETag is no MD5 by downloading them
 	bwlimit     string
 	limit       bwlimit.Schedule // parsed bwlimit
+	orderBy     string
+	order       datasync.Order // parsed orderBy
 }
 
 // flags declares the flags of cmd into c; help prints them.
@@ -104,7 +108,10 @@ func flags(cmd string, c *config) *flag.FlagSet {
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates trusted in addition to the system roots")
 	fs.IntVar(&c.concurrency, "concurrency", datasync.DefaultConcurrency, "parallel transfers")
 	fs.BoolVar(&c.verbose, "v", false, "log every decision (check: list matching files too)")
-	if cmd == "push" || cmd == "pull" {
+	if cmd == "push" || cmd == "move" {
+		fs.StringVar(&c.orderBy, "order-by", "", "upload order of the backlog: modtime,ascending (oldest first) or modtime,descending (newest first); default key order")
+	}
+	if cmd == "push" || cmd == "pull" || cmd == "move" {
 		fs.StringVar(&c.state, "state", "", "journal directory (default $XDG_STATE_HOME/flotta-sync or ~/.local/state/flotta-sync)")
 		fs.BoolVar(&c.reconcile, "reconcile", false, "compare with the other side too: upload again objects deleted or replaced in the bucket (push), download again files deleted locally (pull); costs one LIST per 1,000 objects")
 		fs.BoolVar(&c.dryRun, "dry-run", false, "list what would be uploaded, downloaded, refused or skipped for the disk guard, and change nothing")
@@ -202,7 +209,7 @@ func parse(args []string, stdout, stderr io.Writer) (*config, error) {
 	}
 	var s3url string
 	switch c.cmd {
-	case "push", "check":
+	case "push", "check", "move":
 		c.dir, c.local, s3url = datasync.Egress, pos[0], pos[1]
 	case "pull":
 		c.dir, s3url, c.local = datasync.Ingress, pos[0], pos[1]
@@ -221,7 +228,29 @@ func parse(args []string, stdout, stderr io.Writer) (*config, error) {
 	if c.limit, err = bwlimit.ParseSetting("--bwlimit", c.bwlimit); err != nil {
 		return nil, err
 	}
+	if c.order, err = parseOrderBy(c.orderBy); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// parseOrderBy reads rclone's --order-by spelling: modtime, then optionally
+// ascending (asc) or descending (desc).
+func parseOrderBy(v string) (datasync.Order, error) {
+	if v == "" {
+		return datasync.KeyOrder, nil
+	}
+	key, dir, _ := strings.Cut(v, ",")
+	if key != "modtime" {
+		return "", fmt.Errorf("--order-by %q: only modtime is supported (modtime,ascending or modtime,descending)", v)
+	}
+	switch dir {
+	case "", "ascending", "asc":
+		return datasync.OldestFirst, nil
+	case "descending", "desc":
+		return datasync.NewestFirst, nil
+	}
+	return "", fmt.Errorf("--order-by %q: want modtime,ascending or modtime,descending", v)
 }
 
 func endpoint(c *config) (*datasync.Endpoint, error) {
@@ -290,10 +319,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// The worker waits for a source its workload has not written yet;
 		// for a command, a source that is not there is a mistake.
 		if fi, err := os.Stat(c.local); err != nil {
-			fmt.Fprintf(stderr, "flotta-sync: push: source %s: %v\n", c.local, errors.Unwrap(err))
+			fmt.Fprintf(stderr, "flotta-sync: %s: source %s: %v\n", c.cmd, c.local, errors.Unwrap(err))
 			return 2
 		} else if !fi.IsDir() {
-			fmt.Fprintf(stderr, "flotta-sync: push: source %s is not a directory\n", c.local)
+			fmt.Fprintf(stderr, "flotta-sync: %s: source %s is not a directory\n", c.cmd, c.local)
 			return 2
 		}
 	}
@@ -336,7 +365,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer eng.Close()
 	id := mappingID(c, ep)
-	m := datasync.Mapping{ID: id, Direction: c.dir, Root: c.local, LocalDir: c.local, Bucket: c.bucket, Prefix: c.prefix}
+	m := datasync.Mapping{ID: id, Direction: c.dir, Root: c.local, LocalDir: c.local, Bucket: c.bucket, Prefix: c.prefix,
+		Order: c.order, Retention: datasync.Retention{RemoveAfterUpload: c.cmd == "move"}}
 	if err := eng.Configure(ep, []datasync.Mapping{m}); err != nil {
 		fmt.Fprintln(stderr, "flotta-sync:", err)
 		return 2
@@ -367,6 +397,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if st.Conflicts > 0 {
 		fmt.Fprintf(stderr, "; %d local edits kept as conflict copies (*.flotta-conflict-*)", st.Conflicts)
+	}
+	if c.cmd == "move" {
+		fmt.Fprintf(stderr, "; removed %d files, %s", st.RemovedFiles, humanBytes(st.RemovedBytes))
 	}
 	fmt.Fprintln(stderr)
 	switch {
