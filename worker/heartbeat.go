@@ -26,7 +26,8 @@ const HeartbeatDirective = "heartbeat"
 // Heartbeat is the content of a heartbeat message.
 type Heartbeat struct {
 	// Status is "up", or "degraded" when a workload crashed, a mapping
-	// reports an error, or the last configuration did not apply.
+	// reports an error or is short of space, or the last configuration did
+	// not apply.
 	Status    string              `json:"status"`
 	Version   string              `json:"version"`
 	Workloads []WorkloadHeartbeat `json:"workloads"`
@@ -123,6 +124,20 @@ type DataSyncHeartbeat struct {
 	// Throttled says a transfer of this data path is in flight and held
 	// back by the bandwidth limit (FLOTTA_BWLIMIT) right now.
 	Throttled bool `json:"throttled"`
+
+	// Retention of an egress path (docs/retention.md): LocalBytes are the
+	// bytes of all its files on the device, KeptFiles and KeptBytes those
+	// already uploaded and kept, after the last full pass; RemovedFiles and
+	// RemovedBytes what was removed after upload since the worker started.
+	LocalBytes   int64 `json:"local_bytes"`
+	KeptFiles    int64 `json:"kept_files"`
+	KeptBytes    int64 `json:"kept_bytes"`
+	RemovedFiles int64 `json:"removed_files"`
+	RemovedBytes int64 `json:"removed_bytes"`
+	// ShortOfSpace, when set, says the file system of an egress path is
+	// below its free-space floor and nothing more may be removed (what is
+	// left is not uploaded yet, or the path sets no retention).
+	ShortOfSpace string `json:"short_of_space,omitempty"`
 }
 
 // dataSyncHeartbeat describes one mapping status, now.
@@ -132,7 +147,9 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
 		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
 		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, Conflicts: m.Conflicts, LastError: m.LastError, OldestPending: m.OldestPending,
-		Throttled: m.Throttled,
+		Throttled:  m.Throttled,
+		LocalBytes: m.LocalBytes, KeptFiles: m.KeptFiles, KeptBytes: m.KeptBytes,
+		RemovedFiles: m.RemovedFiles, RemovedBytes: m.RemovedBytes, ShortOfSpace: m.ShortOfSpace,
 	}
 	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
 	workload, rest, _ := strings.Cut(m.ID, "/")
@@ -158,6 +175,7 @@ type syncReport struct {
 	lastError string
 	refused   int64
 	conflicts int64
+	short     string
 }
 
 // WorkloadHeartbeat is one workload in a heartbeat.
@@ -285,7 +303,7 @@ func (w *Worker) buildHeartbeat() (hb Heartbeat, end uint64, ok bool) {
 	byID := make(map[string]datasync.MappingStatus, len(mappings))
 	for _, m := range mappings {
 		byID[m.ID] = m
-		if m.LastError != "" {
+		if m.LastError != "" || m.ShortOfSpace != "" {
 			hb.Status = StatusDegraded
 		}
 	}
@@ -310,8 +328,11 @@ func (w *Worker) syncEvents(mappings []datasync.MappingStatus) []Event {
 	seen := make(map[string]syncReport, len(mappings))
 	for _, m := range mappings {
 		prev := w.syncSeen[m.ID]
-		now := syncReport{lastError: m.LastError, refused: m.Refused, conflicts: m.Conflicts}
+		now := syncReport{lastError: m.LastError, refused: m.Refused, conflicts: m.Conflicts, short: m.ShortOfSpace}
 		seen[m.ID] = now
+		if now.short != "" && prev.short == "" {
+			evs = append(evs, Event{Reason: "DataSyncShortOfSpace", Type: EventWarn, Message: m.ID + ": " + now.short})
+		}
 		if now.conflicts > prev.conflicts {
 			evs = append(evs, Event{Reason: "DataSyncConflict", Type: EventWarn,
 				Message: fmt.Sprintf("%s: %d file(s) changed on the device and in the bucket: the device's version kept as *.flotta-conflict-* beside the new one",

@@ -15,6 +15,7 @@ import (
 // transferSpec (transfer.go) and newTransferCmd.
 var commands = []func(o *options) *cobra.Command{
 	func(o *options) *cobra.Command { return newTransferCmd(o, pushSpec) },
+	func(o *options) *cobra.Command { return newTransferCmd(o, moveSpec) },
 	func(o *options) *cobra.Command { return newTransferCmd(o, pullSpec) },
 	newCheckCmd,
 	newVersionCmd,

@@ -51,6 +51,8 @@ type Engine struct {
 	now            func() time.Time // Run's clock
 	notifyTune     func(*notify.Config)
 	syncGroup      func(dir *safefs.Dir) error // replaces dir.SyncFS in group commits
+	beforeRemove   func(rel string)            // retention: just before a file is unlinked
+	onRound        func(id string, round int)  // an ordered pass starts another round
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).
@@ -305,6 +307,17 @@ func validate(m *Mapping) error {
 	}
 	if m.Bucket == "" {
 		return fmt.Errorf("mapping %s: no bucket", m.ID)
+	}
+	switch m.Order {
+	case KeyOrder, OldestFirst, NewestFirst:
+	default:
+		return fmt.Errorf("mapping %s: order %q: want %q or %q", m.ID, m.Order, OldestFirst, NewestFirst)
+	}
+	if r := m.Retention; r.KeepBytes < 0 || r.KeepAge < 0 {
+		return fmt.Errorf("mapping %s: negative retention limit", m.ID)
+	}
+	if m.Direction == Ingress && (m.Retention.Active() || m.Order != KeyOrder) {
+		return fmt.Errorf("mapping %s: retention and order apply to egress only", m.ID)
 	}
 	m.Prefix = strings.Trim(m.Prefix, "/")
 	return nil
@@ -571,9 +584,17 @@ type passStats struct {
 	unreadable int64
 	pruned     int64 // journal rows of deleted files or objects dropped
 	conflicts  int64
-	firstErr   error // of a failure
-	refusal    error // the first refusal
+	removed    int64 // files removed by retention, and their bytes
+	removedB   int64
+	short      string     // retention: what is short of space, "" for nothing
+	kept       *keptCount // egress: what a complete pass leaves on the device
+	firstErr   error      // of a failure
+	refusal    error      // the first refusal
 }
+
+// keptCount is what an egress pass leaves on the device: confirmed files
+// and their bytes, and the bytes of all files.
+type keptCount struct{ files, bytes, local int64 }
 
 func (p *passStats) moved(n int64) {
 	p.mu.Lock()
@@ -587,6 +608,10 @@ func (p *passStats) addPending() { p.mu.Lock(); p.pending++; p.mu.Unlock() }
 func (p *passStats) unreadableOne() { p.mu.Lock(); p.unreadable++; p.mu.Unlock() }
 
 func (p *passStats) conflict() { p.mu.Lock(); p.conflicts++; p.mu.Unlock() }
+
+func (p *passStats) removedOne(n int64) { p.mu.Lock(); p.removed++; p.removedB += n; p.mu.Unlock() }
+
+func (p *passStats) setShort(s string) { p.mu.Lock(); p.short = s; p.mu.Unlock() }
 
 func (p *passStats) refuse(err error) {
 	p.mu.Lock()
@@ -663,9 +688,34 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 				src = p.changedSource(ctx, names)
 			}
 		}
+		var led *ledger
+		if m.Direction == Egress && !po.DryRun {
+			led = &ledger{}
+			p.ledger = led
+		}
 		err = p.run(ctx, src)
 		if err == nil && p.adopt && names == nil && !po.DryRun && st.failed == 0 {
 			err = e.jr.SetListed(m.ID)
+		}
+		if led != nil && p.dir != nil && ctx.Err() == nil {
+			// The uploads' rows are committed (run flushed): remove what
+			// the retention lets go, walking the same names again. Also
+			// when the server failed the run (an outage is when space
+			// runs short), but then the run's counts are partial: only
+			// the limits that look at one file at a time apply.
+			rsrc := p.fullSourceOf(ctx, false)
+			if names != nil {
+				rsrc = p.changedSource(ctx, names)
+			}
+			p.removing = true
+			complete := names == nil && err == nil
+			rerr := p.retentionRun(ctx, rsrc, names == nil, complete)
+			if complete && rerr == nil {
+				led.mu.Lock()
+				st.kept = &keptCount{files: led.files - st.removed, bytes: led.bytes - st.removedB, local: led.localBytes - st.removedB}
+				led.mu.Unlock()
+			}
+			err = errors.Join(err, rerr)
 		}
 	}
 	if err == nil && st.failed > 0 {
@@ -682,7 +732,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 	// Only an idle pass that worked lets the poll grow: a failure or files
 	// still pending keep the base interval, so the mapping converges within
 	// one interval once the server is back.
-	busy := err != nil || st.files > 0 || st.pruned > 0 || st.pending > 0 || st.failed > 0
+	busy := err != nil || st.files > 0 || st.removed > 0 || st.pruned > 0 || st.pending > 0 || st.failed > 0
 	e.adaptPoll(ms, m, busy, names != nil)
 	return err
 }
@@ -734,6 +784,14 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	s.FilesTotal += st.files
 	s.BytesTotal += st.bytes
 	s.Conflicts += st.conflicts
+	s.RemovedFiles += st.removed
+	s.RemovedBytes += st.removedB
+	if k := st.kept; k != nil {
+		s.KeptFiles, s.KeptBytes, s.LocalBytes = k.files, k.bytes, k.local
+	}
+	if !partial && m.Direction == Egress {
+		s.ShortOfSpace = st.short
+	}
 	if partial {
 		// A change event: it adds to what the last full pass found.
 		s.FilesLastPass += st.files
@@ -765,11 +823,12 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	fields := []zap.Field{zap.String("mapping", ms.id), zap.String("direction", string(m.Direction)),
 		zap.Int64("files", st.files), zap.Int64("bytes", st.bytes), zap.Int64("pending", st.pending),
 		zap.Int64("refused", st.refused), zap.Int64("unreadable", st.unreadable), zap.Int64("conflicts", st.conflicts),
+		zap.Int64("removed", st.removed),
 		zap.Duration("took", now.Sub(started))}
 	switch {
 	case err != nil:
 		e.log.Warn("sync pass failed", append(fields, zap.Error(err))...)
-	case st.files > 0 || st.refused > 0 || st.pending > 0 || st.unreadable > 0:
+	case st.files > 0 || st.refused > 0 || st.pending > 0 || st.unreadable > 0 || st.removed > 0:
 		e.log.Info("sync pass done", fields...)
 	default:
 		e.log.Debug("sync pass idle", fields...)

@@ -11,7 +11,8 @@
 //     the listing walked in lock step;
 //   - decide.go: the one decision function per direction (pure; decide_test.go has the tables);
 //   - pass.go: the one pass skeleton (plan, execute, record) and dry runs;
-//   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard).
+//   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard);
+//   - retention.go: removal of confirmed uploads (Mapping.Retention); order.go: the catch-up order.
 //   - poll.go: adaptive polling of ingress mappings; notify.go: push-based ingress (bucket notifications).
 package datasync
 
@@ -63,7 +64,49 @@ type Mapping struct {
 	Bucket    string    //
 	Prefix    string    // object key prefix, without leading or trailing slash
 	MaxBytes  int64     // ingress quota for LocalDir in bytes; 0 means Options.DefaultQuota
+	// Retention (egress) says which uploaded files are removed from
+	// LocalDir (retention.go); the zero value keeps every file.
+	Retention Retention
+	// Order (egress) is the order a backlog is uploaded in (order.go); the
+	// zero value is key order.
+	Order Order
 }
+
+// Retention is what an egress mapping keeps of the files it uploaded. A
+// file is removed only once its object is confirmed (the server's ETag is
+// the MD5, or multipart ETag, of what was read) and only while it is still
+// the file that was read (inode, size, mtime, ctime); a file not yet
+// uploaded is never removed. With several limits set, a file goes as soon
+// as one of them says so.
+type Retention struct {
+	// RemoveAfterUpload removes every file once its object is confirmed
+	// (rclone's move).
+	RemoveAfterUpload bool
+	// KeepBytes bounds the bytes of uploaded files kept; the oldest (by
+	// modification time) go first. 0: no bound.
+	KeepBytes int64
+	// KeepAge removes uploaded files modified longer ago than this. 0: no
+	// bound.
+	KeepAge time.Duration
+}
+
+// Active reports whether the retention may ever remove a file. A mapping
+// with an active retention also sheds its oldest uploaded files when its
+// file system is short of space (Options.MinFreeBytes, MinFreePercent).
+func (r Retention) Active() bool { return r.RemoveAfterUpload || r.KeepBytes > 0 || r.KeepAge > 0 }
+
+// Order is the order an egress backlog is uploaded in.
+type Order string
+
+const (
+	// KeyOrder uploads in key order (the walk's order); no sorting cost.
+	KeyOrder Order = ""
+	// OldestFirst uploads the least recently modified files first.
+	OldestFirst Order = "oldest-first"
+	// NewestFirst uploads the most recently modified files first, for
+	// telemetry where fresh data matters most after an outage.
+	NewestFirst Order = "newest-first"
+)
 
 // Options tune an Engine. Zero values take the documented defaults.
 type Options struct {
@@ -155,4 +198,19 @@ type MappingStatus struct {
 	// both on the device and in the bucket whose device version was kept as
 	// a conflict copy (keys.ConflictName) before the object was written.
 	Conflicts int64 `json:"conflicts,omitempty"`
+
+	// Retention (egress): KeptBytes and KeptFiles are the uploaded files
+	// still on the device after the last full pass, LocalBytes all the
+	// files there (uploaded or not); RemovedFiles and RemovedBytes count
+	// what retention removed since the engine started.
+	KeptFiles    int64 `json:"kept_files,omitempty"`
+	KeptBytes    int64 `json:"kept_bytes,omitempty"`
+	LocalBytes   int64 `json:"local_bytes,omitempty"`
+	RemovedFiles int64 `json:"removed_files,omitempty"`
+	RemovedBytes int64 `json:"removed_bytes,omitempty"`
+	// ShortOfSpace (egress), when not empty, says the file system of the
+	// mapping's directory is below the free-space floor (Options.MinFreeBytes,
+	// MinFreePercent) and nothing more may be removed: what is left has not
+	// been uploaded (or retention is off).
+	ShortOfSpace string `json:"short_of_space,omitempty"`
 }
