@@ -54,14 +54,17 @@ var columns = []column{
 		}
 		return strings.Join(parts, ", ")
 	}},
-	// Issue 23: bytes of uploaded files still kept on the device.
-	{"KEPT LOCALLY", []string{"local_bytes_kept", "bytes_kept"}, func(m mapping, _ time.Time) string {
-		for _, k := range []string{"local_bytes_kept", "bytes_kept"} {
-			if _, ok := m[k]; ok {
-				return bytesize.Format(m.num(k))
-			}
+	// Retention (docs/retention.md): uploaded files still on the device,
+	// and what was removed after a confirmed upload.
+	{"KEPT LOCALLY", []string{"kept_bytes", "removed_bytes"}, func(m mapping, _ time.Time) string {
+		s := fmt.Sprintf("%d files, %s", m.num("kept_files"), bytesize.Format(m.num("kept_bytes")))
+		if n := m.num("removed_files"); n > 0 {
+			s += fmt.Sprintf(" (%d removed, %s)", n, bytesize.Format(m.num("removed_bytes")))
 		}
-		return "-"
+		if m.str("short_of_space") != "" {
+			s += ", short of space"
+		}
+		return s
 	}},
 	{"MOVED SINCE START", nil, func(m mapping, _ time.Time) string {
 		return fmt.Sprintf("%d files, %s", m.num("files_total"), bytesize.Format(m.num("bytes_total")))
@@ -70,7 +73,8 @@ var columns = []column{
 
 // shown are the fields the table or the error lines already say.
 var shown = map[string]bool{"id": true, "direction": true, "last_success": true, "pending": true, "oldest_pending": true,
-	"refused": true, "unreadable": true, "conflicts": true, "last_error": true, "files_total": true, "bytes_total": true}
+	"refused": true, "unreadable": true, "conflicts": true, "last_error": true, "files_total": true, "bytes_total": true,
+	"kept_files": true, "kept_bytes": true, "removed_files": true, "removed_bytes": true}
 
 // Print writes v for a person at the device: a table of the data paths,
 // their errors, then with all every other field of each.

@@ -126,13 +126,13 @@ func TestNewFieldsNeedNoCode(t *testing.T) {
 	snap := []byte(`{"written":"2026-12-07T10:00:00Z","worker":"9","mappings":[
 	 {"id":"a/ingress/x","direction":"ingress","bucket":"b","prefix":"p","local_dir":"/d",
 	  "last_success":"2026-12-07T09:59:00Z","pending":3,"ingress_mode":"poll","ingress_mode_reason":"no notifications",
-	  "local_bytes_kept":2048,"shiny_new_count":7,"last_error":"boom \"quoted\"\nsecond line"},
+	  "kept_files":1,"kept_bytes":2048,"shiny_new_count":7,"last_error":"boom \"quoted\"\nsecond line"},
 	 {"id":"a/egress/y","direction":"egress","bucket":"b","prefix":"q","local_dir":"/e","files_total":4,"bytes_total":4096}]}`)
 	v, err := Parse(snap)
 	require.NoError(t, err)
 	m := parseMetrics(t, Metrics(v))
 	assert.Equal(t, 1.0, m["flotta_sync_ingress_mode_info"].samples["a/ingress/x,poll"])
-	assert.Equal(t, 2048.0, m["flotta_sync_local_bytes_kept"].samples["a/ingress/x"])
+	assert.Equal(t, 2048.0, m["flotta_sync_kept_bytes"].samples["a/ingress/x"])
 	assert.Equal(t, 7.0, m["flotta_sync_shiny_new_count"].samples["a/ingress/x"])
 	assert.Equal(t, 1.0, m["flotta_sync_last_error"].samples["a/ingress/x"])
 
