@@ -152,23 +152,30 @@ rpm: rpm-tarball
 # to tmpfiles.d (created at boot, or now when installing to the live system).
 DESTDIR ?=
 PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
 LIBEXECDIR ?= $(PREFIX)/libexec
 SYSCONFDIR ?= /etc
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 WORKER_BIN := $(LIBEXECDIR)/yggdrasil/device-worker
+SYNC_BIN := $(BINDIR)/flotta-sync
 WORKER_TOML := $(SYSCONFDIR)/yggdrasil/workers/device.toml
 TMPFILES_CONF := $(TMPFILESDIR)/$(RPM_NAME).conf
 MAN1DIR ?= $(PREFIX)/share/man/man1
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# The podman.socket drop-in, for both names of yggd's unit (see the spec).
+YGG_UNITS := yggd.service yggdrasil.service
+DROPINS := $(foreach u,$(YGG_UNITS),$(UNITDIR)/$(u).d/$(RPM_NAME).conf)
 
-## install: device-worker, its yggdrasil worker toml and tmpfiles.d conf under DESTDIR/PREFIX;
-## flotta-sync with its man pages and bash completion
+## install: device-worker, flotta-sync with its man pages and bash completion, the worker toml,
+## tmpfiles.d conf and yggd's podman.socket drop-ins under DESTDIR/PREFIX
 install: build man completions
 	install -D -m 0755 $(BIN)/device-worker $(DESTDIR)$(WORKER_BIN)
-	install -D -m 0755 $(BIN)/flotta-sync $(DESTDIR)$(PREFIX)/bin/flotta-sync
+	install -D -m 0755 $(BIN)/flotta-sync $(DESTDIR)$(SYNC_BIN)
 	install -d $(DESTDIR)$(MAN1DIR) && install -m 0644 $(BIN)/man/man1/*.1 $(DESTDIR)$(MAN1DIR)/
 	install -D -m 0644 $(BIN)/completions/flotta-sync.bash $(DESTDIR)$(BASHCOMPDIR)/flotta-sync
 	install -D -m 0644 packaging/$(RPM_NAME).tmpfiles.conf $(DESTDIR)$(TMPFILES_CONF)
+	for d in $(DROPINS); do install -D -m 0644 packaging/$(RPM_NAME).yggd-dropin.conf $(DESTDIR)$$d || exit 1; done
 	@# The toml's exec must name the installed binary; like %config(noreplace),
 	@# an edited toml is kept and the new one written next to it as .new.
 	@mkdir -p $(DESTDIR)$(SYSCONFDIR)/yggdrasil/workers
@@ -182,11 +189,16 @@ install: build man completions
 	@if [ -z "$(DESTDIR)" ] && command -v systemd-tmpfiles >/dev/null; then \
 		echo "systemd-tmpfiles --create $(TMPFILES_CONF)"; systemd-tmpfiles --create $(TMPFILES_CONF) || true; \
 	fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		echo "systemctl daemon-reload (the drop-ins); restart yggd to run the new worker"; systemctl daemon-reload || true; \
+	fi
 
 ## uninstall: remove what install laid out; the data dir (/var/local/yggdrasil/device) is kept
 uninstall:
-	rm -f $(DESTDIR)$(WORKER_BIN) $(DESTDIR)$(WORKER_TOML) $(DESTDIR)$(WORKER_TOML).new $(DESTDIR)$(TMPFILES_CONF)
-	rm -f $(DESTDIR)$(PREFIX)/bin/flotta-sync $(DESTDIR)$(MAN1DIR)/flotta-sync*.1 $(DESTDIR)$(BASHCOMPDIR)/flotta-sync
+	rm -f $(DESTDIR)$(WORKER_BIN) $(DESTDIR)$(SYNC_BIN) $(DESTDIR)$(WORKER_TOML) $(DESTDIR)$(WORKER_TOML).new $(DESTDIR)$(TMPFILES_CONF)
+	rm -f $(addprefix $(DESTDIR),$(DROPINS))
+	-rmdir $(foreach u,$(YGG_UNITS),$(DESTDIR)$(UNITDIR)/$(u).d) 2>/dev/null
+	rm -f $(DESTDIR)$(MAN1DIR)/flotta-sync*.1 $(DESTDIR)$(BASHCOMPDIR)/flotta-sync
 
 ## clean-rpm: remove rpmbuild/ and dist/
 clean-rpm:
