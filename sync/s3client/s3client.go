@@ -124,7 +124,7 @@ func newTransport(secure bool, caPEM []byte, conns int, to Timeouts, lim *bwlimi
 	dial := (&net.Dialer{Timeout: to.Dial, KeepAlive: 30 * time.Second}).DialContext
 	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           progressDial(lim.DialContext(dial), to.Progress),
+		DialContext:           progressDial(lim.DialContext(dial), to),
 		MaxIdleConns:          conns * 2,
 		MaxIdleConnsPerHost:   conns,
 		IdleConnTimeout:       90 * time.Second,
