@@ -120,7 +120,7 @@ type TimeoutError struct {
 
 func (e *TimeoutError) Error() string {
 	if e.Awaiting > 0 {
-		return fmt.Sprintf("s3 connection: no answer %s after the request (%d bytes sent ahead of it at the floor rate included; server not answering?)",
+		return fmt.Sprintf("s3 connection: no answer %s after the request (allowing for %d bytes sent ahead of it at the floor rate; server not answering?)",
 			e.Waited.Round(time.Millisecond), e.Awaiting)
 	}
 	return "s3 connection: no progress for " + e.Waited.Round(time.Millisecond).String() + " on " + e.Op + " (server not answering?)"
@@ -263,9 +263,15 @@ func (c *progressConn) progressed(read bool, n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.last = now
-	if read {
+	switch {
+	case read:
 		c.stopWaitingLocked()
-	} else if !c.waiting {
+	case c.waiting:
+		// net/http tells WroteRequest before it flushes its buffer: the
+		// last bytes of the request come after.
+		c.counted += int64(n)
+		c.ahead = max(c.ahead, c.link.awaiting.Add(int64(n)))
+	default:
 		c.written += int64(n)
 	}
 	if c.busy == 0 || now.Sub(c.setAt) < c.limit()/8 {
