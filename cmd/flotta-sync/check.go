@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -21,8 +22,9 @@ func runCheck(c *config, ep *datasync.Endpoint, stdout, stderr io.Writer) int {
 	client, err := s3client.New(s3client.Config{
 		Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 		AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
-		Wrap:  counter.Wrap,
-		Conns: 2 * c.concurrency,
+		Wrap:     counter.Wrap,
+		Conns:    2 * cmp.Or(c.concurrency, datasync.DefaultConcurrency),
+		Timeouts: c.timeouts,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "flotta-sync:", err)
@@ -32,7 +34,7 @@ func runCheck(c *config, ep *datasync.Endpoint, stdout, stderr io.Writer) int {
 	defer stop()
 	start := time.Now()
 	sum, err := check.Run(ctx, client, check.Options{
-		Dir: c.local, Bucket: c.bucket, Prefix: c.prefix, Download: c.download, Concurrency: c.concurrency,
+		Dir: c.local, Bucket: c.bucket, Prefix: c.prefix, Download: c.download, Concurrency: cmp.Or(c.concurrency, datasync.DefaultConcurrency),
 	}, func(r check.Result) {
 		switch {
 		case r.Kind == check.Match && !c.verbose:

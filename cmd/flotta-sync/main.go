@@ -92,7 +92,8 @@ type config struct {
 	dryRun      bool
 	download    bool // check: hash objects whose ETag is no MD5 by downloading them
 	bwlimit     string
-	limit       bwlimit.Schedule // parsed bwlimit
+	limit       bwlimit.Schedule  // parsed bwlimit
+	timeouts    s3client.Timeouts // --silent-timeout, --floor-rate
 }
 
 // flags declares the flags of cmd into c; help prints them.
@@ -102,7 +103,16 @@ func flags(cmd string, c *config) *flag.FlagSet {
 	fs.StringVar(&c.endpoint, "endpoint", os.Getenv("AWS_ENDPOINT_URL"), "S3 endpoint URL, http:// or https:// (default $AWS_ENDPOINT_URL)")
 	fs.StringVar(&c.region, "region", "us-east-1", "S3 region (\"\" discovers it)")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates trusted in addition to the system roots")
-	fs.IntVar(&c.concurrency, "concurrency", datasync.DefaultConcurrency, "parallel transfers")
+	fs.IntVar(&c.concurrency, "concurrency", 0, fmt.Sprintf("parallel transfers; 0 follows the link (%d to start, %d to %d)", datasync.DefaultConcurrency, datasync.MinConcurrency, datasync.DefaultMaxConcurrency))
+	c.timeouts = s3client.DefaultTimeouts
+	if d, err := time.ParseDuration(os.Getenv("FLOTTA_S3_SILENT_TIMEOUT")); err == nil && d > 0 {
+		c.timeouts.Progress = d
+	}
+	if n, err := bytesize.Parse(os.Getenv("FLOTTA_S3_FLOOR_RATE")); err == nil && n > 0 {
+		c.timeouts.FloorRate = n
+	}
+	fs.DurationVar(&c.timeouts.Progress, "silent-timeout", c.timeouts.Progress, "give a request up when the server moves nothing for this long (default $FLOTTA_S3_SILENT_TIMEOUT or 8s)")
+	fs.Var(bytesize.NewValue(&c.timeouts.FloorRate), "floor-rate", "`rate` in bytes per second of the slowest link waited for: once a request is sent, its answer is awaited for --silent-timeout plus the bytes sent ahead of it at this rate (default $FLOTTA_S3_FLOOR_RATE or 16K)")
 	fs.BoolVar(&c.verbose, "v", false, "log every decision (check: list matching files too)")
 	if cmd == "push" || cmd == "pull" {
 		fs.StringVar(&c.state, "state", "", "journal directory (default $XDG_STATE_HOME/flotta-sync or ~/.local/state/flotta-sync)")
@@ -322,6 +332,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	opts := datasync.Options{
 		StateDir:            state,
 		Concurrency:         c.concurrency,
+		Timeouts:            c.timeouts,
 		KeepUnknownMappings: true,
 		WrapTransport:       counter.Wrap,
 	}

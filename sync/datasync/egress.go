@@ -110,7 +110,7 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 	// connections as the engine allows transfers (minio-go's default is 4,
 	// which leaves a fast link idle).
 	etag, err := p.be.Put(ctx, p.m.Bucket, key, r, st.Size, PutOptions{Meta: meta, PartSize: partSize,
-		Threads: max(4, p.e.opts.Concurrency)})
+		Threads: max(4, p.e.flow.Limit())})
 	if err != nil {
 		return 0, nil, fmt.Errorf("upload %s: %w", key, err)
 	}

@@ -305,10 +305,10 @@ func (p *pass) run(ctx context.Context, src source) error {
 			}
 		})
 	}()
-	executeReleasing(ctx, p.e, jobs, func(j job, release func()) {
+	executeReleasing(ctx, p.e, jobs, func(j job, release func()) (int64, error) {
 		if ctx.Err() != nil {
 			p.stats.addPending()
-			return
+			return 0, nil
 		}
 		var out outcome
 		if j.d.act == actRefuse {
@@ -319,6 +319,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 		if p.record(j, out) {
 			cancel(out.err)
 		}
+		return out.bytes, out.err
 	})
 	var flushErr error
 	if !p.po.DryRun {
