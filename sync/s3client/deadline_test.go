@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +41,10 @@ func bufferingServer(t *testing.T, delay time.Duration) string {
 						return
 					}
 					_, _ = io.Copy(io.Discard, req.Body)
+					if req.Method == http.MethodGet {
+						fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+						continue
+					}
 					time.Sleep(delay)
 					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nETag: \"0123456789abcdef0123456789abcdef\"\r\nContent-Length: 0\r\n\r\n")
 				}
@@ -55,7 +60,10 @@ func put(t *testing.T, to Timeouts, addr string, size int, ctx context.Context) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc := &http.Client{Transport: tracked{next: tr}}
+	return putWith(&http.Client{Transport: tracked{next: tr}}, addr, size, ctx)
+}
+
+func putWith(hc *http.Client, addr string, size int, ctx context.Context) (time.Duration, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+addr+"/bucket/key", bytes.NewReader(make([]byte, size)))
 	start := time.Now()
 	resp, err := hc.Do(req)
@@ -118,5 +126,62 @@ func TestSilentServerAfterSmallPutIsStillQuick(t *testing.T) {
 	}
 	if took := time.Since(start); took > quick.WorstCase(MaxRetries) {
 		t.Errorf("took %s, want at most %s", took, quick.WorstCase(MaxRetries))
+	}
+}
+
+// lateEOF hands a response body's end (EOF) on only after a pause, when
+// the connection is back in the pool already: what a busy scheduler does
+// between http.Transport seeing the end of a body and its reader.
+type lateEOF struct{ next http.RoundTripper }
+
+func (l lateEOF) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := l.next.RoundTrip(r)
+	if err == nil {
+		resp.Body = lateEOFBody{resp.Body}
+	}
+	return resp, err
+}
+
+type lateEOFBody struct{ io.ReadCloser }
+
+func (b lateEOFBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		time.Sleep(150 * time.Millisecond)
+	}
+	return n, err
+}
+
+// TestAnswerAwaitedWhileTheRequestBeforeEnds: the end of a response body
+// reaches the reader only after the connection went back to the pool and
+// the next request was sent on it: the end of the first request must not
+// end the next one's wait for its answer.
+func TestAnswerAwaitedWhileTheRequestBeforeEnds(t *testing.T) {
+	to := Timeouts{Dial: time.Second, TLSHandshake: time.Second, Progress: 300 * time.Millisecond, FloorRate: 100 << 10}
+	addr := bufferingServer(t, 1200*time.Millisecond)
+	tr, err := newTransport(false, nil, 1, to, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dials atomic.Int64
+	inner := tr.DialContext
+	tr.DialContext = func(ctx context.Context, n, a string) (net.Conn, error) { dials.Add(1); return inner(ctx, n, a) }
+	hc := &http.Client{Transport: tracked{next: lateEOF{tr}}}
+	resp, err := hc.Get("http://" + addr + "/bucket?list-type=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(resp.Body); resp.Body.Close(); got <- string(b) }()
+	time.Sleep(50 * time.Millisecond) // the body is read, its EOF held back
+	took, err := putWith(hc, addr, 200<<10, context.Background())
+	if err != nil {
+		t.Fatalf("put while the listing before it ends: cut after %s: %v", took, err)
+	}
+	if b := <-got; b != "x" {
+		t.Errorf("listing %q", b)
+	}
+	if dials.Load() != 1 {
+		t.Errorf("%d connections: the test wants the PUT on the listing's connection", dials.Load())
 	}
 }

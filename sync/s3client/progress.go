@@ -180,6 +180,7 @@ type progressConn struct {
 	qPrev int       // bytes written and not yet acknowledged at the last check; -1 unknown
 	qAt   time.Time // when qPrev was seen
 
+	gen      int       // counts begin: which request the fields below are of
 	pat      float64   // the request's patience (WithPatience)
 	written  int64     // bytes written for the request in flight
 	waiting  bool      // the request is written; no byte of its answer yet
@@ -195,10 +196,14 @@ func newProgressConn(c net.Conn, idle time.Duration, floor int64, l *link) *prog
 // NetConn returns the wrapped connection.
 func (c *progressConn) NetConn() net.Conn { return c.Conn }
 
-func (c *progressConn) begin(pat float64) {
+// begin starts a request on the connection and returns its number. The
+// request before may not have ended yet (its body is closed after the
+// connection went back to the pool): only the newest request waits.
+func (c *progressConn) begin(pat float64) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.busy++
+	c.gen++
 	c.last = time.Now()
 	c.setAt = c.last
 	c.qPrev = -1
@@ -206,6 +211,7 @@ func (c *progressConn) begin(pat float64) {
 	c.written = 0
 	c.stopWaitingLocked()
 	_ = c.Conn.SetDeadline(c.last.Add(c.limit()))
+	return c.gen
 }
 
 // limit is the silent-server limit stretched by the request's patience.
@@ -213,10 +219,12 @@ func (c *progressConn) limit() time.Duration {
 	return time.Duration(float64(c.idle) * c.pat)
 }
 
-func (c *progressConn) end() {
+func (c *progressConn) end(gen int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.stopWaitingLocked()
+	if gen == c.gen {
+		c.stopWaitingLocked()
+	}
 	if c.busy > 0 {
 		c.busy--
 	}
@@ -227,10 +235,10 @@ func (c *progressConn) end() {
 
 // wroteRequest starts the wait for the answer: the request's bytes join
 // those awaiting an answer on the link.
-func (c *progressConn) wroteRequest() {
+func (c *progressConn) wroteRequest(gen int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.busy == 0 || c.waiting {
+	if c.busy == 0 || c.waiting || gen != c.gen {
 		return
 	}
 	c.waiting = true
@@ -373,17 +381,18 @@ type tracked struct {
 
 func (t tracked) RoundTrip(r *http.Request) (*http.Response, error) {
 	var pc *progressConn
+	var gen int
 	pat := patience(r.Context())
 	trace := &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
 			if c := findProgressConn(info.Conn); c != nil {
 				pc = c
-				c.begin(pat)
+				gen = c.begin(pat)
 			}
 		},
 		WroteRequest: func(httptrace.WroteRequestInfo) {
 			if pc != nil {
-				pc.wroteRequest()
+				pc.wroteRequest(gen)
 			}
 		},
 	}
@@ -393,10 +402,10 @@ func (t tracked) RoundTrip(r *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	if err != nil || resp.Body == nil || resp.Body == http.NoBody {
-		pc.end()
+		pc.end(gen)
 		return resp, err
 	}
-	resp.Body = &endBody{ReadCloser: resp.Body, pc: pc}
+	resp.Body = &endBody{ReadCloser: resp.Body, pc: pc, gen: gen}
 	return resp, nil
 }
 
@@ -404,20 +413,21 @@ func (t tracked) RoundTrip(r *http.Request) (*http.Response, error) {
 type endBody struct {
 	io.ReadCloser
 	pc   *progressConn
+	gen  int
 	once sync.Once
 }
 
 func (b *endBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
-		b.once.Do(b.pc.end)
+		b.once.Do(func() { b.pc.end(b.gen) })
 	}
 	return n, err
 }
 
 func (b *endBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.pc.end)
+	b.once.Do(func() { b.pc.end(b.gen) })
 	return err
 }
 
