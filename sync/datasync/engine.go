@@ -111,6 +111,9 @@ type retryState struct {
 	first    time.Time // when the change was first seen and failed
 	attempts int
 	next     time.Time
+	// stalls counts the tries that timed out on the link: the next one
+	// waits longer for answers and cuts a big file in smaller parts.
+	stalls int
 }
 
 // New opens the journal under opts.StateDir and returns an Engine with no
@@ -176,16 +179,21 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		now:            time.Now,
 	}
 	e.newBackend = func(ep *Endpoint) (Backend, error) {
-		client, rt, err := s3client.NewWithTransport(s3client.Config{
+		cfg := s3client.Config{
 			Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 			AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
 			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.MaxConcurrency, Timeouts: e.opts.Timeouts,
 			Limiter: e.opts.Limiter,
-		})
+		}
+		client, rt, err := s3client.NewWithTransport(cfg)
 		if err != nil {
 			return nil, err
 		}
-		return newMinioBackend(client, rt, ep), nil
+		put, err := s3client.NewSingleTry(cfg, rt)
+		if err != nil {
+			return nil, err
+		}
+		return newMinioBackend(client, put, rt, ep), nil
 	}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	return e, nil

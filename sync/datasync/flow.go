@@ -29,7 +29,8 @@ type flow struct {
 	idleFrom time.Time // when inflight last fell to 0: idle time is not measured
 	// epoch counts the halvings: a timeout of a transfer started before
 	// the last one does not halve again (it was sent under the old limit).
-	epoch int
+	epoch    int
+	halvedAt time.Time
 
 	// the window being measured
 	winStart  time.Time
@@ -85,9 +86,10 @@ func newFlow(fixed, start, minimum, maximum int) *flow {
 
 // token is one transfer's slot.
 type token struct {
-	f     *flow
-	epoch int
-	once  sync.Once
+	f        *flow
+	epoch    int
+	halvedAt time.Time
+	once     sync.Once
 }
 
 // acquire waits for a slot; nil when ctx ends first.
@@ -154,6 +156,30 @@ func (f *flow) Limit() int {
 	return f.limit
 }
 
+// backOff halves the limit at once when a request of a transfer timed out
+// on the link and is sent again; one halving per window at most.
+func (f *flow) backOff() {
+	if f.fixed {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	if !f.halvedAt.IsZero() && now.Sub(f.halvedAt) < flowWindowMin {
+		return
+	}
+	f.halveLocked(now)
+}
+
+func (f *flow) halveLocked(now time.Time) {
+	f.setLocked(max(f.min, f.limit/2))
+	f.epoch++
+	f.halvedAt = now
+	f.state, f.baseRate, f.steady = climbHold, 0, 0
+	f.base = f.limit
+	f.resetWindowLocked(now)
+}
+
 // stalledLink says err is a timeout of a server or link that moved nothing
 // for too long: a sign that what is in flight is more than the link carries.
 func stalledLink(err error) bool {
@@ -181,12 +207,7 @@ func (f *flow) observe(bytes int64, err error, epoch int) {
 	now := f.now()
 	el := now.Sub(f.winStart)
 	if f.winStalls > 0 {
-		// Fewer in flight at once, and measured afresh.
-		f.setLocked(max(f.min, f.limit/2))
-		f.epoch++
-		f.state, f.baseRate, f.steady = climbHold, 0, 0
-		f.base = f.limit
-		f.resetWindowLocked(now)
+		f.halveLocked(now) // fewer in flight at once, and measured afresh
 		return
 	}
 	if el < flowWindowMin || (f.winDone < max(4, f.limit) && el < flowWindowMax) {

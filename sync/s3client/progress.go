@@ -147,6 +147,9 @@ func WithPatience(ctx context.Context, factor float64) context.Context {
 	return context.WithValue(ctx, patienceKey{}, max(factor, 1))
 }
 
+// Patience is the factor WithPatience put in ctx; 1 when none.
+func Patience(ctx context.Context) float64 { return patience(ctx) }
+
 func patience(ctx context.Context) float64 {
 	if f, ok := ctx.Value(patienceKey{}).(float64); ok && f >= 1 {
 		return f
