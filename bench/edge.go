@@ -70,7 +70,7 @@ func edgeMain(args []string) {
 	fs.IntVar(&o.smallN, "files", 300, "small files")
 	fs.IntVar(&o.small, "size", 4096, "bytes per small file")
 	fs.IntVar(&o.big, "big", 1<<20, "bytes of the big file")
-	fs.Int64Var(&o.resetEvery, "reset-every", 384<<10, "resets scenario: one connection reset every this many bytes sent (0 skips it)")
+	fs.Int64Var(&o.resetEvery, "reset-every", 1536<<10, "resets scenario: one connection reset every this many bytes sent, more than the biggest body (0 skips it)")
 	fs.StringVar(&o.flotta, "flotta-sync", "", "flotta-sync binary (default <repo>/bin/flotta-sync)")
 	_ = fs.Parse(args)
 	if err := runEdge(o); err != nil {
@@ -356,13 +356,13 @@ func edgeResets(o edgeOptions, srv *s3server.Server, tree string, rep *strings.B
 		if err != nil {
 			return err
 		}
-		whole, _ := bucketMatches(srv, tree, prefix, nil)
+		notWhole, _ := bucketMatches(srv, tree, prefix, nil)
 		status := "ok"
 		if runErr != nil {
 			status = "exit " + strings.TrimPrefix(runErr.Error(), "exit status ") + ": " + lastLine(out.String())
 		}
 		fmt.Fprintf(rep, "run %d  %6.2f s  resets so far %3d  claimed %3d  whole %3d  claimed-not-whole %d  %s\n",
-			run, took.Seconds(), ls.Resets(), len(claimed), len(names)-len(whole), len(bad), status)
+			run, took.Seconds(), ls.Resets(), len(claimed), len(names)-len(notWhole), len(bad), status)
 		if len(bad) > 0 {
 			fmt.Fprintf(rep, "  CLAIMED BUT NOT WHOLE: %v\n", bad)
 		}

@@ -118,20 +118,33 @@ func putPart(ctx context.Context, core minio.Core, bucket, key, uploadID string,
 // putTries is how many times one upload request (a PUT, a part) is sent.
 const putTries = 3
 
+// smallAwaiting is the most request bytes a timeout may have waited for and
+// still say the server is silent rather than the link slow: a few packets.
+const smallAwaiting = 64 << 10
+
 // retried runs send up to putTries times. The upload client does not retry
 // by itself: a request that timed out on a slow link is not sent again the
-// same way. After a timeout the next try waits twice as long for its answer
-// (s3client.WithPatience) and onStall is told, so that fewer transfers run
-// at once; after a reset or a server error it is sent again as it was. A
-// file that changed, a refusal, or the end of ctx stops at once.
+// same way. After a timeout of a request that had a body to trickle
+// through, it is sent once more with twice the patience (a longer wait for
+// its answer, s3client.WithPatience) and onStall is told, so that fewer
+// transfers run at once; a timeout of a small request means a silent server
+// and ends at once (the pass stops; a later one tries again). After a reset
+// or a server error it is sent again as it was. A file that changed, a
+// refusal, or the end of ctx stops at once.
 func retried(ctx context.Context, onStall func(), send func(ctx context.Context) error) error {
 	patience := s3client.Patience(ctx)
+	stalled := false
 	for try := 1; ; try++ {
 		err := send(s3client.WithPatience(ctx, patience))
 		if err == nil || try == putTries || ctx.Err() != nil || !transient(err) {
 			return err
 		}
-		if errors.Is(err, s3client.ErrServerSilent) {
+		var te *s3client.TimeoutError
+		if errors.As(err, &te) {
+			if stalled || te.Awaiting < smallAwaiting {
+				return err
+			}
+			stalled = true
 			patience *= 2
 			if onStall != nil {
 				onStall()
@@ -152,7 +165,7 @@ func transient(err error) bool {
 	}
 	var ue *url.Error
 	var oe *net.OpError
-	return errors.As(err, &ue) || errors.As(err, &oe) || errors.Is(err, io.ErrUnexpectedEOF)
+	return errors.Is(err, s3client.ErrServerSilent) || errors.As(err, &ue) || errors.As(err, &oe) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func md5Of(ra io.ReaderAt, off, length int64) ([]byte, error) {

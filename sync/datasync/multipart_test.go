@@ -3,10 +3,12 @@ package datasync
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,9 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
 
 // partCutter fails the requests that send a given part number while armed
@@ -117,4 +122,39 @@ func TestMultipartResumeSkipsChangedParts(t *testing.T) {
 	got, err := io.ReadAll(obj)
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(data, got), "the object is the file as it is now")
+}
+
+// TestRetriedLearns: a timeout with a body in flight is sent once more,
+// twice as patient, and tells onStall; a small request's timeout (a silent
+// server) and a changed file are not sent again; a reset is, as it was.
+func TestRetriedLearns(t *testing.T) {
+	big := fmt.Errorf("put: %w", &s3client.TimeoutError{Op: "read", Awaiting: 1 << 20})
+	small := fmt.Errorf("put: %w", &s3client.TimeoutError{Op: "read", Awaiting: 500})
+	reset := &url.Error{Op: "Put", URL: "http://x", Err: &net.OpError{Op: "read", Err: syscall.ECONNRESET}}
+	for _, tc := range []struct {
+		name      string
+		errs      []error
+		tries     int
+		patiences []float64
+		stalls    int
+	}{
+		{"slow link", []error{big, big, nil}, 2, []float64{1, 2}, 1},
+		{"slow link, then answered", []error{big, nil}, 2, []float64{1, 2}, 1},
+		{"silent server", []error{small, nil}, 1, []float64{1}, 0},
+		{"resets", []error{reset, reset, nil}, 3, []float64{1, 1, 1}, 0},
+		{"changed", []error{fmt.Errorf("read: %w", stablefile.ErrChanged), nil}, 1, []float64{1}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var pats []float64
+			stalls := 0
+			err := retried(context.Background(), func() { stalls++ }, func(ctx context.Context) error {
+				pats = append(pats, s3client.Patience(ctx))
+				return tc.errs[len(pats)-1]
+			})
+			assert.Equal(t, tc.tries, len(pats), "tries")
+			assert.Equal(t, tc.patiences, pats)
+			assert.Equal(t, tc.stalls, stalls)
+			assert.Equal(t, tc.errs[len(pats)-1], err)
+		})
+	}
 }
