@@ -1,6 +1,7 @@
 package datasync
 
 import (
+	"cmp"
 	"context"
 	"crypto/md5" //nolint:gosec // MD5 is what S3 part ETags are
 	"encoding/base64"
@@ -45,39 +46,54 @@ func (b minioBackend) putMultipart(ctx context.Context, bucket, key string, ra i
 		}
 		parts = make([]minio.CompletePart, (size+partSize-1)/partSize)
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	// A part that fails stops new parts from starting; those in flight
+	// finish, so that the next attempt finds them stored.
 	sem := make(chan struct{}, max(o.Threads, 1))
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed error
 	for i := range parts {
 		if parts[i].ETag != "" {
 			continue
 		}
+		acquired := false
 		select {
 		case sem <- struct{}{}:
+			acquired = true
 		case <-ctx.Done():
 		}
-		if ctx.Err() != nil {
+		mu.Lock()
+		stop := failed != nil
+		mu.Unlock()
+		if !acquired || stop {
+			if acquired {
+				<-sem
+			}
 			break
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			etag, err := putPart(ctx, core, bucket, key, uploadID, i+1, ra, int64(i)*partSize, min(partSize, size-int64(i)*partSize), o.OnStall)
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				cancel(err)
+				failed = cmp.Or(failed, err)
 				return
 			}
 			parts[i] = minio.CompletePart{PartNumber: i + 1, ETag: etag}
 		})
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	if failed == nil {
+		failed = ctx.Err()
+	}
+	if failed != nil {
 		// Left for the next attempt to resume; a file that changed makes
 		// it useless.
-		if errors.Is(err, errPartChanged) {
+		if errors.Is(failed, errPartChanged) {
 			_ = core.AbortMultipartUpload(context.WithoutCancel(ctx), bucket, key, uploadID)
 		}
-		return "", err
+		return "", failed
 	}
 	info, err := core.CompleteMultipartUpload(ctx, bucket, key, uploadID, parts, minio.PutObjectOptions{})
 	if err != nil {

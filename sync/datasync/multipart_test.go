@@ -80,6 +80,9 @@ func TestMultipartUploadResumes(t *testing.T) {
 	ups, err := core.ListMultipartUploads(context.Background(), bucket, "big/file", "", "", "", 100)
 	require.NoError(t, err)
 	require.Len(t, ups.Uploads, 1, "the failed upload is left to resume")
+	stored, err := core.ListObjectParts(context.Background(), bucket, "big/file", ups.Uploads[0].UploadID, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, stored.ObjectParts, 1, "part 1, in flight when part 2 failed, is finished and stored")
 
 	cut.sent = nil
 	require.NoError(t, f.syncNow())
