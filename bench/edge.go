@@ -162,9 +162,13 @@ func runEdge(o edgeOptions) error {
 	fmt.Fprintf(&rep, "\n# medians (s) and flotta-sync's speed-up over rclone\n")
 	for _, l := range links {
 		for _, dir := range []string{"push", "pull"} {
-			f, r := medianOf(times[key{l.name, "flotta-sync", dir}]), medianOf(times[key{l.name, "rclone", dir}])
-			fmt.Fprintf(&rep, "%-8s %-4s flotta-sync %6.2f  rclone %6.2f  x%.2f  (runs %d/%d)\n", l.name, dir, f, r, r/f,
-				len(times[key{l.name, "flotta-sync", dir}]), len(times[key{l.name, "rclone", dir}]))
+			ft, rt := times[key{l.name, "flotta-sync", dir}], times[key{l.name, "rclone", dir}]
+			if len(ft) == 0 || len(rt) == 0 {
+				fmt.Fprintf(&rep, "%-8s %-4s runs that succeeded: flotta-sync %d, rclone %d of %d\n", l.name, dir, len(ft), len(rt), o.rounds)
+				continue
+			}
+			f, r := medianOf(ft), medianOf(rt)
+			fmt.Fprintf(&rep, "%-8s %-4s flotta-sync %6.2f  rclone %6.2f  x%.2f  (runs %d/%d)\n", l.name, dir, f, r, r/f, len(ft), len(rt))
 		}
 	}
 	if o.resetEvery > 0 {
