@@ -13,6 +13,8 @@ BIN := $(CURDIR)/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 VERSITYGW_VERSION := v1.8.0
+# toxiproxy: the link the edge bench compares on (bench/edge.go); a test tool only.
+TOXIPROXY_VERSION := v2.12.0
 # deadcode (golang.org/x/tools) reports functions no main or test reaches.
 DEADCODE_VERSION := v0.52.0
 # MinIO for notification and fleet tests (AGPL: a test tool only, never linked).
@@ -20,7 +22,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw minio bench bench-fleet clean man completions
+.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw minio toxiproxy bench bench-fleet bench-edge clean man completions
 .PHONY: rpm-tarball rpm install uninstall clean-rpm
 
 all: build
@@ -90,6 +92,14 @@ versitygw: $(BIN)/versitygw
 $(BIN)/versitygw:
 	GOBIN=$(BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 
+## toxiproxy: the network simulator the edge bench runs beside fault/linksim (bin/toxiproxy-server)
+toxiproxy: $(BIN)/toxiproxy-server
+$(BIN)/toxiproxy-server:
+	@mkdir -p $(BIN)
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	GOBIN=$$tmp $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION); \
+	mv $$tmp/server $(BIN)/toxiproxy-server
+
 ## minio: the S3 server with bucket notifications the tests run on loopback (a long build):
 ## the pinned version plus .ci/minio-flush.patch (without it the notification stream is only
 ## sent when 4 KiB have piled up: its response writer drops Flush)
@@ -110,6 +120,10 @@ bench: build versitygw
 ## bench-fleet: 200 simulated devices (the real engine) against one MinIO, and a model of the original agent (see README)
 bench-fleet: minio
 	$(GO) run ./bench fleet -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S)-fleet.txt $(FLEET_FLAGS)
+
+## bench-edge: flotta-sync against rclone through a slow, long, buffering link (toxiproxy and fault/linksim), and pushes under resets
+bench-edge: build versitygw toxiproxy
+	$(GO) run ./bench edge -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S)-edge.txt $(EDGE_FLAGS)
 
 clean:
 	rm -rf $(BIN)/device-worker $(BIN)/flotta-sync $(BIN)/devdispatcher

@@ -59,6 +59,10 @@ func main() {
 		rawMain(os.Args[2:]) // the ceiling, run as a child like the others
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "edge" {
+		edgeMain(os.Args[2:]) // the edge link scenario (bench/edge.go)
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "fleet" {
 		fleetMain(os.Args[2:]) // the fleet simulation (bench/fleet.go)
 		return

@@ -59,6 +59,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		PollMax:           s.pollMax,
 		NoNotify:          s.noNotify,
 		Concurrency:       s.syncConcurrency,
+		Timeouts:          s.s3Timeouts,
 		NoWatch:           s.noWatch,
 		Limiter:           newLimiter(s.bwlimit),
 	}

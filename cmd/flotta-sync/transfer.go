@@ -272,6 +272,7 @@ func (c *transferConfig) run(args []string) error {
 	opts := datasync.Options{
 		StateDir:            state,
 		Concurrency:         c.concurrency,
+		Timeouts:            c.timeouts,
 		KeepUnknownMappings: true,
 		WrapTransport:       counter.Wrap,
 	}

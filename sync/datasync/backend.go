@@ -32,6 +32,9 @@ type PutOptions struct {
 	Meta     map[string]string // user metadata
 	PartSize int64             // 0: one PUT carrying Content-MD5; else a multipart upload in parts of this size
 	Threads  int               // parts uploaded in parallel
+	// OnStall, when set, is told when a request of the upload timed out
+	// on the link (s3client.ErrServerSilent) and is sent again.
+	OnStall func()
 }
 
 // Backend is the bucket as the engine sees it. Implementations must be safe
@@ -62,14 +65,16 @@ var ErrNotFound = errors.New("no such object")
 // downloads by sync/s3get (the same requests for a fraction of the CPU).
 type minioBackend struct {
 	c *minio.Client
-	l *s3list.Lister
-	g *s3get.Getter
+	// put sends uploads: it does not retry by itself (see retried).
+	put *minio.Client
+	l   *s3list.Lister
+	g   *s3get.Getter
 }
 
-func newMinioBackend(c *minio.Client, rt http.RoundTripper, ep *Endpoint) minioBackend {
+func newMinioBackend(c, put *minio.Client, rt http.RoundTripper, ep *Endpoint) minioBackend {
 	// The region the client was given, or the bucket's (asked once, cached).
 	region := c.GetBucketLocation
-	return minioBackend{c: c,
+	return minioBackend{c: c, put: put,
 		l: &s3list.Lister{Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
 			Region: region},
 		g: &s3get.Getter{Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
@@ -103,25 +108,43 @@ func (b minioBackend) Stat(ctx context.Context, bucket, key string) (Object, err
 	return Object{Key: info.Key, Size: info.Size, ETag: info.ETag, LastModified: info.LastModified, Meta: info.UserMetadata}, nil
 }
 
+// Put uploads r. With a reader that can be read again (io.ReaderAt: the
+// engine's files), requests are sent by the client that does not retry and
+// tried as retried says, and a multipart upload resumes an unfinished one
+// (multipart.go); otherwise minio-go uploads it, with its own retries.
 func (b minioBackend) Put(ctx context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (string, error) {
-	info, err := b.c.PutObject(ctx, bucket, key, r, size, minio.PutObjectOptions{
+	ra, rereadable := r.(io.ReaderAt)
+	if rereadable && o.PartSize > 0 && b.put != nil {
+		return minioBackend{c: b.put}.putMultipart(ctx, bucket, key, ra, size, o)
+	}
+	opts := minio.PutObjectOptions{
 		UserMetadata: o.Meta,
 		ContentType:  "application/octet-stream",
 		// A single PUT carries Content-MD5: a server that would commit a
 		// truncated body (versitygw does, when the reader holds back its last
-		// bytes) rejects it instead. Multipart uploads are never completed
-		// when a part fails, so they need no MD5. The payload is not signed
-		// (that would hash it once more), and the client is built without
-		// TrailingHeaders (versitygw rejects trailing checksums).
+		// bytes) rejects it instead. Multipart parts carry theirs too
+		// (multipart.go). The payload is not signed (that would hash it
+		// once more), and the client is built without TrailingHeaders
+		// (versitygw rejects trailing checksums).
 		SendContentMd5:       o.PartSize == 0,
 		DisableContentSha256: true,
 		NumThreads:           uint(max(o.Threads, 1)),
 		PartSize:             uint64(o.PartSize),
-	})
-	if err != nil {
-		return "", err
 	}
-	return info.ETag, nil
+	if !rereadable || b.put == nil {
+		info, err := b.c.PutObject(ctx, bucket, key, r, size, opts)
+		if err != nil {
+			return "", err
+		}
+		return info.ETag, nil
+	}
+	var etag string
+	err := retried(ctx, o.OnStall, func(ctx context.Context) error {
+		info, err := b.put.PutObject(ctx, bucket, key, io.NewSectionReader(ra, 0, size), size, opts)
+		etag = info.ETag
+		return err
+	})
+	return etag, err
 }
 
 func (b minioBackend) Get(ctx context.Context, bucket, key, matchETag string) (io.ReadCloser, error) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
 
@@ -46,11 +47,20 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 	root := p.dir.Root()
 	key := keys.Key(p.m.Prefix, j.it.name)
 	seen := j.it.local
+	// A file whose last tries timed out on the link waits longer for the
+	// answers (twice per timeout, up to 8 times) and goes in smaller parts.
+	stalls := p.stalls(j.it.name)
+	if stalls > 0 {
+		ctx = s3client.WithPatience(ctx, float64(int(1)<<min(stalls, 3)))
+	}
 	partSize := int64(0)
 	if seen.Size > singlePutMax {
 		_, ps, _, err := minio.OptimalPartInfo(seen.Size, 0)
 		if err != nil {
 			return 0, nil, fmt.Errorf("upload %s: %w", key, err)
+		}
+		if stalls > 0 {
+			ps = max(minPartSize, (seen.Size+9999)/10000) // S3's smallest, within its 10,000 parts
 		}
 		partSize = ps
 	}
@@ -113,7 +123,7 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 	// connections as the engine allows transfers (minio-go's default is 4,
 	// which leaves a fast link idle).
 	etag, err := p.be.Put(ctx, p.m.Bucket, key, r, st.Size, PutOptions{Meta: meta, PartSize: partSize,
-		Threads: max(4, p.e.opts.Concurrency)})
+		Threads: max(4, p.e.flow.Limit()), OnStall: p.e.flow.backOff})
 	if err != nil {
 		return 0, nil, fmt.Errorf("upload %s: %w", key, err)
 	}

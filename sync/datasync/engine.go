@@ -35,9 +35,9 @@ type Engine struct {
 	opts Options
 	log  *zap.Logger
 	jr   *journal.DB
-	sem  chan struct{} // one slot per transfer in flight, engine-wide
+	flow *flow // the transfers in flight, engine-wide (flow.go)
 	// commits bounds downloads that left their transfer slot to fsync and
-	// rename (see executeReleasing): as many again as transfers.
+	// rename (see executeReleasing): as many again as transfers at most.
 	commits chan struct{}
 
 	// test hooks
@@ -113,6 +113,9 @@ type retryState struct {
 	first    time.Time // when the change was first seen and failed
 	attempts int
 	next     time.Time
+	// stalls counts the tries that timed out on the link: the next one
+	// waits longer for answers and cuts a big file in smaller parts.
+	stalls int
 }
 
 // New opens the journal under opts.StateDir and returns an Engine with no
@@ -124,9 +127,13 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
 	}
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = DefaultConcurrency
+	if opts.Concurrency < 0 {
+		opts.Concurrency = 0
 	}
+	if opts.MaxConcurrency <= 0 {
+		opts.MaxConcurrency = DefaultMaxConcurrency
+	}
+	opts.MaxConcurrency = max(opts.MaxConcurrency, opts.Concurrency, MinConcurrency)
 	if opts.WatchedInterval <= 0 {
 		opts.WatchedInterval = DefaultWatchedInterval
 	}
@@ -162,8 +169,8 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 	}
 	e := &Engine{
 		opts: opts, log: log, jr: jr,
-		sem:            make(chan struct{}, opts.Concurrency),
-		commits:        make(chan struct{}, opts.Concurrency),
+		flow:           newFlow(opts.Concurrency, DefaultConcurrency, MinConcurrency, opts.MaxConcurrency),
+		commits:        make(chan struct{}, opts.MaxConcurrency),
 		free:           diskguard.Statfs,
 		settle:         50 * time.Millisecond,
 		backoffBase:    opts.Interval,
@@ -174,16 +181,21 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		now:            time.Now,
 	}
 	e.newBackend = func(ep *Endpoint) (Backend, error) {
-		client, rt, err := s3client.NewWithTransport(s3client.Config{
+		cfg := s3client.Config{
 			Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 			AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
-			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency, Timeouts: e.opts.Timeouts,
+			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.MaxConcurrency, Timeouts: e.opts.Timeouts,
 			Limiter: e.opts.Limiter,
-		})
+		}
+		client, rt, err := s3client.NewWithTransport(cfg)
 		if err != nil {
 			return nil, err
 		}
-		return newMinioBackend(client, rt, ep), nil
+		put, err := s3client.NewSingleTry(cfg, rt)
+		if err != nil {
+			return nil, err
+		}
+		return newMinioBackend(client, put, rt, ep), nil
 	}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	return e, nil
@@ -835,24 +847,23 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	}
 }
 
-// executeReleasing runs do for every job from jobs, at most
-// Options.Concurrency at a time engine-wide, and returns when jobs is closed
-// and all are done. do may call release once its transfer is over, to hand
-// its slot to the next job while it finishes locally (ingress: fsync and
-// rename). Callers bound that finishing work themselves (Engine.commits).
-func executeReleasing[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(j T, release func())) {
+// executeReleasing runs do for every job from jobs, as many at a time
+// engine-wide as the flow allows (Options.Concurrency, or the adaptive
+// limit), and returns when jobs is closed and all are done. do may call
+// release once its transfer is over, to hand its slot to the next job while
+// it finishes locally (ingress: fsync and rename). Callers bound that
+// finishing work themselves (Engine.commits). do returns the bytes it moved
+// and its error, which the adaptive limit learns from.
+func executeReleasing[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(j T, release func()) (int64, error)) {
 	var wg sync.WaitGroup
 	for j := range jobs {
-		select {
-		case e.sem <- struct{}{}:
-		case <-ctx.Done():
+		tok := e.flow.acquire(ctx)
+		if tok == nil {
 			continue // drain: the planner stops on ctx too
 		}
 		wg.Go(func() {
-			var once sync.Once
-			release := func() { once.Do(func() { <-e.sem }) }
-			defer release()
-			do(j, release)
+			n, err := do(j, tok.free)
+			tok.done(n, err)
 		})
 	}
 	wg.Wait()

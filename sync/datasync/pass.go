@@ -16,6 +16,7 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
@@ -303,10 +304,10 @@ func (p *pass) run(ctx context.Context, src source) error {
 			return !ok || send(j)
 		})
 	}()
-	executeReleasing(ctx, p.e, jobs, func(j job, release func()) {
+	executeReleasing(ctx, p.e, jobs, func(j job, release func()) (int64, error) {
 		if ctx.Err() != nil {
 			p.stats.addPending()
-			return
+			return 0, nil
 		}
 		var out outcome
 		p.po.Progress.begin()
@@ -319,6 +320,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 		if p.record(j, out) {
 			cancel(out.err)
 		}
+		return out.bytes, out.err
 	})
 	var flushErr error
 	if !p.po.DryRun {
@@ -391,6 +393,9 @@ func (p *pass) plan(it item, sc scope, checkDue bool) (job, bool) {
 func (p *pass) record(j job, out outcome) (serverDown bool) {
 	name, key := j.it.name, p.lp+j.it.name
 	err := out.err
+	if errors.Is(err, s3client.ErrServerSilent) {
+		p.stalled(name)
+	}
 	switch {
 	case err == nil:
 		if out.row != nil {
@@ -496,6 +501,28 @@ func (p *pass) failed(name string, transient bool) {
 	d := p.e.backoffBase << min(r.attempts-1, 16)
 	d = min(d, p.e.backoffCeiling)
 	r.next = time.Now().Add(d)
+}
+
+// stalled records that a try of name timed out on the link.
+func (p *pass) stalled(name string) {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	r := p.ms.retry[name]
+	if r == nil {
+		r = &retryState{first: p.started}
+		p.ms.retry[name] = r
+	}
+	r.stalls++
+}
+
+// stalls is the number of tries of name that timed out on the link.
+func (p *pass) stalls(name string) int {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	if r := p.ms.retry[name]; r != nil {
+		return r.stalls
+	}
+	return 0
 }
 
 func (p *pass) succeeded(name string) {

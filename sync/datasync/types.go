@@ -127,8 +127,15 @@ type Options struct {
 	// NoNotify turns bucket notifications off: ingress only polls. By
 	// default, where the server offers them (MinIO), an ingress mapping
 	// downloads new objects as they are announced (notify.go).
-	NoNotify       bool
-	Concurrency    int               // parallel transfers; default suits a 2-core device
+	NoNotify bool
+	// Concurrency fixes the number of transfers in flight; 0 (the
+	// default) lets it follow the link (flow.go): it starts at
+	// DefaultConcurrency and moves between MinConcurrency and
+	// MaxConcurrency by the goodput it measures.
+	Concurrency int
+	// MaxConcurrency caps the adaptive number of transfers in flight;
+	// default DefaultMaxConcurrency.
+	MaxConcurrency int
 	DefaultQuota   int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
 	MinFreeBytes   int64             // ingress keeps at least this much free on the file system
 	MinFreePercent float64           // ... and at least this share of it
@@ -159,7 +166,9 @@ const (
 	DefaultWatchedInterval   = 5 * time.Minute
 	DefaultReconcileInterval = time.Hour
 	DefaultPollMax           = 5 * time.Minute
-	DefaultConcurrency       = 8         // transfers are I/O bound: a 2-core device keeps 8 busy
+	DefaultConcurrency       = 8         // transfers in flight to start with (adaptive), or with a fixed limit
+	DefaultMaxConcurrency    = 64        // the adaptive limit's cap: small files on a long round trip
+	MinConcurrency           = 2         // the adaptive limit's floor
 	DefaultMinFreeBytes      = 512 << 20 // MinFreeBytes 0 means this; negative means none
 	DefaultMinFreePercent    = 5.0       // MinFreePercent 0 means this; negative means none
 )
