@@ -31,10 +31,10 @@ const CephRGWDirEnv = "FLOTTA_CEPH_RGW_DIR"
 
 var rgw struct {
 	sync.Mutex
-	srv     *s3server.Server
-	err     error
-	tmp     string // the directory of the cluster this process started
-	inMain  bool
+	srv    *s3server.Server
+	err    error
+	tmp    string // the directory of the cluster this process started
+	inMain bool
 }
 
 // Main runs a package's tests and then stops the Ceph RGW cluster this
