@@ -129,6 +129,9 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		opts.WatchedInterval = DefaultWatchedInterval
 	}
 	opts.WatchedInterval = max(opts.WatchedInterval, opts.Interval)
+	if opts.PollFast == 0 {
+		opts.PollFast = DefaultPollFast
+	}
 	if opts.PollMax == 0 {
 		opts.PollMax = DefaultPollMax
 	}
@@ -354,7 +357,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-timer.C:
 			e.startPasses(ctx, &wg, false)
 			jitter := time.Duration(rand.Int64N(int64(e.opts.Interval)/10 + 1))
-			timer.Reset(e.opts.Interval + jitter)
+			timer.Reset(e.untilFastPoll(e.now(), e.opts.Interval+jitter))
 		case <-e.kick:
 			e.startPasses(ctx, &wg, true)
 		}

@@ -78,9 +78,13 @@ type Options struct {
 	// for none.
 	ReconcileInterval time.Duration
 	// PollMax caps the adaptive interval of an ingress mapping's passes
-	// (poll.go): doubled after each pass that finds nothing new, back to
-	// Interval at the first change; default 5m, never less than Interval.
+	// (poll.go): doubled after each pass that finds nothing new; default
+	// 5m, never less than Interval.
 	PollMax time.Duration
+	// PollFast is the wait before an ingress mapping's next pass after one
+	// that found a change (poll.go), when shorter than Interval; default
+	// 2s, negative for Interval.
+	PollFast time.Duration
 	// NoNotify turns bucket notifications off: ingress only polls. By
 	// default, where the server offers them (MinIO), an ingress mapping
 	// downloads new objects as they are announced (notify.go).
@@ -116,6 +120,7 @@ const (
 	DefaultWatchedInterval   = 5 * time.Minute
 	DefaultReconcileInterval = time.Hour
 	DefaultPollMax           = 5 * time.Minute
+	DefaultPollFast          = 2 * time.Second
 	DefaultConcurrency       = 8         // transfers are I/O bound: a 2-core device keeps 8 busy
 	DefaultMinFreeBytes      = 512 << 20 // MinFreeBytes 0 means this; negative means none
 	DefaultMinFreePercent    = 5.0       // MinFreePercent 0 means this; negative means none
