@@ -159,7 +159,7 @@ func TestBurstIsPolledFast(t *testing.T) {
 	c := newSimClock(f)
 	c.runFor(time.Hour, nil) // idle: polling at the cap
 	c.runFor(time.Nanosecond, nil)
-	start := c.now // a round after the last one
+	start := c.now    // a round after the last one
 	const burst = 420 // 7 min: longer than the wait at the cap
 	put := make([]time.Time, burst)
 	var lat []time.Duration
