@@ -153,8 +153,8 @@ func listenMinIO(t *testing.T, m *s3test.Server, cfg Config) (*Listener, context
 	return l, cancel
 }
 
-func TestMinIOEventsArriveAtOnce(t *testing.T) {
-	m := s3test.StartMinIO(t, s3test.WithBuckets("data"))
+func TestMinIOPushEventsArriveAtOnce(t *testing.T) {
+	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
 	l, cancel := listenMinIO(t, m, Config{Prefixes: []string{"in/a/", "in/b/"}, Removed: true, Ping: time.Second})
 	c := m.Client()
 	var worst time.Duration
@@ -197,8 +197,8 @@ func TestMinIOEventsArriveAtOnce(t *testing.T) {
 	}
 }
 
-func TestMinIORestartMeansResync(t *testing.T) {
-	m := s3test.StartMinIO(t, s3test.WithBuckets("data"))
+func TestMinIOPushRestartMeansResync(t *testing.T) {
+	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
 	l, cancel := listenMinIO(t, m, Config{Prefixes: []string{"in/"}, Ping: time.Second, MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second})
 	defer cancel()
 	m.Stop()
@@ -223,8 +223,8 @@ func TestMinIORestartMeansResync(t *testing.T) {
 	t.Logf("latency after reconnect: %s", time.Since(sent))
 }
 
-func TestMinIOFullChannelMeansResync(t *testing.T) {
-	m := s3test.StartMinIO(t, s3test.WithBuckets("data"))
+func TestMinIOPushFullChannelMeansResync(t *testing.T) {
+	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
 	l, cancel := listenMinIO(t, m, Config{Buffer: 2, Ping: time.Second})
 	defer cancel()
 	c := m.Client()
