@@ -123,6 +123,10 @@ type DataSyncHeartbeat struct {
 	// Throttled says a transfer of this data path is in flight and held
 	// back by the bandwidth limit (FLOTTA_BWLIMIT) right now.
 	Throttled bool `json:"throttled"`
+	// Ingress says, for an ingress data path, whether the server's bucket
+	// notifications push new objects ("push") or the worker polls ("poll"),
+	// with the reason it polls and since when.
+	Ingress *datasync.IngressMode `json:"ingress,omitempty"`
 }
 
 // dataSyncHeartbeat describes one mapping status, now.
@@ -132,7 +136,7 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
 		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
 		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, Conflicts: m.Conflicts, LastError: m.LastError, OldestPending: m.OldestPending,
-		Throttled: m.Throttled,
+		Throttled: m.Throttled, Ingress: m.Ingress,
 	}
 	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
 	workload, rest, _ := strings.Cut(m.ID, "/")

@@ -181,12 +181,14 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, notify.ErrUnsupported):
+			e.setMode(spec.ids(), false, ReasonUnsupported)
 			key := spec.ep.String() + "\x00" + spec.bucket
 			if _, seen := noted.LoadOrStore(key, true); !seen {
 				log.Info("the server offers no bucket notifications: ingress polls (adaptive interval)", zap.Error(err))
 			}
 			return
 		case err != nil:
+			e.setMode(spec.ids(), false, streamReason(err))
 			log.Debug("bucket notifications unavailable for now; polling", zap.Error(err), zap.Duration("retry_in", backoff))
 			select {
 			case <-ctx.Done():
@@ -200,6 +202,7 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 		log.Info("listening for bucket notifications: ingress downloads new objects as they are announced")
 		e.applyEvents(ctx, l, spec)
 		if errors.Is(l.Err(), notify.ErrUnsupported) {
+			e.setMode(spec.ids(), false, ReasonUnsupported)
 			log.Info("the server no longer offers bucket notifications: ingress polls", zap.Error(l.Err()))
 			return
 		}
@@ -227,6 +230,9 @@ func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *list
 	connected := func(up bool) {
 		for _, m := range spec.maps {
 			e.setNotified(m.id, up)
+		}
+		if ctx.Err() == nil || up {
+			e.setMode(spec.ids(), up, ReasonStreamDown)
 		}
 		if up {
 			e.passSoon(spec.ids())
@@ -261,6 +267,7 @@ func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *list
 				for _, m := range spec.maps {
 					e.setNotified(m.id, up)
 				}
+				e.setMode(spec.ids(), up, ReasonStreamDown)
 			}
 		}
 	}

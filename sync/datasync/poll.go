@@ -87,8 +87,12 @@ func (e *Engine) adaptPoll(ms *mapState, m Mapping, found, partial bool) {
 		return
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	ms.poll = nextPoll(ms.poll, found, e.opts.PollFast, e.opts.Interval, e.opts.PollMax, rand.Int64N)
+	fast := ms.poll.wait > 0 && ms.poll.every < e.opts.Interval
+	e.mu.Unlock()
+	if fast {
+		e.wake() // Run's timer was set for a round at the interval
+	}
 }
 
 // pollBase brings a mapping back to its base schedule with a full pass at

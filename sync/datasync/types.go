@@ -156,6 +156,9 @@ type MappingStatus struct {
 	// Throttled says a transfer of the mapping is in flight and waiting on
 	// the engine's bandwidth limit (Options.Limiter) right now.
 	Throttled bool `json:"throttled,omitempty"`
+	// Ingress says whether an ingress mapping is pushed new objects by the
+	// server's notifications or polls, and why (nil for egress).
+	Ingress *IngressMode `json:"ingress,omitempty"`
 	// Conflicts counts, since the engine started, the ingress files changed
 	// both on the device and in the bucket whose device version was kept as
 	// a conflict copy (keys.ConflictName) before the object was written.
