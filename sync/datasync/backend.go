@@ -121,6 +121,16 @@ func (b minioBackend) Put(ctx context.Context, bucket, key string, r io.Reader, 
 	if err != nil {
 		return "", err
 	}
+	if info.ETag == "" && o.PartSize > 0 {
+		// Ceph RGW answers CompleteMultipartUpload with an empty <ETag>:
+		// the listing's ETag is asked for, or every later pass would see
+		// the object as changed.
+		st, err := b.c.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+		if err != nil {
+			return "", fmt.Errorf("%s: ETag of the completed upload: %w", key, err)
+		}
+		return st.ETag, nil
+	}
 	return info.ETag, nil
 }
 

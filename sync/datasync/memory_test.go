@@ -47,13 +47,36 @@ type memObject struct {
 
 func newMemBackend() *memBackend { return &memBackend{objs: map[string]memObject{}} }
 
+// hasBucket: the fixtures' bucket, and any other the twin holds objects in.
+func (b *memBackend) hasBucket(name string) bool {
+	if name == bucket {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := range b.objs {
+		if bk, _, _ := strings.Cut(k, "\x00"); bk == name {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *memBackend) requests() int64 {
 	return b.pages.Load() + b.stats.Load() + b.puts.Load() + b.gets.Load()
 }
 
+// errNoSuchBucket is what a server answers for a bucket that does not
+// exist; the twin has the fixtures' bucket only.
+var errNoSuchBucket = minio.ErrorResponse{StatusCode: http.StatusNotFound, Code: "NoSuchBucket", Message: "The specified bucket does not exist"}
+
 func (b *memBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
 	b.lists.Add(1)
 	return func(yield func(Object, error) bool) {
+		if !b.hasBucket(bucket) {
+			yield(Object{}, errNoSuchBucket)
+			return
+		}
 		b.mu.Lock()
 		var ks []string
 		for k := range b.objs {
