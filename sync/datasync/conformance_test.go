@@ -162,6 +162,8 @@ func readAll(t *testing.T) func(io.ReadCloser, error) string {
 	}
 }
 
+func TestMain(m *testing.M) { s3test.Main(m) }
+
 func TestBackendContract(t *testing.T) {
 	run := func(t *testing.T, newBackend func(t *testing.T) (Backend, string)) {
 		for _, c := range contract {
@@ -193,4 +195,3 @@ func TestBackendContract(t *testing.T) {
 		})
 	}
 }
-
