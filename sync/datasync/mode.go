@@ -27,7 +27,7 @@ const (
 	ReasonNotifyOff    = "notifications turned off (FLOTTA_INGRESS_NOTIFY=off)"
 	ReasonStarting     = "opening the notification stream"
 	ReasonUnsupported  = "the server offers no bucket notifications"
-	ReasonStreamSilent = "the notification stream opens but sends nothing (the server holds its events back, as MinIO does since upstream PR 21651)"
+	ReasonStreamSilent = "the notification stream sends no ping on time (the server may hold its events back, as MinIO does since upstream PR 21651)"
 	ReasonStreamDown   = "the notification stream is down"
 )
 

@@ -227,20 +227,35 @@ func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *list
 		appliers[i] = a
 		wg.Go(func() { e.runApplier(ctx, a) })
 	}
-	connected := func(up bool) {
-		for _, m := range spec.maps {
-			e.setNotified(m.id, up)
+	// The mappings are notified (their passes only a safety net) while the
+	// stream is timely: up, and its pings arrive on schedule. A stream that
+	// is up but not timely may hold its events back: events from it are
+	// applied, and the mappings keep polling.
+	healthy := false
+	follow := func() {
+		now := l.Timely()
+		if now != healthy {
+			healthy = now
+			for _, m := range spec.maps {
+				e.setNotified(m.id, healthy)
+			}
 		}
-		if ctx.Err() == nil || up {
-			e.setMode(spec.ids(), up, ReasonStreamDown)
+		reason := ReasonStreamDown
+		if l.Connected() {
+			reason = ReasonStreamSilent
 		}
-		if up {
-			e.passSoon(spec.ids())
-		}
+		e.setMode(spec.ids(), healthy, reason)
 	}
-	up := true
-	connected(true)
-	defer connected(false)
+	e.passSoon(spec.ids()) // events may have been missed before the stream was up
+	follow()
+	defer func() {
+		for _, m := range spec.maps {
+			e.setNotified(m.id, false)
+		}
+		if ctx.Err() == nil {
+			e.setMode(spec.ids(), false, ReasonStreamDown)
+		}
+	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -262,13 +277,7 @@ func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *list
 		case <-tick.C:
 			// The stream reconnects by itself; while it is down the
 			// mappings poll (the Resync after it is back catches up).
-			if now := l.Connected(); now != up {
-				up = now
-				for _, m := range spec.maps {
-					e.setNotified(m.id, up)
-				}
-				e.setMode(spec.ids(), up, ReasonStreamDown)
-			}
+			follow()
 		}
 	}
 }

@@ -45,11 +45,12 @@ func StartCephRGW(o Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, script, "start", o.Dir, strconv.Itoa(s.Port))
+	// Through bash: a copy of the script may have lost its execute bit.
+	cmd := exec.CommandContext(ctx, "bash", script, "start", o.Dir, strconv.Itoa(s.Port))
 	cmd.Env = append(os.Environ(), "RGW_ACCESS_KEY="+o.Access, "RGW_SECRET_KEY="+o.Secret)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		// A failed start stops what it started and keeps the logs; remove them.
-		_ = exec.Command(script, "stop", o.Dir).Run()
+		_ = exec.Command("bash", script, "stop", o.Dir).Run()
 		return nil, fmt.Errorf("ceph-rgw: %s start: %v\n%s", script, err, lastLines(out, 40))
 	}
 	s.external = true
@@ -123,7 +124,7 @@ func (s *Server) stopExternal() {
 		return
 	}
 	s.stopped = true
-	if out, err := exec.Command(s.bin, "stop", s.Dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("bash", s.bin, "stop", s.Dir).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "ceph-rgw: stop %s: %v\n%s", s.Dir, err, lastLines(out, 20))
 	}
 }
