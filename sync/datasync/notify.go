@@ -33,8 +33,9 @@ const maxEventBatch = 1000
 // server could not be reached for (an answer that it has no notifications
 // ends the attempts until the next Configure).
 const (
-	listenMinBackoff = time.Second
-	listenMaxBackoff = 5 * time.Minute
+	listenMinBackoff       = time.Second
+	listenMaxBackoff       = 5 * time.Minute
+	listenSilentMaxBackoff = 2 * time.Hour
 )
 
 // listenSpec is what one bucket's stream serves.
@@ -188,19 +189,28 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 			}
 			return
 		case err != nil:
-			e.setMode(spec.ids(), false, streamReason(err))
+			reason := streamReason(err)
+			e.setMode(spec.ids(), false, reason)
 			log.Debug("bucket notifications unavailable for now; polling", zap.Error(err), zap.Duration("retry_in", backoff))
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, listenMaxBackoff)
+			ceiling := listenMaxBackoff
+			if reason == ReasonStreamSilent {
+				// A server that answers nothing holds its stream back: each
+				// attempt costs a request, so an idle mapping tries a few
+				// times a day instead of 288.
+				ceiling = listenSilentMaxBackoff
+			}
+			backoff = min(2*backoff, ceiling)
 			continue
 		}
-		backoff = listenMinBackoff
-		log.Info("listening for bucket notifications: ingress downloads new objects as they are announced")
-		e.applyEvents(ctx, l, spec)
+		log.Info("notification stream open: ingress downloads new objects as they are announced once its pings come on time")
+		if e.applyEvents(ctx, l, spec) {
+			backoff = listenMinBackoff
+		}
 		if errors.Is(l.Err(), notify.ErrUnsupported) {
 			e.setMode(spec.ids(), false, ReasonUnsupported)
 			log.Info("the server no longer offers bucket notifications: ingress polls", zap.Error(l.Err()))
@@ -209,6 +219,15 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 		if ctx.Err() != nil {
 			return
 		}
+		// The listener gave up on a server that answered nothing: wait as
+		// after a failed Listen (backoff kept unless the stream was timely).
+		e.setMode(spec.ids(), false, streamReason(l.Err()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, listenSilentMaxBackoff)
 	}
 }
 
@@ -216,7 +235,7 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 // the listener stops, and follows its connection: a mapping is notified
 // (its full pass only a safety net) while the stream is up; a full pass
 // follows every (re)connection, as events may have been missed.
-func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *listenSpec) {
+func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *listenSpec) (wasTimely bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -234,6 +253,7 @@ func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *list
 	healthy := false
 	follow := func() {
 		now := l.Timely()
+		wasTimely = wasTimely || now
 		if now != healthy {
 			healthy = now
 			for _, m := range spec.maps {

@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -178,9 +179,10 @@ func (l *Listener) Events() <-chan Event { return l.out }
 // Done is closed when the listener has stopped.
 func (l *Listener) Done() <-chan struct{} { return l.done }
 
-// Err says why the listener stopped: ctx's error, or ErrUnsupported when a
-// reconnection found the server no longer supports notifications. It is nil
-// while the listener runs.
+// Err says why the listener stopped: ctx's error, ErrUnsupported when a
+// reconnection found the server no longer supports notifications, or the
+// timeout of a reconnection the server did not answer. It is nil while the
+// listener runs.
 func (l *Listener) Err() error {
 	select {
 	case <-l.done:
@@ -323,6 +325,13 @@ func (l *Listener) run(ctx context.Context, body io.ReadCloser) {
 			}
 			if errors.Is(err, ErrUnsupported) {
 				l.log.Warn("notifications no longer supported; stopping", zap.Error(err))
+				l.err = err
+				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// Reached but silent: a server holding its stream back (MinIO
+				// as released) would cost a request every MaxBackoff forever.
+				l.log.Info("notification stream: the server answers nothing; stopping", zap.Error(err))
 				l.err = err
 				return
 			}

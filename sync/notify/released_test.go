@@ -74,7 +74,14 @@ func TestTimelyTellsAHeldBackStream(t *testing.T) {
 					}
 				}
 			}()
-			defer func() { close(stop); <-done }()
+			defer func() {
+				select {
+				case <-done:
+				default:
+					close(stop)
+					<-done
+				}
+			}()
 			l, err := Listen(ctx, Config{S3: s3config(srv.Host, srv.Port, access, secret, nil), Bucket: "data",
 				Prefixes: []string{"in/"}, Ping: time.Second, Log: zaptest.NewLogger(t)})
 			if err != nil {
@@ -93,6 +100,23 @@ func TestTimelyTellsAHeldBackStream(t *testing.T) {
 			}
 			if c.busy && !l.Connected() {
 				t.Error("the stream of a busy bucket should be up, only late")
+			}
+			if !c.busy {
+				return
+			}
+			// Once the bucket is quiet the held-back stream goes silent, is
+			// dropped, and the reconnection the server does not answer stops
+			// the listener (no request every MaxBackoff forever).
+			close(stop)
+			<-done
+			stop = make(chan struct{})
+			select {
+			case <-l.Done():
+			case <-time.After(30 * time.Second):
+				t.Fatal("the listener still runs 30 s after the bucket went quiet")
+			}
+			if !errors.Is(l.Err(), os.ErrDeadlineExceeded) {
+				t.Errorf("Err() = %v, want the reconnection's timeout", l.Err())
 			}
 		})
 	}
