@@ -5,14 +5,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+	"github.com/project-flotta/flotta-device-worker/sync/s3errors"
 	"github.com/project-flotta/flotta-device-worker/sync/s3test"
 )
 
@@ -52,6 +55,9 @@ var lossyServer = map[string]bool{"TestBackendContract/versitygw": true}
 type contractCase struct {
 	name string
 	run  func(t *testing.T, be Backend, bkt string)
+	// denied, when set, runs with a Backend of the same bucket whose
+	// credentials the server refuses instead.
+	denied bool
 }
 
 var contract = []contractCase{
@@ -90,7 +96,7 @@ var contract = []contractCase{
 			}
 			assert.Equal(t, exp, got, "prefix %q", prefix)
 		}
-	}},
+	}, false},
 	{"user metadata", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		_, err := be.Put(ctx, bkt, "m/k", strings.NewReader("v"), 1, PutOptions{Meta: map[string]string{"Mtime": "1700000000.5"}})
@@ -105,7 +111,7 @@ var contract = []contractCase{
 		mb, ok := body.(metaBody)
 		require.True(t, ok, "a body carries its user metadata")
 		assert.Equal(t, "1700000000.5", metaValue(mb.UserMeta(), "mtime"))
-	}},
+	}, false},
 	{"conditional and ranged GET", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		etag, err := be.Put(ctx, bkt, "g/k", strings.NewReader("0123456789"), 10, PutOptions{})
@@ -115,24 +121,40 @@ var contract = []contractCase{
 		assert.Equal(t, "0123456789", readAll(t)(be.Get(ctx, bkt, "g/k", etag)))
 		_, err = be.Get(ctx, bkt, "g/k", "00000000000000000000000000000000")
 		require.Error(t, err)
+		assert.ErrorIs(t, err, s3errors.Precondition)
 		assert.ErrorIs(t, movedOr(err), errObjectMoved, "a changed object is 'moved', not a failure: %v", err)
-	}},
+	}, false},
 	{"missing object", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		_, err := be.Stat(ctx, bkt, "none/k")
 		assert.ErrorIs(t, err, ErrNotFound)
 		_, err = be.Get(ctx, bkt, "none/k", "")
 		assert.ErrorIs(t, err, ErrNotFound)
-	}},
+	}, false},
 	{"missing bucket", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		for _, err := range be.List(ctx, "no-such-bucket-"+strings.ToLower(bkt), "") {
 			require.Error(t, err, "a listing of a missing bucket is an error, not an empty bucket")
+			assert.ErrorIs(t, err, s3errors.NoSuchBucket)
 			assert.NotErrorIs(t, err, ErrNotFound)
 			return
 		}
 		t.Fatal("a listing of a missing bucket yielded nothing")
-	}},
+	}, false},
+	{"wrong credentials", func(t *testing.T, be Backend, bkt string) {
+		ctx := context.Background()
+		for _, err := range be.List(ctx, bkt, "") {
+			assert.ErrorIs(t, err, s3errors.AccessDenied)
+			break
+		}
+		_, err := be.Stat(ctx, bkt, "k")
+		assert.ErrorIs(t, err, s3errors.AccessDenied)
+		assert.NotErrorIs(t, err, ErrNotFound)
+		_, err = be.Get(ctx, bkt, "k", "")
+		assert.ErrorIs(t, err, s3errors.AccessDenied)
+		_, err = be.Put(ctx, bkt, "k", strings.NewReader("v"), 1, PutOptions{})
+		assert.ErrorIs(t, err, s3errors.AccessDenied)
+	}, true},
 	{"multipart ETag", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		data := bytes.Repeat([]byte("0123456789abcdef"), (11<<20)/16) // 11 MiB: 3 parts of 5 MiB
@@ -147,7 +169,7 @@ var contract = []contractCase{
 			assert.Equal(t, etag, o.ETag)
 		}
 		assert.Equal(t, len(data), len(readAll(t)(be.Get(ctx, bkt, "mp/k", etag))))
-	}},
+	}, false},
 }
 
 // readAll reads a body that Get returned with its error.
@@ -165,32 +187,47 @@ func readAll(t *testing.T) func(io.ReadCloser, error) string {
 func TestMain(m *testing.M) { s3test.Main(m) }
 
 func TestBackendContract(t *testing.T) {
-	run := func(t *testing.T, newBackend func(t *testing.T) (Backend, string)) {
+	// newBackend returns a Backend and its bucket, and one whose
+	// credentials are refused.
+	run := func(t *testing.T, newBackend func(t *testing.T) (Backend, Backend, string)) {
 		for _, c := range contract {
 			t.Run(c.name, func(t *testing.T) {
-				be, bkt := newBackend(t)
+				be, denied, bkt := newBackend(t)
+				if c.denied {
+					be = denied
+				}
 				c.run(t, be, bkt)
 			})
 		}
 	}
 	t.Run("memory", func(t *testing.T) {
-		run(t, func(*testing.T) (Backend, string) { return newMemBackend(), bucket })
+		run(t, func(*testing.T) (Backend, Backend, string) {
+			denied := newMemBackend()
+			denied.deny = s3errors.Classify(minio.ErrorResponse{StatusCode: http.StatusForbidden, Code: "AccessDenied"})
+			return newMemBackend(), denied, bucket
+		})
 	})
 	for _, server := range s3test.Matrix() {
 		t.Run(server.Name, func(t *testing.T) {
 			srv := server.Start(t, s3test.WithBuckets(bucket))
 			access, secret := srv.Credentials()
 			ep := &Endpoint{Host: srv.Host, Port: srv.Port, Region: s3test.Region, AccessKey: access, SecretKey: secret}
-			client, rt, err := s3client.NewWithTransport(s3client.Config{Host: ep.Host, Port: ep.Port, Region: ep.Region,
-				AccessKey: access, SecretKey: secret})
-			require.NoError(t, err)
-			be := newMinioBackend(client, rt, ep)
+			backend := func(ep *Endpoint) Backend {
+				client, rt, err := s3client.NewWithTransport(s3client.Config{Host: ep.Host, Port: ep.Port, Region: ep.Region,
+					AccessKey: ep.AccessKey, SecretKey: ep.SecretKey})
+				require.NoError(t, err)
+				return newMinioBackend(client, rt, ep)
+			}
+			be := backend(ep)
+			wrong := *ep
+			wrong.SecretKey += "-wrong"
+			denied := backend(&wrong)
 			n := 0
-			run(t, func(t *testing.T) (Backend, string) {
+			run(t, func(t *testing.T) (Backend, Backend, string) {
 				n++
 				b := fmt.Sprintf("contract-%d", n) // a bucket per behaviour
 				require.NoError(t, srv.MakeBucket(context.Background(), b))
-				return be, b
+				return be, denied, b
 			})
 		})
 	}
