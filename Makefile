@@ -17,7 +17,7 @@ VERSITYGW_VERSION := v1.8.0
 TOXIPROXY_VERSION := v2.12.0
 # deadcode (golang.org/x/tools) reports functions no main or test reaches.
 DEADCODE_VERSION := v0.52.0
-# MinIO for notification and fleet tests (AGPL: a test tool only, never linked).
+# MinIO for the S3 matrix, notification and fleet tests (AGPL: a test tool only, never linked).
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 
 CMDS := $(notdir $(wildcard cmd/*))
@@ -100,17 +100,23 @@ $(BIN)/toxiproxy-server:
 	GOBIN=$$tmp $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION); \
 	mv $$tmp/server $(BIN)/toxiproxy-server
 
-## minio: the S3 server with bucket notifications the tests run on loopback (a long build):
-## the pinned version plus .ci/minio-flush.patch (without it the notification stream is only
-## sent when 4 KiB have piled up: its response writer drops Flush)
-minio: $(BIN)/minio
-$(BIN)/minio: .ci/minio-flush.patch
+## minio: MinIO for the tests (a long build), both from the pinned module in one step so
+## that the second build reuses the first one's packages:
+##   bin/minio       MinIO as released (its notification stream sends nothing until 4 KiB
+##                   pile up: upstream PR 21651 dropped Flush), the matrix's MinIO
+##   bin/minio-push  the same plus .ci/minio-flush.patch, for the push-ingress tests only: it
+##                   stands in for the releases before PR 21651, which the module proxy refuses
+minio: $(BIN)/minio $(BIN)/minio-push
+$(BIN)/minio $(BIN)/minio-push &: .ci/minio-flush.patch
 	@mkdir -p $(BIN)
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	src=$$(cd "$$tmp" && $(GO) mod download -json github.com/minio/minio@$(MINIO_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
 	test -d "$$src"; cp -r "$$src" "$$tmp/minio"; chmod -R u+w "$$tmp/minio"; \
-	(cd "$$tmp/minio" && git apply $(CURDIR)/.ci/minio-flush.patch && $(GO) build -o $(BIN)/minio.tmp .); \
-	mv $(BIN)/minio.tmp $(BIN)/minio
+	cd "$$tmp/minio"; \
+	$(GO) build -trimpath -o $(BIN)/minio.tmp .; \
+	git apply $(CURDIR)/.ci/minio-flush.patch; \
+	$(GO) build -trimpath -o $(BIN)/minio-push.tmp .; \
+	mv $(BIN)/minio.tmp $(BIN)/minio; mv $(BIN)/minio-push.tmp $(BIN)/minio-push
 
 ## bench: flotta-sync against rclone, aws s3 sync and a raw minio-go loop (see README)
 BENCH_FLAGS ?=

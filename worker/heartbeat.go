@@ -138,6 +138,11 @@ type DataSyncHeartbeat struct {
 	// below its free-space floor and nothing more may be removed (what is
 	// left is not uploaded yet, or the path sets no retention).
 	ShortOfSpace string `json:"short_of_space,omitempty"`
+
+	// Ingress says, for an ingress data path, whether the server's bucket
+	// notifications push new objects ("push") or the worker polls ("poll"),
+	// with the reason it polls and since when.
+	Ingress *datasync.IngressMode `json:"ingress,omitempty"`
 }
 
 // dataSyncHeartbeat describes one mapping status, now.
@@ -147,7 +152,7 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
 		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
 		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, Conflicts: m.Conflicts, LastError: m.LastError, OldestPending: m.OldestPending,
-		Throttled:  m.Throttled,
+		Throttled: m.Throttled, Ingress: m.Ingress,
 		LocalBytes: m.LocalBytes, KeptFiles: m.KeptFiles, KeptBytes: m.KeptBytes,
 		RemovedFiles: m.RemovedFiles, RemovedBytes: m.RemovedBytes, ShortOfSpace: m.ShortOfSpace,
 	}

@@ -31,6 +31,8 @@ func TestHeartbeatWireFormat(t *testing.T) {
 		ShortOfSpace: "the file system of /v/os-stats/stats lacks 1024 bytes of its free-space floor and nothing uploaded is left to remove",
 	}
 	empty := datasync.MappingStatus{ID: "os-stats/ingress/local/data", Direction: datasync.Ingress, LocalDir: "/v/os-stats/local/data", Bucket: "b", Prefix: "remote/data"}
+	polled := datasync.MappingStatus{ID: "os-stats/ingress/cfg", Direction: datasync.Ingress, LocalDir: "/v/os-stats/cfg", Bucket: "b", Prefix: "cfg",
+		Ingress: &datasync.IngressMode{Mode: datasync.ModePoll, Reason: datasync.ReasonUnsupported, Since: now.Add(-time.Hour)}}
 	hb := Heartbeat{
 		Status: StatusDegraded, Version: "48213",
 		Workloads: []WorkloadHeartbeat{
@@ -39,7 +41,7 @@ func TestHeartbeatWireFormat(t *testing.T) {
 		},
 		Events:        heartbeatEvents(podman.Event{Reason: "Pulled", Message: "image pulled", Type: EventInfo}),
 		DataSyncState: DataSyncOn,
-		DataSync:      []DataSyncHeartbeat{dataSyncHeartbeat(full, now), dataSyncHeartbeat(empty, now)},
+		DataSync:      []DataSyncHeartbeat{dataSyncHeartbeat(full, now), dataSyncHeartbeat(empty, now), dataSyncHeartbeat(polled, now)},
 		BandwidthLimit: &BandwidthLimitHeartbeat{Setting: "08:00,1M:256K 23:00,off", Up: "1M", Down: "256K",
 			ThrottledUp: true, ThrottledDown: false},
 	}

@@ -2,7 +2,6 @@ package datasync
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -12,6 +11,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+	"github.com/project-flotta/flotta-device-worker/sync/s3errors"
 	"github.com/project-flotta/flotta-device-worker/sync/s3get"
 	"github.com/project-flotta/flotta-device-worker/sync/s3list"
 )
@@ -38,9 +38,10 @@ type PutOptions struct {
 }
 
 // Backend is the bucket as the engine sees it. Implementations must be safe
-// for concurrent use. Errors that are not ErrNotFound are passed to
-// serverWide, so a Backend reports server errors as minio.ErrorResponse or
-// network errors.
+// for concurrent use. Their errors carry a kind of sync/s3errors where one
+// applies (errors.Is(err, s3errors.NoSuchBucket), ...), with the server's
+// minio.ErrorResponse or the network error still in the chain (serverWide
+// reads it).
 type Backend interface {
 	// List yields the objects under prefix in key order (byte order, as S3
 	// lists them), streaming: never the whole listing in memory.
@@ -58,8 +59,9 @@ type Backend interface {
 	GetRange(ctx context.Context, bucket, key, matchETag string, off, length int64) (io.ReadCloser, error)
 }
 
-// ErrNotFound is returned by Backend.Stat and Backend.Get for a missing object.
-var ErrNotFound = errors.New("no such object")
+// ErrNotFound is returned by Backend.Stat and Backend.Get for a missing
+// object: s3errors.NotFound.
+var ErrNotFound = s3errors.NotFound
 
 // minioBackend is Backend over minio-go, with listings by sync/s3list and
 // downloads by sync/s3get (the same requests for a fraction of the CPU).
@@ -85,17 +87,14 @@ func newMinioBackend(c, put *minio.Client, rt http.RoundTripper, ep *Endpoint) m
 func (b minioBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
 	return func(yield func(Object, error) bool) {
 		for o, err := range b.l.List(ctx, bucket, prefix) {
-			if !yield(Object{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified}, err) || err != nil {
+			if !yield(Object{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified}, s3errors.Classify(err)) || err != nil {
 				return
 			}
 		}
 	}
 }
 
-func notFound(err error) bool {
-	var er minio.ErrorResponse
-	return errors.As(err, &er) && (er.Code == "NoSuchKey" || er.StatusCode == 404 && er.Code != "NoSuchBucket")
-}
+func notFound(err error) bool { return s3errors.Kind(err) == s3errors.NotFound }
 
 func (b minioBackend) Stat(ctx context.Context, bucket, key string) (Object, error) {
 	info, err := b.c.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
@@ -103,7 +102,7 @@ func (b minioBackend) Stat(ctx context.Context, bucket, key string) (Object, err
 		if notFound(err) {
 			return Object{}, fmt.Errorf("%s: %w", key, ErrNotFound)
 		}
-		return Object{}, err
+		return Object{}, s3errors.Classify(err)
 	}
 	return Object{Key: info.Key, Size: info.Size, ETag: info.ETag, LastModified: info.LastModified, Meta: info.UserMetadata}, nil
 }
@@ -113,6 +112,26 @@ func (b minioBackend) Stat(ctx context.Context, bucket, key string) (Object, err
 // tried as retried says, and a multipart upload resumes an unfinished one
 // (multipart.go); otherwise minio-go uploads it, with its own retries.
 func (b minioBackend) Put(ctx context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (string, error) {
+	etag, err := b.upload(ctx, bucket, key, r, size, o)
+	if err != nil {
+		return "", s3errors.Classify(err)
+	}
+	if etag == "" {
+		// Ceph RGW answers CompleteMultipartUpload with an empty <ETag>:
+		// the object's own ETag is asked for, or every later pass would see
+		// the object as changed.
+		st, err := b.c.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+		if err != nil {
+			return "", s3errors.Classify(fmt.Errorf("%s: ETag of the completed upload: %w", key, err))
+		}
+		return st.ETag, nil
+	}
+	return etag, nil
+}
+
+// upload sends the object: a multipart upload the engine drives, or one
+// PUT retried as the link allows.
+func (b minioBackend) upload(ctx context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (string, error) {
 	ra, rereadable := r.(io.ReaderAt)
 	if rereadable && o.PartSize > 0 && b.put != nil {
 		return minioBackend{c: b.put}.putMultipart(ctx, bucket, key, ra, size, o)
@@ -157,7 +176,7 @@ func (b minioBackend) GetRange(ctx context.Context, bucket, key, matchETag strin
 		if notFound(err) {
 			return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
 		}
-		return nil, err
+		return nil, s3errors.Classify(err)
 	}
 	return body, nil // its UserMeta makes it a metaBody
 }

@@ -98,6 +98,9 @@ type mapState struct {
 	lastFull, lastReconcile time.Time
 	// poll (guarded by Engine.mu) is an ingress mapping's adaptive schedule (poll.go).
 	poll pollState
+	// mode (guarded by Engine.mu) is an ingress mapping's push or poll
+	// mode (mode.go); zero until the stream was tried.
+	mode IngressMode
 
 	mu            sync.Mutex // guards the fields below
 	status        MappingStatus
@@ -138,6 +141,9 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		opts.WatchedInterval = DefaultWatchedInterval
 	}
 	opts.WatchedInterval = max(opts.WatchedInterval, opts.Interval)
+	if opts.PollFast == 0 {
+		opts.PollFast = DefaultPollFast
+	}
 	if opts.PollMax == 0 {
 		opts.PollMax = DefaultPollMax
 	}
@@ -372,6 +378,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	timer := time.NewTimer(0) // the first round at once
 	defer timer.Stop()
+	round := time.Now() // when the next round is due, fast polls aside
 	for {
 		select {
 		case <-ctx.Done():
@@ -379,10 +386,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-timer.C:
 			e.startPasses(ctx, &wg, false)
 			jitter := time.Duration(rand.Int64N(int64(e.opts.Interval)/10 + 1))
-			timer.Reset(e.opts.Interval + jitter)
-		case <-e.kick:
+			round = time.Now().Add(e.opts.Interval + jitter)
+		case <-e.kick: // a prompt pass is owed, or a poll schedule got shorter
 			e.startPasses(ctx, &wg, true)
 		}
+		timer.Reset(e.untilFastPoll(e.now(), time.Until(round)))
 	}
 }
 
@@ -531,6 +539,11 @@ func (e *Engine) Status() []MappingStatus {
 		st := ms.status
 		ms.mu.Unlock()
 		st.Throttled = e.throttled(ms, st.Direction)
+		if st.Direction == Ingress {
+			e.mu.Lock()
+			st.Ingress = e.ingressMode(ms)
+			e.mu.Unlock()
+		}
 		out = append(out, st)
 	}
 	return out

@@ -121,9 +121,13 @@ type Options struct {
 	// for none.
 	ReconcileInterval time.Duration
 	// PollMax caps the adaptive interval of an ingress mapping's passes
-	// (poll.go): doubled after each pass that finds nothing new, back to
-	// Interval at the first change; default 5m, never less than Interval.
+	// (poll.go): doubled after each pass that finds nothing new; default
+	// 5m, never less than Interval.
 	PollMax time.Duration
+	// PollFast is the wait before an ingress mapping's next pass after one
+	// that found a change (poll.go), when shorter than Interval; default
+	// 2s, negative for Interval.
+	PollFast time.Duration
 	// NoNotify turns bucket notifications off: ingress only polls. By
 	// default, where the server offers them (MinIO), an ingress mapping
 	// downloads new objects as they are announced (notify.go).
@@ -166,6 +170,7 @@ const (
 	DefaultWatchedInterval   = 5 * time.Minute
 	DefaultReconcileInterval = time.Hour
 	DefaultPollMax           = 5 * time.Minute
+	DefaultPollFast          = 2 * time.Second
 	DefaultConcurrency       = 8         // transfers in flight to start with (adaptive), or with a fixed limit
 	DefaultMaxConcurrency    = 64        // the adaptive limit's cap: small files on a long round trip
 	MinConcurrency           = 2         // the adaptive limit's floor
@@ -203,6 +208,9 @@ type MappingStatus struct {
 	// Throttled says a transfer of the mapping is in flight and waiting on
 	// the engine's bandwidth limit (Options.Limiter) right now.
 	Throttled bool `json:"throttled,omitempty"`
+	// Ingress says whether an ingress mapping is pushed new objects by the
+	// server's notifications or polls, and why (nil for egress).
+	Ingress *IngressMode `json:"ingress,omitempty"`
 	// Conflicts counts, since the engine started, the ingress files changed
 	// both on the device and in the bucket whose device version was kept as
 	// a conflict copy (keys.ConflictName) before the object was written.
