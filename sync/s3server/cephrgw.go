@@ -18,7 +18,8 @@ import (
 // one-OSD memstore cluster, Debian's Ceph packages) on loopback through the
 // script ceph-rgw.sh, and waits until its S3 user authenticates (15 to 60 s:
 // start one per test process and give each test a Tenant). The script is
-// o.Binary, else $CEPH_RGW_SCRIPT, else <module root>/../shared/servers/ceph-rgw.sh
+// o.Binary, else $CEPH_RGW_SCRIPT, else <module root>/../shared/servers/ceph-rgw.sh, else
+// <module root>/.ci/servers/ceph-rgw.sh
 // (it installs the Debian packages when they are missing, unless
 // CEPH_RGW_NO_INSTALL=1). Its memstore holds the objects in RAM, capped by
 // $RGW_MEMSTORE_BYTES (2 GiB by default): a full one blocks writes. Stop
@@ -137,12 +138,18 @@ func cephScript(explicit string) (string, error) {
 		return p, nil
 	}
 	if root, ok := moduleRoot(); ok {
-		p := filepath.Join(filepath.Dir(root), "shared", "servers", "ceph-rgw.sh")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
+		// The project lead's copy beside the checkout wins; a clone on its
+		// own (CI) uses the one kept in .ci/servers.
+		for _, p := range []string{
+			filepath.Join(filepath.Dir(root), "shared", "servers", "ceph-rgw.sh"),
+			filepath.Join(root, ".ci", "servers", "ceph-rgw.sh"),
+		} {
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
 		}
 	}
-	return "", errors.New("ceph-rgw: ceph-rgw.sh not found beside the checkout (../shared/servers/ceph-rgw.sh): set $CEPH_RGW_SCRIPT")
+	return "", errors.New("ceph-rgw: ceph-rgw.sh not found (../shared/servers/ceph-rgw.sh or .ci/servers/ceph-rgw.sh): set $CEPH_RGW_SCRIPT")
 }
 
 func randomHex(n int) string {
