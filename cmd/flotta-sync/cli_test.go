@@ -247,8 +247,9 @@ func onPTY(t *testing.T, cols uint16, args ...string) string {
 	var screen bytes.Buffer
 	copied := make(chan struct{})
 	go func() { _, _ = io.Copy(&screen, ptmx); close(copied) }() // ends with EIO once the child exits
-	require.NoError(t, cmd.Wait(), screen.String())
-	<-copied
+	err = cmd.Wait()
+	<-copied // screen is the copier's until then
+	require.NoError(t, err, screen.String())
 	assert.Empty(t, stdout.String())
 	return screen.String()
 }
