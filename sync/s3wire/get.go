@@ -1,4 +1,4 @@
-// Package s3get downloads objects with GetObject requests built and signed
+// This file (formerly package s3get) downloads objects with GetObject requests built and signed
 // here.
 //
 // Why not minio-go's GetObject: for a small object its request building,
@@ -9,7 +9,8 @@
 // encoded as S3 canonicalises it, V4-signed headers, If-Match) through the
 // same transport, derives the signing key once a day, and reports errors as
 // minio.ErrorResponse so that callers classify both alike.
-package s3get
+
+package s3wire
 
 import (
 	"context"
@@ -27,8 +28,6 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
-
-	"github.com/project-flotta/flotta-device-worker/sync/s3list"
 )
 
 // Getter downloads objects from one server.
@@ -101,7 +100,7 @@ func (g *Getter) GetRange(ctx context.Context, bucket, key, matchETag string, of
 	}
 	for try := 1; ; try++ {
 		o, err := g.get(ctx, bucket, key, matchETag, region, off, length)
-		if err == nil || try == tries || !s3list.Transient(ctx, err) {
+		if err == nil || try == tries || !Retryable(ctx, err) {
 			return o, err
 		}
 		select {
@@ -155,7 +154,7 @@ func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string,
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	er := s3list.ResponseError(resp, body, bucket)
+	er := ResponseError(resp, body, bucket)
 	er.Key = key
 	if len(body) == 0 { // a HEAD-like answer without a body
 		switch resp.StatusCode {

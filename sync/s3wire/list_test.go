@@ -1,4 +1,4 @@
-package s3list
+package s3wire
 
 import (
 	"bytes"
@@ -32,16 +32,16 @@ func TestParsePage(t *testing.T) {
 	assert.True(t, p.truncated)
 	assert.Equal(t, "tok&en", p.next)
 	require.Len(t, p.objects, 2)
-	assert.Equal(t, Object{Key: "p/a b+c&d", Size: 1, ETag: "0cc175b9c0f1b6a831c399e269772661",
+	assert.Equal(t, Entry{Key: "p/a b+c&d", Size: 1, ETag: "0cc175b9c0f1b6a831c399e269772661",
 		LastModified: time.Date(2026, 12, 3, 5, 56, 0, 123e6, time.UTC)}, p.objects[0])
-	assert.Equal(t, Object{Key: "p/été", Size: 10 << 20, ETag: "abc-2",
+	assert.Equal(t, Entry{Key: "p/été", Size: 10 << 20, ETag: "abc-2",
 		LastModified: time.Date(2026, 12, 3, 5, 56, 1, 0, time.UTC)}, p.objects[1])
 
 	// Without EncodingType the keys are XML text.
 	p, err = parsePage([]byte(`<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a&amp;b%20c&lt;&#x41;</Key><Size>0</Size><ETag></ETag></Contents></ListBucketResult>`))
 	require.NoError(t, err)
 	assert.False(t, p.truncated)
-	assert.Equal(t, []Object{{Key: "a&b%20c<A"}}, p.objects)
+	assert.Equal(t, []Entry{{Key: "a&b%20c<A"}}, p.objects)
 
 	p, err = parsePage([]byte(`<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>`))
 	require.NoError(t, err)
@@ -126,10 +126,10 @@ func TestListMatchesMinioGo(t *testing.T) {
 			var requests s3client.Counter
 			l := listerFor(t, srv, &requests)
 			for _, prefix := range []string{"p/", "p", "", "p/many/0", "none/"} {
-				var want, got []Object
+				var want, got []Entry
 				for o := range c.ListObjects(ctx, "data", minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 					require.NoError(t, o.Err)
-					want = append(want, Object{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified})
+					want = append(want, Entry{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified})
 				}
 				for o, err := range l.List(ctx, "data", prefix) {
 					require.NoError(t, err)

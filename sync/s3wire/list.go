@@ -1,4 +1,4 @@
-// Package s3list lists a bucket prefix with ListObjectsV2 and decodes each
+// This file (formerly package s3list) lists a bucket prefix with ListObjectsV2 and decodes each
 // page with a scanner made for that one response.
 //
 // Why not minio-go's ListObjects: it decodes pages with encoding/xml, which
@@ -8,7 +8,8 @@
 // requests are the ones minio-go sends (path-style, encoding-type=url,
 // signed with minio-go's own V4 signer) through the same transport, so
 // limits, timeouts and request counting apply to them as to the rest.
-package s3list
+
+package s3wire
 
 import (
 	"bytes"
@@ -26,8 +27,8 @@ import (
 	"github.com/minio/minio-go/v7/pkg/signer"
 )
 
-// Object is one entry of a listing.
-type Object struct {
+// Entry is one entry of a listing.
+type Entry struct {
 	Key          string
 	Size         int64
 	ETag         string // without quotes
@@ -53,19 +54,16 @@ type Lister struct {
 // 1,024 bytes each, url-encoded, is under 10 MiB.
 const maxPage = 32 << 20
 
-// emptySHA256 is the SHA-256 of an empty body, signed as the payload hash.
-const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
 // List yields the objects under prefix in key order (as the server lists
 // them), a page at a time, or an error (then stops). The next page is
 // requested while the current one is consumed, so that a consumer that
 // keeps transfers busy never waits for a page; stopping the iteration
 // cancels that request and sends no other.
-func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
-	return func(yield func(Object, error) bool) {
+func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Entry, error] {
+	return func(yield func(Entry, error) bool) {
 		region, err := l.Region(ctx, bucket)
 		if err != nil {
-			yield(Object{}, err)
+			yield(Entry{}, err)
 			return
 		}
 		ctx, cancel := context.WithCancel(ctx)
@@ -87,7 +85,7 @@ func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Obje
 		for {
 			r := <-next
 			if r.err != nil {
-				yield(Object{}, r.err)
+				yield(Entry{}, r.err)
 				return
 			}
 			if r.p.truncated {
@@ -122,16 +120,16 @@ func (l *Lister) page(ctx context.Context, bucket, prefix, region, token string,
 		}
 		var p page
 		p, err = l.fetch(ctx, bucket, prefix, region, token, buf)
-		if err == nil || !Transient(ctx, err) {
+		if err == nil || !Retryable(ctx, err) {
 			return p, err
 		}
 	}
 	return page{}, err
 }
 
-// Transient reports whether a failed request is worth sending again: a
+// Retryable reports whether a failed request is worth sending again: a
 // network error, a server error (5xx) or a request to slow down.
-func Transient(ctx context.Context, err error) bool {
+func Retryable(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}

@@ -1,4 +1,4 @@
-package s3get
+package s3wire
 
 import (
 	"context"
@@ -19,8 +19,6 @@ import (
 )
 
 // getterFor is a Getter of srv through a transport that counts requests.
-func TestMain(m *testing.M) { s3test.Main(m) }
-
 func getterFor(t *testing.T, srv *s3test.Server, requests *s3client.Counter) *Getter {
 	t.Helper()
 	c := srv.Client()
@@ -33,9 +31,9 @@ func getterFor(t *testing.T, srv *s3test.Server, requests *s3client.Counter) *Ge
 	}
 }
 
-// awkwardKeys are keys whose path encoding a hand-written signer could get
+// awkwardGetKeys are keys whose path encoding a hand-written signer could get
 // wrong.
-var awkwardKeys = []string{
+var awkwardGetKeys = []string{
 	"plain", "with space", "plus+sign", "amp&er", "less<more>", `quote"apos'`, "percent%20literal",
 	"été/ñ", "emoji😀", "semi;colon", "q?x=1#frag", "star*paren()!", "tilde~dash-under_dot.",
 	"comma,colon:at@dollar$eq=", "deep/a/b/c", "double//slash", "back\\slash", "caret^pipe|brace{}",
@@ -55,7 +53,7 @@ func TestGetMatchesMinioGo(t *testing.T) {
 			ctx := context.Background()
 			var requests s3client.Counter
 			g := getterFor(t, srv, &requests)
-			for i, k := range awkwardKeys {
+			for i, k := range awkwardGetKeys {
 				body := strings.Repeat(k, i+1)
 				info, err := c.PutObject(ctx, "data", k, strings.NewReader(body), int64(len(body)),
 					minio.PutObjectOptions{UserMetadata: map[string]string{"Mtime": "1700000000.5"}})
@@ -125,10 +123,6 @@ func TestGetErrors(t *testing.T) {
 	require.ErrorAs(t, err, &ue)
 	assert.Equal(t, int64(3), requests.Requests())
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestGetRetriesServerErrors: a 503 (SlowDown) is tried again, a 403 is not.
 func TestGetRetriesServerErrors(t *testing.T) {

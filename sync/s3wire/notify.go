@@ -1,4 +1,4 @@
-// Package notify delivers the keys of objects created (and optionally
+// This file (formerly package notify) delivers the keys of objects created (and optionally
 // removed) under a bucket's prefixes as they happen, through MinIO's bucket
 // notification stream (the API minio-go's ListenBucketNotification uses).
 //
@@ -17,7 +17,8 @@
 // with the first ping or event, so detecting support took up to 10 s.
 // Requests are signed with minio-go's signer and parsed into its
 // notification types.
-package notify
+
+package s3wire
 
 import (
 	"bufio"
@@ -50,14 +51,14 @@ import (
 // caller polls.
 var ErrUnsupported = errors.New("bucket notifications not supported by the server")
 
-// Kind says what an Event reports.
-type Kind int
+// EventKind says what an Event reports.
+type EventKind int
 
 // Event kinds.
 const (
 	// Created: an object was written (put, copy, multipart completion).
-	Created Kind = iota
-	// Removed: an object was deleted (only with Config.Removed).
+	Created EventKind = iota
+	// Removed: an object was deleted (only with ListenConfig.Removed).
 	Removed
 	// Resync: events may have been missed (the stream dropped and is back,
 	// or the channel was full): list the prefixes again.
@@ -65,7 +66,7 @@ const (
 )
 
 // String names the kind.
-func (k Kind) String() string {
+func (k EventKind) String() string {
 	switch k {
 	case Created:
 		return "created"
@@ -78,15 +79,15 @@ func (k Kind) String() string {
 
 // Event is one notification.
 type Event struct {
-	Kind Kind
+	Kind EventKind
 	Key  string // the object key; "" for Resync
 	Size int64
 	ETag string
 	Time time.Time // when the server saw the change; zero if unknown
 }
 
-// Config says what to listen to.
-type Config struct {
+// ListenConfig says what to listen to.
+type ListenConfig struct {
 	// S3 reaches the server (the same settings as the engine's client).
 	// Its progress timeout is raised above three pings.
 	S3 s3client.Config
@@ -112,7 +113,7 @@ type Config struct {
 
 // Listener delivers events from one stream, reconnecting when it drops.
 type Listener struct {
-	cfg    Config
+	cfg    ListenConfig
 	rt     http.RoundTripper
 	url    *url.URL
 	out    chan Event
@@ -129,11 +130,11 @@ type Listener struct {
 // the listener when it streams, ErrUnsupported (wrapped with the server's
 // answer) when it does not, or another error when it could not be reached
 // (the caller polls and may try again later). MinIO sends its answer with
-// the first ping, so on MinIO Listen takes up to Config.Ping; call it from
+// the first ping, so on MinIO Listen takes up to ListenConfig.Ping; call it from
 // its own goroutine where that matters. The listener runs until ctx ends or
 // the server stops supporting notifications; then Events is closed and Err
 // says why.
-func Listen(ctx context.Context, c Config) (*Listener, error) {
+func Listen(ctx context.Context, c ListenConfig) (*Listener, error) {
 	if c.Bucket == "" {
 		return nil, errors.New("notify: no bucket")
 	}
@@ -198,14 +199,14 @@ func (l *Listener) Connected() bool { return l.up.Load() }
 
 // Timely reports whether the stream is up and proven to deliver at once:
 // two pings in a row arrived on their own, on schedule (between half and
-// twice Config.Ping after the line before), and no gap since was longer
+// twice ListenConfig.Ping after the line before), and no gap since was longer
 // than twice Ping. A server that holds its stream back until a buffer fills
 // (MinIO as released: 4 KiB) delivers its pings in bursts or not at all, so
 // its stream never becomes timely; events from it are still delivered, but
 // the caller should keep polling.
 func (l *Listener) Timely() bool { return l.up.Load() && l.timely.Load() }
 
-func streamURL(c Config) (*url.URL, error) {
+func streamURL(c ListenConfig) (*url.URL, error) {
 	scheme := "http"
 	if c.S3.Secure {
 		scheme = "https"
@@ -403,7 +404,7 @@ func (l *Listener) read(ctx context.Context, body io.ReadCloser) error {
 }
 
 func (l *Listener) event(r notification.Event) (Event, bool) {
-	var kind Kind
+	var kind EventKind
 	switch {
 	case strings.HasPrefix(r.EventName, "s3:ObjectCreated:"):
 		kind = Created
