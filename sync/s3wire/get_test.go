@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/assert"
@@ -153,25 +152,6 @@ func TestGetRetriesServerErrors(t *testing.T) {
 	assert.Equal(t, 1, calls)
 }
 
-// TestSigningKeyDerivedOncePerDay: the key is derived again only when the
-// day or the region changes.
-func TestSigningKeyDerivedOncePerDay(t *testing.T) {
-	g := &Getter{SecretKey: "s"}
-	k1 := g.keyFor("20261203", "us-east-1")
-	assert.Same(t, &k1[0], &g.keyFor("20261203", "us-east-1")[0])
-	assert.NotEqual(t, k1, g.keyFor("20261204", "us-east-1"))
-	assert.NotEqual(t, k1, g.keyFor("20261203", "eu-west-1"))
-
-	// The header has the documented shape (the servers check the
-	// signature itself in TestGetMatchesMinioGo).
-	req, _ := http.NewRequest(http.MethodGet, "https://examplebucket.s3.amazonaws.com/test.txt", nil)
-	g = &Getter{AccessKey: "AKIAIOSFODNN7EXAMPLE", SecretKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
-	g.sign(req, "/test.txt", "us-east-1", time.Date(2013, 5, 24, 0, 0, 0, 0, time.UTC))
-	assert.Equal(t, "20130524T000000Z", req.Header.Get("X-Amz-Date"))
-	assert.Contains(t, req.Header.Get("Authorization"),
-		"Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=")
-}
-
 // TestGetChecksTheETag: a server that ignores If-Match and answers with
 // another version is refused as PreconditionFailed; ranges ask for their
 // bytes, and a server that ignores Range for a later range is refused.
@@ -203,4 +183,29 @@ func TestGetChecksTheETag(t *testing.T) {
 	_, err = g.GetRange(ctx, "b", "k", "v2", 0, -1)
 	require.NoError(t, err)
 	assert.Empty(t, gotRange, "a whole object asks for no range")
+}
+
+// BenchmarkGet is the CPU of one small GET without the network: building,
+// signing, and handling the answer (an ingress of small objects is mostly
+// this).
+func BenchmarkGet(b *testing.B) {
+	g := &Getter{
+		Endpoint: &url.URL{Scheme: "http", Host: "127.0.0.1:9000"}, AccessKey: "access", SecretKey: "secret",
+		Region: func(context.Context, string) (string, error) { return "us-east-1", nil },
+		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Header.Get("Authorization") == "" {
+				return nil, errors.New("unsigned")
+			}
+			return &http.Response{StatusCode: 200, Header: http.Header{"Etag": {`"v1"`}}, Body: http.NoBody}, nil
+		}),
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		o, err := g.Get(ctx, "bucket", "in/some/dir/file-00042.dat", "v1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		o.Close()
+	}
 }

@@ -5,7 +5,7 @@
 // was nearly all the CPU an idle ingress poll spent (about 17 µs per object,
 // 1.7 s of CPU per poll of a 100,000-object prefix on the test machine). The
 // scanner here reads the five fields the engine uses and nothing else. The
-// requests are the ones minio-go sends (path-style, encoding-type=url,
+// requests are the ones minio-go sends (addressed as it does, encoding-type=url,
 // signed with minio-go's own V4 signer) through the same transport, so
 // limits, timeouts and request counting apply to them as to the rest.
 
@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/signer"
 )
 
 // Entry is one entry of a listing.
@@ -48,6 +47,9 @@ type Lister struct {
 	// Tries is how many times a page is requested before its error is
 	// returned; 0 means 3.
 	Tries int
+
+	regions regions
+	addr    addressing
 }
 
 // maxPage bounds the bytes read for one page: a page of 1,000 keys of
@@ -61,7 +63,7 @@ const maxPage = 32 << 20
 // cancels that request and sends no other.
 func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
-		region, err := l.Region(ctx, bucket)
+		region, err := l.regions.of(ctx, bucket, l.Region)
 		if err != nil {
 			yield(Entry{}, err)
 			return
@@ -76,7 +78,7 @@ func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Entr
 		fetch := func(token string) <-chan result {
 			ch := make(chan result, 1)
 			go func() {
-				p, err := l.page(ctx, bucket, prefix, region, token, &buf)
+				p, err := l.page(ctx, bucket, prefix, &region, token, &buf)
 				ch <- result{p, err}
 			}()
 			return ch
@@ -103,15 +105,17 @@ func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Entr
 	}
 }
 
-// page requests one page, trying again after a failure that may pass.
-func (l *Lister) page(ctx context.Context, bucket, prefix, region, token string, buf *bytes.Buffer) (page, error) {
+// page requests one page, trying again after a failure that may pass, or
+// at once with the region the server names (then *region is that one).
+func (l *Lister) page(ctx context.Context, bucket, prefix string, region *string, token string, buf *bytes.Buffer) (page, error) {
 	tries := l.Tries
 	if tries <= 0 {
 		tries = 3
 	}
 	var err error
+	redirected := false
 	for try := range tries {
-		if try > 0 {
+		if try > 0 && !redirected {
 			select {
 			case <-ctx.Done():
 				return page{}, err
@@ -119,7 +123,12 @@ func (l *Lister) page(ctx context.Context, bucket, prefix, region, token string,
 			}
 		}
 		var p page
-		p, err = l.fetch(ctx, bucket, prefix, region, token, buf)
+		p, err = l.fetch(ctx, bucket, prefix, *region, token, buf)
+		if r, ok := l.regions.learn(bucket, *region, err); ok {
+			*region, redirected = r, true
+			continue
+		}
+		redirected = false
 		if err == nil || !Retryable(ctx, err) {
 			return p, err
 		}
@@ -151,15 +160,16 @@ func (l *Lister) fetch(ctx context.Context, bucket, prefix, region, token string
 	if token != "" {
 		q.Set("continuation-token", token)
 	}
-	u := *l.Endpoint
-	u.Path = "/" + bucket + "/"
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20") // S3 signs %20, not +
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	u, err := l.addr.url(l.Endpoint, bucket, "", region, strings.ReplaceAll(q.Encode(), "+", "%20")) // S3 signs %20, not +
 	if err != nil {
 		return page{}, err
 	}
-	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
-	req = signer.SignV4(*req, l.AccessKey, l.SecretKey, "", region)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
+	if err != nil {
+		return page{}, err
+	}
+	req.URL, req.Host = u, u.Host
+	req = signV4(req, l.AccessKey, l.SecretKey, region)
 	resp, err := l.Transport.RoundTrip(req)
 	if err != nil {
 		return page{}, &url.Error{Op: "Get", URL: u.Redacted(), Err: err}
@@ -191,7 +201,10 @@ func ResponseError(resp *http.Response, body []byte, bucket string) minio.ErrorR
 		Code:       unescape(element(body, "Code")),
 		Message:    unescape(element(body, "Message")),
 		RequestID:  resp.Header.Get("X-Amz-Request-Id"),
-		Region:     resp.Header.Get("X-Amz-Bucket-Region"),
+		Region:     unescape(element(body, "Region")),
+	}
+	if er.Region == "" {
+		er.Region = resp.Header.Get("X-Amz-Bucket-Region")
 	}
 	if er.Code == "" {
 		switch resp.StatusCode {

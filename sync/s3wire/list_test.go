@@ -166,29 +166,27 @@ func TestListErrors(t *testing.T) {
 	assert.Equal(t, "NoSuchBucket", er.Code)
 	assert.Equal(t, http.StatusNotFound, er.StatusCode)
 
-	bad := *l
-	bad.SecretKey = "wrong-secret"
+	bad := &Lister{Endpoint: l.Endpoint, Transport: l.Transport, AccessKey: l.AccessKey, SecretKey: "wrong-secret", Region: l.Region}
 	requests.Reset()
-	err := first(&bad, "data")
+	err := first(bad, "data")
 	require.ErrorAs(t, err, &er)
 	assert.Equal(t, "SignatureDoesNotMatch", er.Code)
 	assert.Equal(t, int64(1), requests.Requests(), "a refusal is not tried again")
 	assert.NotContains(t, err.Error(), "wrong-secret")
 
 	// A server that is not there: tried three times, then a *url.Error.
-	down := *l
-	down.Endpoint = &url.URL{Scheme: "http", Host: "127.0.0.1:1"}
+	down := &Lister{Endpoint: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}, Transport: l.Transport, AccessKey: l.AccessKey, SecretKey: l.SecretKey, Region: l.Region}
 	requests.Reset()
 	var ue *url.Error
-	require.ErrorAs(t, first(&down, "data"), &ue)
+	require.ErrorAs(t, first(down, "data"), &ue)
 	assert.Equal(t, int64(3), requests.Requests())
 
 	// A page that is not a listing is an error, not an empty prefix.
-	garbage := *l
+	garbage := &Lister{Endpoint: l.Endpoint, AccessKey: l.AccessKey, SecretKey: l.SecretKey, Region: l.Region}
 	garbage.Transport = roundTripFunc(func(*http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Body: readCloser{bytes.NewBufferString("<html>proxy login</html>")}}, nil
 	})
-	assert.True(t, errors.Is(first(&garbage, "data"), errMalformed))
+	assert.True(t, errors.Is(first(garbage, "data"), errMalformed))
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
