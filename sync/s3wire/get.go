@@ -1,4 +1,4 @@
-// This file (formerly package s3get) downloads objects with GetObject requests built and signed
+// Getter downloads objects with GetObject requests built and signed
 // here.
 //
 // Why not minio-go's GetObject: for a small object its request building,

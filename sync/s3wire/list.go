@@ -1,4 +1,4 @@
-// This file (formerly package s3list) lists a bucket prefix with ListObjectsV2 and decodes each
+// Lister lists a bucket prefix with ListObjectsV2 and decodes each
 // page with a scanner made for that one response.
 //
 // Why not minio-go's ListObjects: it decodes pages with encoding/xml, which
@@ -136,15 +136,19 @@ func (l *Lister) page(ctx context.Context, bucket, prefix string, region *string
 	return page{}, err
 }
 
-// Retryable reports whether a failed request is worth sending again: a
-// network error, a server error (5xx) or a request to slow down.
+// Retryable reports whether a failed request is worth sending again: the
+// server's refusal when its kind is Transient, SlowDown or Timeout (a
+// server error, throttling, RequestTimeout), or a failure of the request
+// itself (the network), unless the caller's ctx ended or the answer was
+// malformed.
 func Retryable(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
 	var er minio.ErrorResponse
 	if errors.As(err, &er) {
-		return er.StatusCode >= 500 || er.Code == "SlowDown" || er.Code == "RequestTimeout"
+		k := Kind(err)
+		return k == Transient || k == SlowDown || k == Timeout
 	}
 	return !errors.Is(err, errMalformed)
 }

@@ -1,4 +1,4 @@
-// This file (formerly package notify) delivers the keys of objects created (and optionally
+// Listen delivers the keys of objects created (and optionally
 // removed) under a bucket's prefixes as they happen, through MinIO's bucket
 // notification stream (the API minio-go's ListenBucketNotification uses).
 //
