@@ -64,6 +64,7 @@ test-race:
 ## lint: gofmt, go vet and deadcode must be clean, and no build output is tracked
 lint:
 	@bash .ci/check-tracked
+	@python3 .ci/check-links
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(GOFLAGS_BUILD) ./...
 	@# Example functions are documentation that tests compile but may not run.
@@ -118,12 +119,12 @@ $(BIN)/minio $(BIN)/minio-push &: .ci/minio-flush.patch
 	$(GO) build -trimpath -o $(BIN)/minio-push.tmp .; \
 	mv $(BIN)/minio.tmp $(BIN)/minio; mv $(BIN)/minio-push.tmp $(BIN)/minio-push
 
-## bench: flotta-sync against rclone, aws s3 sync and a raw minio-go loop (see README)
+## bench: flotta-sync against rclone, aws s3 sync and a raw minio-go loop (see bench/README.md)
 BENCH_FLAGS ?=
 bench: build versitygw
 	$(GO) run ./bench -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S).txt $(BENCH_FLAGS)
 
-## bench-fleet: 200 simulated devices (the real engine) against one MinIO, and a model of the original agent (see README)
+## bench-fleet: 200 simulated devices (the real engine) against one MinIO, and a model of the original agent (see bench/README.md)
 bench-fleet: minio
 	$(GO) run ./bench fleet -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S)-fleet.txt $(FLEET_FLAGS)
 

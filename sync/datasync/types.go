@@ -1,19 +1,3 @@
-// Package datasync keeps local directories and S3 prefixes in sync, both ways.
-// It knows nothing of yggdrasil or podman: it takes an S3 endpoint and a set of
-// mappings and runs a pass over each mapping every interval, on change events
-// (Engine.Changed) and, now and then, a reconcile.
-//
-// Where things are:
-//   - engine.go: the Engine's API and scheduling (Configure, Run, Sync, Changed);
-//   - watchers.go: the inotify watchers of egress sources while Run runs (sync/watch);
-//   - backend.go: the Backend interface over the bucket, and its minio-go implementation;
-//   - walk.go: the local walker, in key order; march.go: local files, journal rows and
-//     the listing walked in lock step;
-//   - decide.go: the one decision function per direction (pure; decide_test.go has the tables);
-//   - pass.go: the one pass skeleton (plan, execute, record) and dry runs;
-//   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard);
-//   - retention.go: removal of confirmed uploads (Mapping.Retention); order.go: the catch-up order.
-//   - poll.go: adaptive polling of ingress mappings; notify.go: push-based ingress (bucket notifications).
 package datasync
 
 import (

@@ -26,10 +26,14 @@ type column struct {
 var columns = []column{
 	{"DATA PATH", nil, func(m mapping, _ time.Time) string { return m.str("id") }},
 	{"DIRECTION", nil, func(m mapping, _ time.Time) string { return m.str("direction") }},
-	// Issue 21: how ingress learns of new objects (push notifications or
-	// polling); the name of its field goes in keys.
-	{"MODE", []string{"ingress_mode", "mode"}, func(m mapping, _ time.Time) string {
-		return m.first("ingress_mode", "mode")
+	// How ingress learns of new objects: push (bucket notifications) or
+	// poll, and why it polls (docs/s3-servers.md).
+	{"MODE", []string{"ingress_mode"}, func(m mapping, _ time.Time) string {
+		mode := m.first("ingress_mode")
+		if r := m.str("ingress_reason"); r != "" {
+			mode += " (" + r + ")"
+		}
+		return mode
 	}},
 	{"LAST SUCCESS", nil, func(m mapping, now time.Time) string { return ago(m.time("last_success"), now) }},
 	{"BACKLOG", nil, func(m mapping, now time.Time) string {
@@ -74,7 +78,7 @@ var columns = []column{
 // shown are the fields the table or the error lines already say.
 var shown = map[string]bool{"id": true, "direction": true, "last_success": true, "pending": true, "oldest_pending": true,
 	"refused": true, "unreadable": true, "conflicts": true, "last_error": true, "files_total": true, "bytes_total": true,
-	"kept_files": true, "kept_bytes": true, "removed_files": true, "removed_bytes": true}
+	"ingress_mode": true, "ingress_reason": true, "kept_files": true, "kept_bytes": true, "removed_files": true, "removed_bytes": true}
 
 // Print writes v for a person at the device: a table of the data paths,
 // their errors, then with all every other field of each.
