@@ -11,9 +11,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
-	"github.com/project-flotta/flotta-device-worker/sync/s3errors"
-	"github.com/project-flotta/flotta-device-worker/sync/s3get"
-	"github.com/project-flotta/flotta-device-worker/sync/s3list"
+	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
 )
 
 // Object is what the engine knows of one object in the bucket.
@@ -38,8 +36,8 @@ type PutOptions struct {
 }
 
 // Backend is the bucket as the engine sees it. Implementations must be safe
-// for concurrent use. Their errors carry a kind of sync/s3errors where one
-// applies (errors.Is(err, s3errors.NoSuchBucket), ...), with the server's
+// for concurrent use. Their errors carry a kind of sync/s3wire where one
+// applies (errors.Is(err, s3wire.NoSuchBucket), ...), with the server's
 // minio.ErrorResponse or the network error still in the chain (serverWide
 // reads it).
 type Backend interface {
@@ -60,26 +58,26 @@ type Backend interface {
 }
 
 // ErrNotFound is returned by Backend.Stat and Backend.Get for a missing
-// object: s3errors.NotFound.
-var ErrNotFound = s3errors.NotFound
+// object: s3wire.NotFound.
+var ErrNotFound = s3wire.NotFound
 
-// minioBackend is Backend over minio-go, with listings by sync/s3list and
-// downloads by sync/s3get (the same requests for a fraction of the CPU).
+// minioBackend is Backend over minio-go, with listings by sync/s3wire and
+// downloads by sync/s3wire (the same requests for a fraction of the CPU).
 type minioBackend struct {
 	c *minio.Client
 	// put sends uploads: it does not retry by itself (see retried).
 	put *minio.Client
-	l   *s3list.Lister
-	g   *s3get.Getter
+	l   *s3wire.Lister
+	g   *s3wire.Getter
 }
 
 func newMinioBackend(c, put *minio.Client, rt http.RoundTripper, ep *Endpoint) minioBackend {
 	// The region the client was given, or the bucket's (asked once, cached).
 	region := c.GetBucketLocation
 	return minioBackend{c: c, put: put,
-		l: &s3list.Lister{Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
+		l: &s3wire.Lister{Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
 			Region: region},
-		g: &s3get.Getter{Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
+		g: &s3wire.Getter{Endpoint: c.EndpointURL(), Transport: rt, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
 			Region: region, Tries: s3client.MaxRetries},
 	}
 }
@@ -87,14 +85,14 @@ func newMinioBackend(c, put *minio.Client, rt http.RoundTripper, ep *Endpoint) m
 func (b minioBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
 	return func(yield func(Object, error) bool) {
 		for o, err := range b.l.List(ctx, bucket, prefix) {
-			if !yield(Object{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified}, s3errors.Classify(err)) || err != nil {
+			if !yield(Object{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified}, s3wire.Classify(err)) || err != nil {
 				return
 			}
 		}
 	}
 }
 
-func notFound(err error) bool { return s3errors.Kind(err) == s3errors.NotFound }
+func notFound(err error) bool { return s3wire.Kind(err) == s3wire.NotFound }
 
 func (b minioBackend) Stat(ctx context.Context, bucket, key string) (Object, error) {
 	info, err := b.c.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
@@ -102,7 +100,7 @@ func (b minioBackend) Stat(ctx context.Context, bucket, key string) (Object, err
 		if notFound(err) {
 			return Object{}, fmt.Errorf("%s: %w", key, ErrNotFound)
 		}
-		return Object{}, s3errors.Classify(err)
+		return Object{}, s3wire.Classify(err)
 	}
 	return Object{Key: info.Key, Size: info.Size, ETag: info.ETag, LastModified: info.LastModified, Meta: info.UserMetadata}, nil
 }
@@ -114,7 +112,7 @@ func (b minioBackend) Stat(ctx context.Context, bucket, key string) (Object, err
 func (b minioBackend) Put(ctx context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (string, error) {
 	etag, err := b.upload(ctx, bucket, key, r, size, o)
 	if err != nil {
-		return "", s3errors.Classify(err)
+		return "", s3wire.Classify(err)
 	}
 	if etag == "" {
 		// Ceph RGW answers CompleteMultipartUpload with an empty <ETag>:
@@ -122,7 +120,7 @@ func (b minioBackend) Put(ctx context.Context, bucket, key string, r io.Reader, 
 		// the object as changed.
 		st, err := b.c.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
 		if err != nil {
-			return "", s3errors.Classify(fmt.Errorf("%s: ETag of the completed upload: %w", key, err))
+			return "", s3wire.Classify(fmt.Errorf("%s: ETag of the completed upload: %w", key, err))
 		}
 		return st.ETag, nil
 	}
@@ -176,7 +174,7 @@ func (b minioBackend) GetRange(ctx context.Context, bucket, key, matchETag strin
 		if notFound(err) {
 			return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
 		}
-		return nil, s3errors.Classify(err)
+		return nil, s3wire.Classify(err)
 	}
 	return body, nil // its UserMeta makes it a metaBody
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
-	"github.com/project-flotta/flotta-device-worker/sync/s3errors"
 	"github.com/project-flotta/flotta-device-worker/sync/s3test"
+	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
 )
 
 // The Backend contract: each behaviour the engine relies on, as a table run
@@ -121,7 +121,7 @@ var contract = []contractCase{
 		assert.Equal(t, "0123456789", readAll(t)(be.Get(ctx, bkt, "g/k", etag)))
 		_, err = be.Get(ctx, bkt, "g/k", "00000000000000000000000000000000")
 		require.Error(t, err)
-		assert.ErrorIs(t, err, s3errors.Precondition)
+		assert.ErrorIs(t, err, s3wire.Precondition)
 		assert.ErrorIs(t, movedOr(err), errObjectMoved, "a changed object is 'moved', not a failure: %v", err)
 	}, false},
 	{"missing object", func(t *testing.T, be Backend, bkt string) {
@@ -135,7 +135,7 @@ var contract = []contractCase{
 		ctx := context.Background()
 		for _, err := range be.List(ctx, "no-such-bucket-"+strings.ToLower(bkt), "") {
 			require.Error(t, err, "a listing of a missing bucket is an error, not an empty bucket")
-			assert.ErrorIs(t, err, s3errors.NoSuchBucket)
+			assert.ErrorIs(t, err, s3wire.NoSuchBucket)
 			assert.NotErrorIs(t, err, ErrNotFound)
 			return
 		}
@@ -144,16 +144,16 @@ var contract = []contractCase{
 	{"wrong credentials", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		for _, err := range be.List(ctx, bkt, "") {
-			assert.ErrorIs(t, err, s3errors.AccessDenied)
+			assert.ErrorIs(t, err, s3wire.AccessDenied)
 			break
 		}
 		_, err := be.Stat(ctx, bkt, "k")
-		assert.ErrorIs(t, err, s3errors.AccessDenied)
+		assert.ErrorIs(t, err, s3wire.AccessDenied)
 		assert.NotErrorIs(t, err, ErrNotFound)
 		_, err = be.Get(ctx, bkt, "k", "")
-		assert.ErrorIs(t, err, s3errors.AccessDenied)
+		assert.ErrorIs(t, err, s3wire.AccessDenied)
 		_, err = be.Put(ctx, bkt, "k", strings.NewReader("v"), 1, PutOptions{})
-		assert.ErrorIs(t, err, s3errors.AccessDenied)
+		assert.ErrorIs(t, err, s3wire.AccessDenied)
 	}, true},
 	{"multipart ETag", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
@@ -203,7 +203,7 @@ func TestBackendContract(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		run(t, func(*testing.T) (Backend, Backend, string) {
 			denied := newMemBackend()
-			denied.deny = s3errors.Classify(minio.ErrorResponse{StatusCode: http.StatusForbidden, Code: "AccessDenied"})
+			denied.deny = s3wire.Classify(minio.ErrorResponse{StatusCode: http.StatusForbidden, Code: "AccessDenied"})
 			return newMemBackend(), denied, bucket
 		})
 	})

@@ -56,7 +56,7 @@
 //     (sync/watch), and their health, which sets the safety-net interval;
 //   - poll.go: the adaptive polling schedule of ingress mappings;
 //   - notify.go: push-based ingress: one bucket-notification stream per
-//     bucket (sync/notify), its events applied through Changed;
+//     bucket (sync/s3wire), its events applied through Changed;
 //   - mode.go: the ingress mode in the status (push or poll, and why);
 //   - progress.go: Progress, the live counters of a pass for flotta-sync.
 package datasync

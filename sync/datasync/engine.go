@@ -22,8 +22,8 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
-	"github.com/project-flotta/flotta-device-worker/sync/notify"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 )
 
@@ -49,7 +49,7 @@ type Engine struct {
 	walkFault      func(dir string) error
 	onPass         func(id string, po PassOptions, partial bool)
 	now            func() time.Time // Run's clock
-	notifyTune     func(*notify.Config)
+	notifyTune     func(*s3wire.ListenConfig)
 	syncGroup      func(dir *safefs.Dir) error // replaces dir.SyncFS in group commits
 	beforeRemove   func(rel string)            // retention: just before a file is unlinked
 	onRound        func(id string, round int)  // an ordered pass starts another round

@@ -20,7 +20,7 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
-	"github.com/project-flotta/flotta-device-worker/sync/s3errors"
+	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 )
 
@@ -265,7 +265,7 @@ const directMin = 2 * directio.Block
 // movedOr turns "no such key" and "precondition failed" (the version the
 // plan saw is gone) into errObjectMoved.
 func movedOr(err error) error {
-	if k := s3errors.Kind(err); k == s3errors.NotFound || k == s3errors.Precondition {
+	if k := s3wire.Kind(err); k == s3wire.NotFound || k == s3wire.Precondition {
 		return fmt.Errorf("%w: %w", errObjectMoved, err)
 	}
 	return err

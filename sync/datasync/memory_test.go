@@ -23,7 +23,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
 
-	"github.com/project-flotta/flotta-device-worker/sync/s3errors"
+	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -81,7 +81,7 @@ func (b *memBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[
 			return
 		}
 		if !b.hasBucket(bucket) {
-			yield(Object{}, s3errors.Classify(errNoSuchBucket))
+			yield(Object{}, s3wire.Classify(errNoSuchBucket))
 			return
 		}
 		b.mu.Lock()
@@ -173,7 +173,7 @@ func (b *memBackend) GetRange(_ context.Context, bucket, key, matchETag string, 
 		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
 	if matchETag != "" && matchETag != o.etag {
-		return nil, s3errors.Classify(minio.ErrorResponse{StatusCode: http.StatusPreconditionFailed, Code: "PreconditionFailed"})
+		return nil, s3wire.Classify(minio.ErrorResponse{StatusCode: http.StatusPreconditionFailed, Code: "PreconditionFailed"})
 	}
 	data := o.data[min(off, int64(len(o.data))):]
 	if length >= 0 {

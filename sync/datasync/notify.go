@@ -11,8 +11,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/project-flotta/flotta-device-worker/sync/notify"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
+	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
 )
 
 // Push-based ingress. Where the server offers bucket notifications (MinIO),
@@ -158,7 +158,7 @@ func (e *Engine) listenLoop(ctx context.Context) {
 // listenBucket opens the stream of one bucket and applies its events until
 // ctx ends or the server turns out not to offer notifications.
 func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync.Map) {
-	cfg := notify.Config{
+	cfg := s3wire.ListenConfig{
 		S3: s3client.Config{
 			Host: spec.ep.Host, Port: spec.ep.Port, Secure: spec.ep.Secure, Region: spec.ep.Region,
 			AccessKey: spec.ep.AccessKey, SecretKey: spec.ep.SecretKey, CAPEM: spec.ep.CAPEM,
@@ -177,11 +177,11 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 	log := e.log.With(zap.String("bucket", spec.bucket), zap.Strings("mappings", spec.ids()))
 	backoff := listenMinBackoff
 	for {
-		l, err := notify.Listen(ctx, cfg)
+		l, err := s3wire.Listen(ctx, cfg)
 		switch {
 		case ctx.Err() != nil:
 			return
-		case errors.Is(err, notify.ErrUnsupported):
+		case errors.Is(err, s3wire.ErrUnsupported):
 			e.setMode(spec.ids(), false, ReasonUnsupported)
 			key := spec.ep.String() + "\x00" + spec.bucket
 			if _, seen := noted.LoadOrStore(key, true); !seen {
@@ -211,7 +211,7 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 		if e.applyEvents(ctx, l, spec) {
 			backoff = listenMinBackoff
 		}
-		if errors.Is(l.Err(), notify.ErrUnsupported) {
+		if errors.Is(l.Err(), s3wire.ErrUnsupported) {
 			e.setMode(spec.ids(), false, ReasonUnsupported)
 			log.Info("the server no longer offers bucket notifications: ingress polls", zap.Error(l.Err()))
 			return
@@ -235,7 +235,7 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 // the listener stops, and follows its connection: a mapping is notified
 // (its full pass only a safety net) while the stream is up; a full pass
 // follows every (re)connection, as events may have been missed.
-func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *listenSpec) (wasTimely bool) {
+func (e *Engine) applyEvents(ctx context.Context, l *s3wire.Listener, spec *listenSpec) (wasTimely bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -284,7 +284,7 @@ func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *list
 			if !ok {
 				return
 			}
-			if ev.Kind == notify.Resync {
+			if ev.Kind == s3wire.Resync {
 				e.log.Info("bucket notifications may have been missed: full pass", zap.String("bucket", spec.bucket))
 				e.passSoon(spec.ids())
 				continue

@@ -18,9 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/project-flotta/flotta-device-worker/sync/notify"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/s3test"
+	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
 )
 
 // runFixture is an engine running (Run) against a real server, counting
@@ -62,7 +62,7 @@ func newRunFixture(t *testing.T, srv *s3test.Server, opts ...func(*Options)) *ru
 	eng, err := New(f.opts, zaptest.NewLogger(t))
 	require.NoError(t, err)
 	eng.settle = 0
-	eng.notifyTune = func(c *notify.Config) {
+	eng.notifyTune = func(c *s3wire.ListenConfig) {
 		c.Ping, c.MinBackoff, c.MaxBackoff = time.Second, 100*time.Millisecond, 500*time.Millisecond
 	}
 	eng.onPass = func(_ string, _ PassOptions, partial bool) {

@@ -57,7 +57,7 @@ func New(c Config) (*minio.Client, error) {
 }
 
 // NewWithTransport is New, and the transport the client sends through, for
-// requests made beside minio-go (sync/s3list) that must be paced, bounded
+// requests made beside minio-go (sync/s3wire) that must be paced, bounded
 // and counted alike.
 func NewWithTransport(c Config) (*minio.Client, http.RoundTripper, error) {
 	if c.Host == "" {

@@ -1,4 +1,4 @@
-package s3list
+package s3wire
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 
 // page is one decoded ListObjectsV2 response.
 type page struct {
-	objects   []Object
+	objects   []Entry
 	truncated bool
 	next      string // NextContinuationToken
 }
@@ -71,20 +71,20 @@ func parsePage(b []byte) (page, error) {
 }
 
 // parseObject decodes the inside of one Contents element.
-func parseObject(b []byte) (Object, error) {
+func parseObject(b []byte) (Entry, error) {
 	key := element(b, "Key")
 	if key == nil {
-		return Object{}, fmt.Errorf("%w: an entry without a Key", errMalformed)
+		return Entry{}, fmt.Errorf("%w: an entry without a Key", errMalformed)
 	}
-	o := Object{Key: unescape(key), ETag: strings.Trim(unescape(element(b, "ETag")), `"`)}
+	o := Entry{Key: unescape(key), ETag: strings.Trim(unescape(element(b, "ETag")), `"`)}
 	size, err := strconv.ParseInt(string(element(b, "Size")), 10, 64)
 	if err != nil || size < 0 {
-		return Object{}, fmt.Errorf("%w: key %q: size %q", errMalformed, o.Key, element(b, "Size"))
+		return Entry{}, fmt.Errorf("%w: key %q: size %q", errMalformed, o.Key, element(b, "Size"))
 	}
 	o.Size = size
 	if lm := element(b, "LastModified"); lm != nil {
 		if o.LastModified, err = time.Parse(time.RFC3339Nano, string(lm)); err != nil {
-			return Object{}, fmt.Errorf("%w: key %q: LastModified %q", errMalformed, o.Key, lm)
+			return Entry{}, fmt.Errorf("%w: key %q: LastModified %q", errMalformed, o.Key, lm)
 		}
 	}
 	return o, nil

@@ -1,4 +1,4 @@
-package s3list
+package s3wire
 
 import (
 	"bytes"
@@ -32,16 +32,16 @@ func TestParsePage(t *testing.T) {
 	assert.True(t, p.truncated)
 	assert.Equal(t, "tok&en", p.next)
 	require.Len(t, p.objects, 2)
-	assert.Equal(t, Object{Key: "p/a b+c&d", Size: 1, ETag: "0cc175b9c0f1b6a831c399e269772661",
+	assert.Equal(t, Entry{Key: "p/a b+c&d", Size: 1, ETag: "0cc175b9c0f1b6a831c399e269772661",
 		LastModified: time.Date(2026, 12, 3, 5, 56, 0, 123e6, time.UTC)}, p.objects[0])
-	assert.Equal(t, Object{Key: "p/été", Size: 10 << 20, ETag: "abc-2",
+	assert.Equal(t, Entry{Key: "p/été", Size: 10 << 20, ETag: "abc-2",
 		LastModified: time.Date(2026, 12, 3, 5, 56, 1, 0, time.UTC)}, p.objects[1])
 
 	// Without EncodingType the keys are XML text.
 	p, err = parsePage([]byte(`<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a&amp;b%20c&lt;&#x41;</Key><Size>0</Size><ETag></ETag></Contents></ListBucketResult>`))
 	require.NoError(t, err)
 	assert.False(t, p.truncated)
-	assert.Equal(t, []Object{{Key: "a&b%20c<A"}}, p.objects)
+	assert.Equal(t, []Entry{{Key: "a&b%20c<A"}}, p.objects)
 
 	p, err = parsePage([]byte(`<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>`))
 	require.NoError(t, err)
@@ -126,10 +126,10 @@ func TestListMatchesMinioGo(t *testing.T) {
 			var requests s3client.Counter
 			l := listerFor(t, srv, &requests)
 			for _, prefix := range []string{"p/", "p", "", "p/many/0", "none/"} {
-				var want, got []Object
+				var want, got []Entry
 				for o := range c.ListObjects(ctx, "data", minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 					require.NoError(t, o.Err)
-					want = append(want, Object{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified})
+					want = append(want, Entry{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified})
 				}
 				for o, err := range l.List(ctx, "data", prefix) {
 					require.NoError(t, err)
@@ -166,29 +166,27 @@ func TestListErrors(t *testing.T) {
 	assert.Equal(t, "NoSuchBucket", er.Code)
 	assert.Equal(t, http.StatusNotFound, er.StatusCode)
 
-	bad := *l
-	bad.SecretKey = "wrong-secret"
+	bad := &Lister{Endpoint: l.Endpoint, Transport: l.Transport, AccessKey: l.AccessKey, SecretKey: "wrong-secret", Region: l.Region}
 	requests.Reset()
-	err := first(&bad, "data")
+	err := first(bad, "data")
 	require.ErrorAs(t, err, &er)
 	assert.Equal(t, "SignatureDoesNotMatch", er.Code)
 	assert.Equal(t, int64(1), requests.Requests(), "a refusal is not tried again")
 	assert.NotContains(t, err.Error(), "wrong-secret")
 
 	// A server that is not there: tried three times, then a *url.Error.
-	down := *l
-	down.Endpoint = &url.URL{Scheme: "http", Host: "127.0.0.1:1"}
+	down := &Lister{Endpoint: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}, Transport: l.Transport, AccessKey: l.AccessKey, SecretKey: l.SecretKey, Region: l.Region}
 	requests.Reset()
 	var ue *url.Error
-	require.ErrorAs(t, first(&down, "data"), &ue)
+	require.ErrorAs(t, first(down, "data"), &ue)
 	assert.Equal(t, int64(3), requests.Requests())
 
 	// A page that is not a listing is an error, not an empty prefix.
-	garbage := *l
+	garbage := &Lister{Endpoint: l.Endpoint, AccessKey: l.AccessKey, SecretKey: l.SecretKey, Region: l.Region}
 	garbage.Transport = roundTripFunc(func(*http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Body: readCloser{bytes.NewBufferString("<html>proxy login</html>")}}, nil
 	})
-	assert.True(t, errors.Is(first(&garbage, "data"), errMalformed))
+	assert.True(t, errors.Is(first(garbage, "data"), errMalformed))
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

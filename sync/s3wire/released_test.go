@@ -1,4 +1,4 @@
-package notify
+package s3wire
 
 import (
 	"context"
@@ -25,7 +25,7 @@ func TestMinIOAsReleasedSendsNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now()
-	l, err := Listen(ctx, Config{S3: s3config(srv.Host, srv.Port, access, secret, nil), Bucket: "data",
+	l, err := Listen(ctx, ListenConfig{S3: s3config(srv.Host, srv.Port, access, secret, nil), Bucket: "data",
 		Prefixes: []string{"in/"}, Ping: time.Second, Log: zaptest.NewLogger(t)})
 	took := time.Since(start)
 	t.Logf("Listen: %v after %s", err, took)
@@ -82,7 +82,7 @@ func TestTimelyTellsAHeldBackStream(t *testing.T) {
 					<-done
 				}
 			}()
-			l, err := Listen(ctx, Config{S3: s3config(srv.Host, srv.Port, access, secret, nil), Bucket: "data",
+			l, err := Listen(ctx, ListenConfig{S3: s3config(srv.Host, srv.Port, access, secret, nil), Bucket: "data",
 				Prefixes: []string{"in/"}, Ping: time.Second, Log: zaptest.NewLogger(t)})
 			if err != nil {
 				t.Fatalf("Listen: %v", err)

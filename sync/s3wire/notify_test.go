@@ -1,4 +1,4 @@
-package notify
+package s3wire
 
 import (
 	"bytes"
@@ -19,8 +19,6 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/s3test"
 )
-
-func TestMain(m *testing.M) { s3test.Main(m) }
 
 func TestCommonPrefix(t *testing.T) {
 	for _, c := range []struct {
@@ -61,7 +59,7 @@ func testUnsupportedAtOnce(t *testing.T, srv *s3test.Server) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now()
-	l, err := Listen(ctx, Config{S3: s3config(srv.Host, srv.Port, access, secret, count), Bucket: "data", Prefixes: []string{"in/"}, Log: zaptest.NewLogger(t)})
+	l, err := Listen(ctx, ListenConfig{S3: s3config(srv.Host, srv.Port, access, secret, count), Bucket: "data", Prefixes: []string{"in/"}, Log: zaptest.NewLogger(t)})
 	took := time.Since(start)
 	if !errors.Is(err, ErrUnsupported) || l != nil {
 		t.Fatalf("Listen: %v, %v; want ErrUnsupported", l, err)
@@ -99,7 +97,7 @@ func TestServerAnswers(t *testing.T) {
 			defer hs.Close()
 			host, port, _ := net.SplitHostPort(hs.Listener.Addr().String())
 			p, _ := strconv.Atoi(port)
-			cfg := Config{S3: s3config(host, p, "a", "b", nil), Bucket: "data"}
+			cfg := ListenConfig{S3: s3config(host, p, "a", "b", nil), Bucket: "data"}
 			_, err := Listen(context.Background(), cfg)
 			if err == nil {
 				t.Fatal("no error")
@@ -134,7 +132,7 @@ func next(t *testing.T, l *Listener, within time.Duration) Event {
 	return Event{}
 }
 
-func listenMinIO(t *testing.T, m *s3test.Server, cfg Config) (*Listener, context.CancelFunc) {
+func listenMinIO(t *testing.T, m *s3test.Server, cfg ListenConfig) (*Listener, context.CancelFunc) {
 	access, secret := m.Credentials()
 	cfg.S3 = s3config(m.Host, m.Port, access, secret, nil)
 	cfg.Bucket = "data"
@@ -155,7 +153,7 @@ func listenMinIO(t *testing.T, m *s3test.Server, cfg Config) (*Listener, context
 
 func TestMinIOPushEventsArriveAtOnce(t *testing.T) {
 	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
-	l, cancel := listenMinIO(t, m, Config{Prefixes: []string{"in/a/", "in/b/"}, Removed: true, Ping: time.Second})
+	l, cancel := listenMinIO(t, m, ListenConfig{Prefixes: []string{"in/a/", "in/b/"}, Removed: true, Ping: time.Second})
 	c := m.Client()
 	var worst time.Duration
 	for _, key := range []string{"in/a/one.txt", "in/b/sp ace+plus%25 é.bin", "in/a/deep/er/x"} {
@@ -199,7 +197,7 @@ func TestMinIOPushEventsArriveAtOnce(t *testing.T) {
 
 func TestMinIOPushRestartMeansResync(t *testing.T) {
 	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
-	l, cancel := listenMinIO(t, m, Config{Prefixes: []string{"in/"}, Ping: time.Second, MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second})
+	l, cancel := listenMinIO(t, m, ListenConfig{Prefixes: []string{"in/"}, Ping: time.Second, MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second})
 	defer cancel()
 	m.Stop()
 	deadline := time.Now().Add(5 * time.Second)
@@ -225,14 +223,14 @@ func TestMinIOPushRestartMeansResync(t *testing.T) {
 
 func TestMinIOPushFullChannelMeansResync(t *testing.T) {
 	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
-	l, cancel := listenMinIO(t, m, Config{Buffer: 2, Ping: time.Second})
+	l, cancel := listenMinIO(t, m, ListenConfig{Buffer: 2, Ping: time.Second})
 	defer cancel()
 	c := m.Client()
 	for i := 0; i < 6; i++ {
 		put(t, c, "data", fmt.Sprintf("k%d", i))
 	}
 	time.Sleep(300 * time.Millisecond)
-	var kinds []Kind
+	var kinds []EventKind
 	deadline := time.After(4 * time.Second)
 	for len(kinds) == 0 || kinds[len(kinds)-1] != Resync {
 		select {
@@ -284,7 +282,7 @@ func TestSilentStreamIsDroppedAndResynced(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	l, err := Listen(ctx, Config{S3: s3config(host, p, "a", "b", nil), Bucket: "data", Prefixes: []string{"in/"},
+	l, err := Listen(ctx, ListenConfig{S3: s3config(host, p, "a", "b", nil), Bucket: "data", Prefixes: []string{"in/"},
 		Ping: 500 * time.Millisecond, MinBackoff: 100 * time.Millisecond, Log: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)

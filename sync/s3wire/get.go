@@ -1,34 +1,28 @@
-// Package s3get downloads objects with GetObject requests built and signed
+// Getter downloads objects with GetObject requests built and signed
 // here.
 //
 // Why not minio-go's GetObject: for a small object its request building,
 // per-request V4 signing key derivation, object bookkeeping (a goroutine and
 // channels per object) and header decoding were about 45 µs of CPU per
 // object on the test machine, an eighth of what a 10,000 x 4 KiB ingress
-// spent. A Getter sends the request minio-go sends (path-style, the path
-// encoded as S3 canonicalises it, V4-signed headers, If-Match) through the
-// same transport, derives the signing key once a day, and reports errors as
+// spent. A Getter sends the request minio-go sends (addressed as it does,
+// the path encoded as S3 canonicalises it, If-Match, signed by minio-go's
+// V4 signer) through the same transport, and reports errors as
 // minio.ErrorResponse so that callers classify both alike.
-package s3get
+
+package s3wire
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/s3utils"
-
-	"github.com/project-flotta/flotta-device-worker/sync/s3list"
 )
 
 // Getter downloads objects from one server.
@@ -45,14 +39,8 @@ type Getter struct {
 	// returned; 0 means 3. Only failures that may pass are tried again.
 	Tries int
 
-	mu  sync.Mutex
-	key signingKey // the last one derived
-}
-
-// signingKey is the V4 key of one day and region.
-type signingKey struct {
-	day, region string
-	key         []byte
+	regions regions
+	addr    addressing
 }
 
 // Object is an object's body and what the response said of it.
@@ -76,9 +64,6 @@ func (o *Object) UserMeta() map[string]string {
 	return m
 }
 
-// emptySHA256 is the SHA-256 of an empty body, signed as the payload hash.
-const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
 // maxErrorBody bounds the bytes of an error response read.
 const maxErrorBody = 64 << 10
 
@@ -91,7 +76,7 @@ func (g *Getter) Get(ctx context.Context, bucket, key, matchETag string) (*Objec
 // GetRange opens length bytes of the object from off (length < 0: to the
 // end). A server that ignores the range for off > 0 is an error.
 func (g *Getter) GetRange(ctx context.Context, bucket, key, matchETag string, off, length int64) (*Object, error) {
-	region, err := g.Region(ctx, bucket)
+	region, err := g.regions.of(ctx, bucket, g.Region)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +86,11 @@ func (g *Getter) GetRange(ctx context.Context, bucket, key, matchETag string, of
 	}
 	for try := 1; ; try++ {
 		o, err := g.get(ctx, bucket, key, matchETag, region, off, length)
-		if err == nil || try == tries || !s3list.Transient(ctx, err) {
+		if r, ok := g.regions.learn(bucket, region, err); ok && try < tries {
+			region = r // sent again at once, signed for the bucket's region
+			continue
+		}
+		if err == nil || try == tries || !Retryable(ctx, err) {
 			return o, err
 		}
 		select {
@@ -113,8 +102,7 @@ func (g *Getter) GetRange(ctx context.Context, bucket, key, matchETag string, of
 }
 
 func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string, off, length int64) (*Object, error) {
-	path := s3utils.EncodePath("/" + bucket + "/" + key)
-	u, err := url.Parse(g.Endpoint.Scheme + "://" + g.Endpoint.Host + path)
+	u, err := g.addr.url(g.Endpoint, bucket, key, region, "")
 	if err != nil {
 		return nil, err
 	}
@@ -127,14 +115,14 @@ func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string,
 		req.Header.Set("If-Match", `"`+matchETag+`"`)
 	}
 	ranged := off > 0 || length >= 0
-	if ranged { // not signed: S3 does not require it
+	if ranged {
 		end := ""
 		if length >= 0 {
 			end = strconv.FormatInt(off+length-1, 10)
 		}
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+end)
 	}
-	g.sign(req, u.EscapedPath(), region, time.Now().UTC())
+	req = signV4(req, g.AccessKey, g.SecretKey, region)
 	resp, err := g.Transport.RoundTrip(req)
 	if err != nil {
 		return nil, &url.Error{Op: "Get", URL: u.Redacted(), Err: err}
@@ -155,7 +143,7 @@ func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string,
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	er := s3list.ResponseError(resp, body, bucket)
+	er := ResponseError(resp, body, bucket)
 	er.Key = key
 	if len(body) == 0 { // a HEAD-like answer without a body
 		switch resp.StatusCode {
@@ -166,58 +154,4 @@ func (g *Getter) get(ctx context.Context, bucket, key, matchETag, region string,
 		}
 	}
 	return nil, er
-}
-
-// sign adds the V4 headers: the signed ones are host, If-Match when set,
-// and the two X-Amz ones, in that (sorted) order.
-func (g *Getter) sign(req *http.Request, path, region string, now time.Time) {
-	date := now.Format("20060102T150405Z")
-	day := date[:8]
-	req.Header.Set("X-Amz-Date", date)
-	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
-
-	var cr strings.Builder
-	cr.Grow(256 + len(path))
-	cr.WriteString("GET\n")
-	cr.WriteString(path)
-	cr.WriteString("\n\nhost:")
-	cr.WriteString(req.Host)
-	signed := "host;x-amz-content-sha256;x-amz-date"
-	if m := req.Header.Get("If-Match"); m != "" {
-		cr.WriteString("\nif-match:")
-		cr.WriteString(strings.TrimSpace(m))
-		signed = "host;if-match;x-amz-content-sha256;x-amz-date"
-	}
-	cr.WriteString("\nx-amz-content-sha256:" + emptySHA256 + "\nx-amz-date:")
-	cr.WriteString(date)
-	cr.WriteString("\n\n")
-	cr.WriteString(signed)
-	cr.WriteString("\n" + emptySHA256)
-	crHash := sha256.Sum256([]byte(cr.String()))
-
-	scope := day + "/" + region + "/s3/aws4_request"
-	toSign := "AWS4-HMAC-SHA256\n" + date + "\n" + scope + "\n" + hex.EncodeToString(crHash[:])
-	mac := hmac.New(sha256.New, g.keyFor(day, region))
-	mac.Write([]byte(toSign))
-	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+g.AccessKey+"/"+scope+
-		", SignedHeaders="+signed+", Signature="+hex.EncodeToString(mac.Sum(nil)))
-}
-
-// keyFor returns the signing key of day and region, derived once.
-func (g *Getter) keyFor(day, region string) []byte {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.key.day != day || g.key.region != region || g.key.key == nil {
-		k := hmacSHA256([]byte("AWS4"+g.SecretKey), day)
-		k = hmacSHA256(k, region)
-		k = hmacSHA256(k, "s3")
-		g.key = signingKey{day: day, region: region, key: hmacSHA256(k, "aws4_request")}
-	}
-	return g.key.key
-}
-
-func hmacSHA256(key []byte, data string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(data))
-	return m.Sum(nil)
 }

@@ -1,9 +1,10 @@
-// Package s3errors classifies the errors of S3 requests (minio-go's, and
-// those of the requests built by hand in s3list, s3get and notify, which
-// answer with minio.ErrorResponse too) into engine-level kinds, in one
+// Error kinds: the errors of S3 requests (minio-go's, and those of the
+// requests built by hand in this package, which answer with
+// minio.ErrorResponse too) are classified into engine-level kinds, in one
 // place: callers test a kind with errors.Is and never look at a server's
 // error codes themselves.
-package s3errors
+
+package s3wire
 
 import (
 	"context"

@@ -1,14 +1,15 @@
-// Package s3list lists a bucket prefix with ListObjectsV2 and decodes each
+// Lister lists a bucket prefix with ListObjectsV2 and decodes each
 // page with a scanner made for that one response.
 //
 // Why not minio-go's ListObjects: it decodes pages with encoding/xml, which
 // was nearly all the CPU an idle ingress poll spent (about 17 µs per object,
 // 1.7 s of CPU per poll of a 100,000-object prefix on the test machine). The
 // scanner here reads the five fields the engine uses and nothing else. The
-// requests are the ones minio-go sends (path-style, encoding-type=url,
+// requests are the ones minio-go sends (addressed as it does, encoding-type=url,
 // signed with minio-go's own V4 signer) through the same transport, so
 // limits, timeouts and request counting apply to them as to the rest.
-package s3list
+
+package s3wire
 
 import (
 	"bytes"
@@ -23,11 +24,10 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/signer"
 )
 
-// Object is one entry of a listing.
-type Object struct {
+// Entry is one entry of a listing.
+type Entry struct {
 	Key          string
 	Size         int64
 	ETag         string // without quotes
@@ -47,25 +47,25 @@ type Lister struct {
 	// Tries is how many times a page is requested before its error is
 	// returned; 0 means 3.
 	Tries int
+
+	regions regions
+	addr    addressing
 }
 
 // maxPage bounds the bytes read for one page: a page of 1,000 keys of
 // 1,024 bytes each, url-encoded, is under 10 MiB.
 const maxPage = 32 << 20
 
-// emptySHA256 is the SHA-256 of an empty body, signed as the payload hash.
-const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
 // List yields the objects under prefix in key order (as the server lists
 // them), a page at a time, or an error (then stops). The next page is
 // requested while the current one is consumed, so that a consumer that
 // keeps transfers busy never waits for a page; stopping the iteration
 // cancels that request and sends no other.
-func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
-	return func(yield func(Object, error) bool) {
-		region, err := l.Region(ctx, bucket)
+func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Entry, error] {
+	return func(yield func(Entry, error) bool) {
+		region, err := l.regions.of(ctx, bucket, l.Region)
 		if err != nil {
-			yield(Object{}, err)
+			yield(Entry{}, err)
 			return
 		}
 		ctx, cancel := context.WithCancel(ctx)
@@ -78,7 +78,7 @@ func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Obje
 		fetch := func(token string) <-chan result {
 			ch := make(chan result, 1)
 			go func() {
-				p, err := l.page(ctx, bucket, prefix, region, token, &buf)
+				p, err := l.page(ctx, bucket, prefix, &region, token, &buf)
 				ch <- result{p, err}
 			}()
 			return ch
@@ -87,7 +87,7 @@ func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Obje
 		for {
 			r := <-next
 			if r.err != nil {
-				yield(Object{}, r.err)
+				yield(Entry{}, r.err)
 				return
 			}
 			if r.p.truncated {
@@ -105,15 +105,17 @@ func (l *Lister) List(ctx context.Context, bucket, prefix string) iter.Seq2[Obje
 	}
 }
 
-// page requests one page, trying again after a failure that may pass.
-func (l *Lister) page(ctx context.Context, bucket, prefix, region, token string, buf *bytes.Buffer) (page, error) {
+// page requests one page, trying again after a failure that may pass, or
+// at once with the region the server names (then *region is that one).
+func (l *Lister) page(ctx context.Context, bucket, prefix string, region *string, token string, buf *bytes.Buffer) (page, error) {
 	tries := l.Tries
 	if tries <= 0 {
 		tries = 3
 	}
 	var err error
+	redirected := false
 	for try := range tries {
-		if try > 0 {
+		if try > 0 && !redirected {
 			select {
 			case <-ctx.Done():
 				return page{}, err
@@ -121,23 +123,32 @@ func (l *Lister) page(ctx context.Context, bucket, prefix, region, token string,
 			}
 		}
 		var p page
-		p, err = l.fetch(ctx, bucket, prefix, region, token, buf)
-		if err == nil || !Transient(ctx, err) {
+		p, err = l.fetch(ctx, bucket, prefix, *region, token, buf)
+		if r, ok := l.regions.learn(bucket, *region, err); ok {
+			*region, redirected = r, true
+			continue
+		}
+		redirected = false
+		if err == nil || !Retryable(ctx, err) {
 			return p, err
 		}
 	}
 	return page{}, err
 }
 
-// Transient reports whether a failed request is worth sending again: a
-// network error, a server error (5xx) or a request to slow down.
-func Transient(ctx context.Context, err error) bool {
+// Retryable reports whether a failed request is worth sending again: the
+// server's refusal when its kind is Transient, SlowDown or Timeout (a
+// server error, throttling, RequestTimeout), or a failure of the request
+// itself (the network), unless the caller's ctx ended or the answer was
+// malformed.
+func Retryable(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
 	var er minio.ErrorResponse
 	if errors.As(err, &er) {
-		return er.StatusCode >= 500 || er.Code == "SlowDown" || er.Code == "RequestTimeout"
+		k := Kind(err)
+		return k == Transient || k == SlowDown || k == Timeout
 	}
 	return !errors.Is(err, errMalformed)
 }
@@ -153,15 +164,16 @@ func (l *Lister) fetch(ctx context.Context, bucket, prefix, region, token string
 	if token != "" {
 		q.Set("continuation-token", token)
 	}
-	u := *l.Endpoint
-	u.Path = "/" + bucket + "/"
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20") // S3 signs %20, not +
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	u, err := l.addr.url(l.Endpoint, bucket, "", region, strings.ReplaceAll(q.Encode(), "+", "%20")) // S3 signs %20, not +
 	if err != nil {
 		return page{}, err
 	}
-	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
-	req = signer.SignV4(*req, l.AccessKey, l.SecretKey, "", region)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
+	if err != nil {
+		return page{}, err
+	}
+	req.URL, req.Host = u, u.Host
+	req = signV4(req, l.AccessKey, l.SecretKey, region)
 	resp, err := l.Transport.RoundTrip(req)
 	if err != nil {
 		return page{}, &url.Error{Op: "Get", URL: u.Redacted(), Err: err}
@@ -193,7 +205,10 @@ func ResponseError(resp *http.Response, body []byte, bucket string) minio.ErrorR
 		Code:       unescape(element(body, "Code")),
 		Message:    unescape(element(body, "Message")),
 		RequestID:  resp.Header.Get("X-Amz-Request-Id"),
-		Region:     resp.Header.Get("X-Amz-Bucket-Region"),
+		Region:     unescape(element(body, "Region")),
+	}
+	if er.Region == "" {
+		er.Region = resp.Header.Get("X-Amz-Bucket-Region")
 	}
 	if er.Code == "" {
 		switch resp.StatusCode {

@@ -1,4 +1,4 @@
-// Package notify delivers the keys of objects created (and optionally
+// Listen delivers the keys of objects created (and optionally
 // removed) under a bucket's prefixes as they happen, through MinIO's bucket
 // notification stream (the API minio-go's ListenBucketNotification uses).
 //
@@ -17,13 +17,13 @@
 // with the first ping or event, so detecting support took up to 10 s.
 // Requests are signed with minio-go's signer and parsed into its
 // notification types.
-package notify
+
+package s3wire
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -38,9 +38,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/notification"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
-	"github.com/minio/minio-go/v7/pkg/signer"
 	"go.uber.org/zap"
 
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
@@ -50,14 +50,14 @@ import (
 // caller polls.
 var ErrUnsupported = errors.New("bucket notifications not supported by the server")
 
-// Kind says what an Event reports.
-type Kind int
+// EventKind says what an Event reports.
+type EventKind int
 
 // Event kinds.
 const (
 	// Created: an object was written (put, copy, multipart completion).
-	Created Kind = iota
-	// Removed: an object was deleted (only with Config.Removed).
+	Created EventKind = iota
+	// Removed: an object was deleted (only with ListenConfig.Removed).
 	Removed
 	// Resync: events may have been missed (the stream dropped and is back,
 	// or the channel was full): list the prefixes again.
@@ -65,7 +65,7 @@ const (
 )
 
 // String names the kind.
-func (k Kind) String() string {
+func (k EventKind) String() string {
 	switch k {
 	case Created:
 		return "created"
@@ -78,15 +78,15 @@ func (k Kind) String() string {
 
 // Event is one notification.
 type Event struct {
-	Kind Kind
+	Kind EventKind
 	Key  string // the object key; "" for Resync
 	Size int64
 	ETag string
 	Time time.Time // when the server saw the change; zero if unknown
 }
 
-// Config says what to listen to.
-type Config struct {
+// ListenConfig says what to listen to.
+type ListenConfig struct {
 	// S3 reaches the server (the same settings as the engine's client).
 	// Its progress timeout is raised above three pings.
 	S3 s3client.Config
@@ -112,9 +112,12 @@ type Config struct {
 
 // Listener delivers events from one stream, reconnecting when it drops.
 type Listener struct {
-	cfg    Config
+	cfg    ListenConfig
 	rt     http.RoundTripper
-	url    *url.URL
+	url    *url.URL // the endpoint
+	query  string   // the stream's, encoded
+	addr   addressing
+	region regions
 	out    chan Event
 	done   chan struct{}
 	err    error // why Events closed; read after done
@@ -129,11 +132,11 @@ type Listener struct {
 // the listener when it streams, ErrUnsupported (wrapped with the server's
 // answer) when it does not, or another error when it could not be reached
 // (the caller polls and may try again later). MinIO sends its answer with
-// the first ping, so on MinIO Listen takes up to Config.Ping; call it from
+// the first ping, so on MinIO Listen takes up to ListenConfig.Ping; call it from
 // its own goroutine where that matters. The listener runs until ctx ends or
 // the server stops supporting notifications; then Events is closed and Err
 // says why.
-func Listen(ctx context.Context, c Config) (*Listener, error) {
+func Listen(ctx context.Context, c ListenConfig) (*Listener, error) {
 	if c.Bucket == "" {
 		return nil, errors.New("notify: no bucket")
 	}
@@ -158,11 +161,11 @@ func Listen(ctx context.Context, c Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("notify %s: %w", c.Bucket, err)
 	}
-	u, err := streamURL(c)
+	u, q, err := streamURL(c)
 	if err != nil {
 		return nil, err
 	}
-	l := &Listener{cfg: c, rt: rt, url: u, out: make(chan Event, c.Buffer), done: make(chan struct{}),
+	l := &Listener{cfg: c, rt: rt, url: u, query: q, out: make(chan Event, c.Buffer), done: make(chan struct{}),
 		log: c.Log.With(zap.String("bucket", c.Bucket))}
 	body, err := l.connect(ctx)
 	if err != nil {
@@ -198,14 +201,15 @@ func (l *Listener) Connected() bool { return l.up.Load() }
 
 // Timely reports whether the stream is up and proven to deliver at once:
 // two pings in a row arrived on their own, on schedule (between half and
-// twice Config.Ping after the line before), and no gap since was longer
+// twice ListenConfig.Ping after the line before), and no gap since was longer
 // than twice Ping. A server that holds its stream back until a buffer fills
 // (MinIO as released: 4 KiB) delivers its pings in bursts or not at all, so
 // its stream never becomes timely; events from it are still delivered, but
 // the caller should keep polling.
 func (l *Listener) Timely() bool { return l.up.Load() && l.timely.Load() }
 
-func streamURL(c Config) (*url.URL, error) {
+// streamURL is the endpoint and the stream's query.
+func streamURL(c ListenConfig) (*url.URL, string, error) {
 	scheme := "http"
 	if c.S3.Secure {
 		scheme = "https"
@@ -222,11 +226,11 @@ func streamURL(c Config) (*url.URL, error) {
 	if c.Removed {
 		q["events"] = append(q["events"], "s3:ObjectRemoved:*")
 	}
-	u, err := url.Parse(scheme + "://" + host + "/" + c.Bucket + "?" + s3utils.QueryEncode(q))
+	u, err := url.Parse(scheme + "://" + host)
 	if err != nil {
-		return nil, fmt.Errorf("notify %s: endpoint: %w", c.Bucket, err)
+		return nil, "", fmt.Errorf("notify %s: endpoint: %w", c.Bucket, err)
 	}
-	return u, nil
+	return u, s3utils.QueryEncode(q), nil
 }
 
 // commonPrefix is the longest prefix shared by all of ps ("" for none).
@@ -244,29 +248,54 @@ func commonPrefix(ps []string) string {
 }
 
 // unsupportedError keeps the server's answer beside ErrUnsupported.
-type unsupportedError struct{ detail string }
+type unsupportedError struct {
+	detail string
+	// answer is the server's error, if any: not unwrapped, so that the
+	// refusal is ErrUnsupported and no other kind.
+	answer minio.ErrorResponse
+}
 
 func (e *unsupportedError) Error() string { return ErrUnsupported.Error() + ": " + e.detail }
 func (e *unsupportedError) Is(target error) bool {
 	return target == ErrUnsupported
 }
 
-// connect opens the stream and waits for the server's answer.
+// connect opens the stream and waits for the server's answer, sending the
+// request again at once when the server names the bucket's region.
 func (l *Listener) connect(ctx context.Context) (io.ReadCloser, error) {
-	l.asked = time.Now() // MinIO answers with its first ping, a Ping later
-	region := l.cfg.S3.Region
-	if region == "" || region == "ignore" {
-		region = "us-east-1"
+	region, _ := l.region.of(ctx, l.cfg.Bucket, func(context.Context, string) (string, error) {
+		if r := l.cfg.S3.Region; r != "" && r != "ignore" {
+			return r, nil
+		}
+		return "us-east-1", nil
+	})
+	body, err := l.connectTo(ctx, region)
+	var ue *unsupportedError
+	if !errors.As(err, &ue) {
+		return body, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.url.String(), nil)
+	if r, ok := l.region.learn(l.cfg.Bucket, region, ue.answer); ok {
+		l.log.Info("notification stream: the bucket is in another region", zap.String("region", r))
+		body, err = l.connectTo(ctx, r)
+	}
+	return body, err
+}
+
+func (l *Listener) connectTo(ctx context.Context, region string) (io.ReadCloser, error) {
+	l.asked = time.Now() // MinIO answers with its first ping, a Ping later
+	u, err := l.addr.url(l.url, l.cfg.Bucket, "", region, l.query)
 	if err != nil {
 		return nil, fmt.Errorf("notify %s: request: %w", l.cfg.Bucket, err)
 	}
-	req.Header.Set("X-Amz-Content-Sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") // empty body
-	req = signer.SignV4(*req, l.cfg.S3.AccessKey, l.cfg.S3.SecretKey, "", region)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
+	if err != nil {
+		return nil, fmt.Errorf("notify %s: request: %w", l.cfg.Bucket, err)
+	}
+	req.URL, req.Host = u, u.Host
+	req = signV4(req, l.cfg.S3.AccessKey, l.cfg.S3.SecretKey, region)
 	resp, err := l.rt.RoundTrip(req)
 	if err != nil {
-		return nil, fmt.Errorf("notify %s: connect to %s: %w", l.cfg.Bucket, l.url.Host, err)
+		return nil, fmt.Errorf("notify %s: connect to %s: %w", l.cfg.Bucket, u.Host, err)
 	}
 	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if resp.StatusCode == http.StatusOK && ct == "text/event-stream" {
@@ -276,18 +305,14 @@ func (l *Listener) connect(ctx context.Context) (io.ReadCloser, error) {
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		// versitygw answers with a listing of the bucket.
-		return nil, &unsupportedError{fmt.Sprintf("%s answered 200 with %q, not an event stream", l.url.Host, ct)}
+		return nil, &unsupportedError{detail: fmt.Sprintf("%s answered 200 with %q, not an event stream", u.Host, ct)}
 	}
-	var e struct {
-		Code    string `xml:"Code"`
-		Message string `xml:"Message"`
-	}
-	_ = xml.Unmarshal(snippet, &e)
-	detail := fmt.Sprintf("%s answered %s %s %s", l.url.Host, resp.Status, e.Code, e.Message)
+	er := ResponseError(resp, snippet, l.cfg.Bucket)
+	detail := fmt.Sprintf("%s answered %s %s %s", u.Host, resp.Status, er.Code, er.Message)
 	if resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented {
 		return nil, fmt.Errorf("notify %s: %s", l.cfg.Bucket, detail) // transient
 	}
-	return nil, &unsupportedError{detail}
+	return nil, &unsupportedError{detail, er}
 }
 
 // run reads streams, reconnecting with backoff, until ctx ends or the
@@ -403,7 +428,7 @@ func (l *Listener) read(ctx context.Context, body io.ReadCloser) error {
 }
 
 func (l *Listener) event(r notification.Event) (Event, bool) {
-	var kind Kind
+	var kind EventKind
 	switch {
 	case strings.HasPrefix(r.EventName, "s3:ObjectCreated:"):
 		kind = Created
