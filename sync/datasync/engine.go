@@ -905,21 +905,21 @@ func serverWide(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
+	switch s3wire.Kind(err) {
+	case s3wire.NoSuchBucket, s3wire.AccessDenied, s3wire.SlowDown, s3wire.Transient, s3wire.Timeout:
+		return true
+	case s3wire.NotFound, s3wire.Precondition:
+		return false
+	}
 	var er minio.ErrorResponse
 	if errors.As(err, &er) {
-		switch er.Code {
-		case "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-			"InvalidBucketName", "AuthorizationHeaderMalformed", "InvalidToken", "ExpiredToken":
-			return true
-		}
-		return er.StatusCode >= 500
+		return false // refused for this object alone (a bad key, a part too small ...)
 	}
-	// The server is not answering. Not any error with a Timeout method (nor
-	// net.Error): a local *fs.PathError and a syscall.Errno have one too, and
-	// one file the device cannot write (a name too long, a permission) must
-	// not stop the whole pass.
+	// The server is not answering in a way Kind names (TLS, DNS, a proxy).
+	// Not any error with a Timeout method (nor net.Error): a local
+	// *fs.PathError has one too, and one file the device cannot write (a
+	// name too long, a permission) must not stop the whole pass.
 	var ue *url.Error
-	var oe *net.OpError
 	var de *net.DNSError
-	return errors.As(err, &ue) || errors.As(err, &oe) || errors.As(err, &de)
+	return errors.As(err, &ue) || errors.As(err, &de)
 }

@@ -6,8 +6,13 @@ import (
 	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"syscall"
 	"testing"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
 )
 
 // A local file error must not end the pass as if the server were down: a
@@ -24,5 +29,31 @@ func TestServerWideIsNotALocalFileError(t *testing.T) {
 	}
 	if !serverWide(&net.OpError{Op: "read", Net: "tcp", Err: errors.New("reset")}) {
 		t.Errorf("a net.Error is not server-wide")
+	}
+}
+
+// serverWide decides by the error kinds of s3wire, whatever the server's
+// code: the whole pass stops for the bucket, the credentials, throttling and
+// a server that fails; one object's refusal stops only that object.
+func TestServerWideFollowsTheErrorKinds(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{minio.ErrorResponse{StatusCode: 404, Code: "NoSuchBucket"}, true},
+		{minio.ErrorResponse{StatusCode: 400, Code: "InvalidBucketName"}, true},
+		{minio.ErrorResponse{StatusCode: 403, Code: "SignatureDoesNotMatch"}, true},
+		{minio.ErrorResponse{StatusCode: 400, Code: "AuthorizationHeaderMalformed"}, true},
+		{minio.ErrorResponse{StatusCode: 503, Code: "SlowDown"}, true},
+		{minio.ErrorResponse{StatusCode: 500, Code: "InternalError"}, true},
+		{minio.ErrorResponse{StatusCode: 404, Code: "NoSuchKey"}, false},
+		{minio.ErrorResponse{StatusCode: 412, Code: "PreconditionFailed"}, false},
+		{minio.ErrorResponse{StatusCode: 400, Code: "EntityTooSmall"}, false},
+		{minio.ErrorResponse{StatusCode: 400, Code: "KeyTooLongError"}, false},
+		{fmt.Errorf("list: %w", os.ErrDeadlineExceeded), true},
+	} {
+		if got := serverWide(fmt.Errorf("upload k: %w", s3wire.Classify(c.err))); got != c.want {
+			t.Errorf("serverWide(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

@@ -70,9 +70,10 @@ func Kind(err error) error {
 		switch er.Code {
 		case "NoSuchKey":
 			return NotFound
-		case "NoSuchBucket":
+		case "NoSuchBucket", "InvalidBucketName":
 			return NoSuchBucket
-		case "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken":
+		case "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken",
+			"AuthorizationHeaderMalformed": // a wrong region the request could not be sent again for
 			return AccessDenied
 		case "PreconditionFailed":
 			return Precondition
