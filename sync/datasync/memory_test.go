@@ -36,6 +36,10 @@ type memBackend struct {
 	puts    atomic.Int64
 	gets    atomic.Int64
 	failPut func(key string) error // when set, may fail a Put
+	// PutParts (growing_test.go): bytes uploaded and copied server-side,
+	// and a server without UploadPartCopy.
+	sent, copied atomic.Int64
+	refuseCopy   bool
 }
 
 type memObject struct {

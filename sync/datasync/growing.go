@@ -1,0 +1,486 @@
+package datasync
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5" //nolint:gosec // MD5 is what S3 ETags are
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/project-flotta/flotta-device-worker/sync/journal"
+	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
+)
+
+// Growing files (a log held open by its writer) never settle: the normal
+// upload refuses a file that changes while it is read, and no close event
+// comes. A file whose upload failed as changed becomes "growing": from then
+// on it is sent as a snapshot that really existed, the first Size bytes read
+// once (an appended file's prefix never changes), at least every
+// MaxStaleness (growLoop), and, when it is big, only its new bytes travel: the
+// parts the file still starts with (MD5s kept in the journal, compared with
+// the local file, never downloaded) are copied server-side from the object
+// already there. A rotated log (app.log renamed app.log.1) is copied
+// server-side from the object of its old name. See docs/growing-files.md.
+
+// Defaults and sizes of growing-file uploads.
+const (
+	// DefaultMaxStaleness is how long a change of a growing file may wait.
+	DefaultMaxStaleness = 30 * time.Second
+	// GrowPartSize is the fixed part size of growing files uploaded in
+	// parts: the unit that is either copied or sent.
+	GrowPartSize = 8 << 20
+	// GrowPartsFrom is the size from which a growing file is assembled from
+	// parts; smaller ones are sent whole in one PUT.
+	GrowPartsFrom = 2 * GrowPartSize
+	// growTries is how many snapshots in a row may fail as torn (the file
+	// rewritten, not appended, while read) before the failure is reported.
+	growTries = 3
+)
+
+// growState is what the engine remembers of one growing file.
+type growState struct {
+	since time.Time       // the oldest change not in the bucket
+	due   time.Time       // next snapshot
+	last  stablefile.Stat // the file when the last snapshot was read (zero: none yet)
+	torn  int             // snapshots in a row refused as changed
+}
+
+// maxStaleness is the mapping's bound.
+func (p *pass) maxStaleness() time.Duration {
+	if p.m.MaxStaleness > 0 {
+		return p.m.MaxStaleness
+	}
+	return p.e.opts.MaxStaleness
+}
+
+// markGrowing notes that name changed while it was read (normal upload).
+func (p *pass) markGrowing(name string) {
+	if p.e.opts.MaxStaleness < 0 {
+		return
+	}
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	if p.ms.growing == nil {
+		p.ms.growing = map[string]*growState{}
+	}
+	if g := p.ms.growing[name]; g == nil {
+		first := p.started
+		if r := p.ms.retry[name]; r != nil && r.first.Before(first) {
+			first = r.first
+		}
+		p.ms.growing[name] = &growState{since: first, due: time.Now()}
+	}
+}
+
+func (p *pass) growState(name string) (growState, bool) {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	g := p.ms.growing[name]
+	if g == nil {
+		return growState{}, false
+	}
+	return *g, true
+}
+
+// uploadGrowing handles the uploads of growing files and of files the
+// journal holds part hashes for (and rotated ones); ok is false for the
+// others, which take the normal path.
+func (p *pass) uploadGrowing(ctx context.Context, j job) (n int64, rec *journal.Record, err error, ok bool) {
+	name := j.it.name
+	_, growing := p.growState(name)
+	l := j.it.local
+	partRow := j.it.row != nil && j.it.row.PartSize > 0
+	rotated := l != nil && p.rotationSource(name, l.Inode) != ""
+	if !growing && !partRow && !rotated {
+		return 0, nil, nil, false
+	}
+	if l != nil {
+		if rr, done := p.takeRotated(name, *l); done {
+			return -1, rr, nil, true
+		}
+	}
+	if r := j.it.row; partRow && l != nil && r.Inode != l.Inode {
+		p.copyRotatedFirst(ctx, name, r.Inode)
+	}
+	start := time.Now()
+	n, rec, err = p.snapshot(ctx, j)
+	p.ms.mu.Lock()
+	g := p.ms.growing[name]
+	switch {
+	case err == nil && g != nil:
+		st := stablefile.Stat{Size: rec.Size, MtimeNs: rec.MtimeNs, CtimeNs: rec.CtimeNs, Inode: rec.Inode}
+		g.since, g.last, g.torn = start, st, 0
+		// The next snapshot starts early enough to land within the bound.
+		g.due = start.Add(max(p.maxStaleness()-time.Since(start), time.Second))
+	case errors.Is(err, stablefile.ErrChanged) && g != nil:
+		g.torn++
+		g.due = time.Now()
+		if g.torn >= growTries {
+			g.torn = 0
+			err = fmt.Errorf("%w %d times in a row: rewritten, not appended, while being read: not uploaded torn", errTorn, growTries)
+		}
+	}
+	p.ms.mu.Unlock()
+	return n, rec, err, true
+}
+
+// errTorn reports a growing file that kept changing in the middle.
+var errTorn = errors.New("file changed")
+
+// snapshot uploads the first Size bytes of the file, read once.
+func (p *pass) snapshot(ctx context.Context, j job) (int64, *journal.Record, error) {
+	name := j.it.name
+	key := keys.Key(p.m.Prefix, name)
+	r, err := stablefile.OpenIn(p.dir.Root(), name, GrowPartSize)
+	if err != nil {
+		return 0, nil, fmt.Errorf("upload %s: %w", key, err)
+	}
+	defer r.Close()
+	r.AsPrefix()
+	st := r.Stat()
+	rec := &journal.Record{Size: st.Size, MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Inode: st.Inode}
+	meta := map[string]string{}
+	if mt, ok := formatMtime(st.Mtime()); ok {
+		meta[metaMtime] = mt
+	}
+	pa, canParts := assemblerOf(p.be)
+	if st.Size < GrowPartsFrom || !canParts {
+		n, err := p.snapshotWhole(ctx, r, key, rec, meta)
+		return n, rec, err
+	}
+	meta[metaPartSize] = strconv.FormatInt(GrowPartSize, 10)
+	src := p.copySource(j, st)
+	for {
+		sent, saved, err := p.assemble(ctx, pa, r, key, rec, meta, src)
+		if err != nil && src.key != "" && (errors.Is(err, ErrPartCopyRefused) || errors.Is(err, errCopySourceMoved)) {
+			if errors.Is(err, ErrPartCopyRefused) {
+				p.e.refusePartCopy()
+				p.e.log.Info("the server refuses part copies: growing files are sent whole", zap.String("mapping", p.m.ID), zap.Error(err))
+			}
+			src = copySrc{} // send everything
+			continue
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("upload %s: %w", key, err)
+		}
+		if err := r.Verify(); err != nil {
+			return 0, nil, fmt.Errorf("upload %s: %w", key, err)
+		}
+		if saved > 0 {
+			p.ms.mu.Lock()
+			p.ms.status.BytesSavedByPartCopy += saved
+			p.ms.mu.Unlock()
+		}
+		p.noteInode(name, st.Inode)
+		return sent, rec, nil
+	}
+}
+
+// snapshotWhole sends a small prefix in one PUT: read once into memory,
+// hashed, read again and compared (a rewrite in the middle while the first
+// read ran shows as a difference), and sent with its MD5.
+func (p *pass) snapshotWhole(ctx context.Context, r *stablefile.Reader, key string, rec *journal.Record, meta map[string]string) (int64, error) {
+	buf := make([]byte, r.Size())
+	if _, err := io.ReadFull(r.Unchecked(), buf); err != nil {
+		return 0, fmt.Errorf("upload %s: read: %w", key, err)
+	}
+	sum := md5.Sum(buf) //nolint:gosec
+	again := md5.New()  //nolint:gosec
+	if _, err := copyBuffered(again, r.Unchecked()); err != nil {
+		return 0, fmt.Errorf("upload %s: read: %w", key, err)
+	}
+	if !bytes.Equal(again.Sum(nil), sum[:]) {
+		return 0, fmt.Errorf("upload %s: %w (rewritten while being read)", key, stablefile.ErrChanged)
+	}
+	if err := r.Verify(); err != nil {
+		return 0, fmt.Errorf("upload %s: %w", key, err)
+	}
+	etag, err := p.be.Put(ctx, p.m.Bucket, key, bytes.NewReader(buf), int64(len(buf)), PutOptions{Meta: meta})
+	if err != nil {
+		return 0, fmt.Errorf("upload %s: %w", key, err)
+	}
+	if want := hex.EncodeToString(sum[:]); isMD5(etag) && !strings.EqualFold(etag, want) {
+		return 0, fmt.Errorf("upload %s: server holds ETag %s, local MD5 is %s: corrupted in transit", key, etag, want)
+	}
+	rec.ETag = etag
+	return int64(len(buf)), nil
+}
+
+// copySrc is the object whose parts a new upload may copy.
+type copySrc struct {
+	key  string
+	row  journal.Record
+	self bool // the object of the same key (growth), not a rotation
+}
+
+// copySource picks the object to copy parts from: this key's object when
+// its row has part hashes, else the object of the name this file had before
+// it was renamed (rotation); none when the server refuses part copies.
+func (p *pass) copySource(j job, st stablefile.Stat) copySrc {
+	if p.e.partCopyRefused() {
+		return copySrc{}
+	}
+	if r := j.it.row; r != nil && r.PartSize == GrowPartSize && len(r.PartMD5) > 0 && r.ETag != "" {
+		return copySrc{key: keys.Key(p.m.Prefix, j.it.name), row: *r, self: true}
+	}
+	old := p.rotationSource(j.it.name, st.Inode)
+	if old == "" {
+		return copySrc{}
+	}
+	recs, found := make([]journal.Record, 1), make([]bool, 1)
+	if p.e.jr.Lookup(p.m.ID, journal.Files, []string{old}, recs, found) != nil || !found[0] {
+		return copySrc{}
+	}
+	r := recs[0]
+	if r.Inode != st.Inode || r.PartSize != GrowPartSize || len(r.PartMD5) == 0 || r.ETag == "" {
+		return copySrc{}
+	}
+	return copySrc{key: keys.Key(p.m.Prefix, old), row: r}
+}
+
+// assemble uploads the file's prefix as parts of GrowPartSize: the leading
+// parts whose MD5 matches src's row are copied from src's object, the rest
+// sent (each with its MD5, read ahead: the server refuses other bytes). It
+// fills rec's ETag and part hashes, and returns the bytes sent and saved.
+func (p *pass) assemble(ctx context.Context, pa partAssembler, r *stablefile.Reader, key string, rec *journal.Record,
+	meta map[string]string, src copySrc) (sent, saved int64, err error) {
+	size := r.Size()
+	nparts := int((size + GrowPartSize - 1) / GrowPartSize)
+	if nparts > 10000 {
+		return 0, 0, fmt.Errorf("%d parts of %d bytes: more than S3 allows", nparts, GrowPartSize)
+	}
+	// Full parts of the source object that may be reused.
+	reusable := 0
+	if src.key != "" {
+		reusable = min(int(src.row.Size/GrowPartSize), len(src.row.PartMD5), int(size/GrowPartSize))
+	}
+	md5s := make([][16]byte, nparts)
+	parts := make([]Part, nparts)
+	copying := true
+	for i := range nparts {
+		off := int64(i) * GrowPartSize
+		n := min(GrowPartSize, size-off)
+		h := md5.New() //nolint:gosec
+		if _, err := copyBuffered(h, io.NewSectionReader(r.Unchecked().(io.ReaderAt), off, n)); err != nil {
+			return 0, 0, fmt.Errorf("read: %w", err)
+		}
+		copy(md5s[i][:], h.Sum(nil))
+		if copying && i < reusable && md5s[i] == src.row.PartMD5[i] {
+			parts[i] = Part{Size: n, MD5: md5s[i], CopyKey: src.key, CopyETag: src.row.ETag, CopyOff: off}
+			saved += n
+			continue
+		}
+		copying = false
+		parts[i] = Part{Size: n, MD5: md5s[i], Body: io.NewSectionReader(r, off, n)}
+		sent += n
+	}
+	if src.key != "" && saved == 0 {
+		src = copySrc{} // nothing in common
+	}
+	etag, err := pa.PutParts(ctx, p.m.Bucket, key, parts, meta)
+	if err != nil {
+		return 0, 0, err
+	}
+	if want := composedETag(md5s); !strings.EqualFold(etag, want) {
+		return 0, 0, fmt.Errorf("server composed ETag %s, the parts make %s", etag, want)
+	}
+	rec.ETag, rec.PartSize, rec.PartMD5 = etag, GrowPartSize, md5s
+	return sent, saved, nil
+}
+
+// noteInode remembers which name an inode was uploaded under in parts, to
+// recognise it when it is renamed (rotation).
+func (p *pass) noteInode(name string, ino uint64) {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	if p.ms.byInode == nil {
+		p.ms.byInode = map[uint64]string{}
+	}
+	p.ms.byInode[ino] = name
+}
+
+// rotationSource returns the other name inode was last uploaded under, ""
+// when none (or the same name).
+func (p *pass) rotationSource(name string, ino uint64) string {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	old := p.ms.byInode[ino]
+	if old == name || path.Dir(old) != path.Dir(name) {
+		return ""
+	}
+	return old
+}
+
+// takeRotated returns the row of a rotated file already copied to its new
+// key in this run (when the file is still as copied).
+func (p *pass) takeRotated(name string, l stablefile.Stat) (*journal.Record, bool) {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	r, ok := p.ms.rotated[name]
+	if !ok {
+		return nil, false
+	}
+	delete(p.ms.rotated, name)
+	if !sameStat(&r, &l) {
+		return nil, false
+	}
+	return &r, true
+}
+
+// refusePartCopy and partCopyRefused remember, per endpoint, a server that
+// does not copy parts.
+func (e *Engine) refusePartCopy() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.noPartCopy = endpointKey(e.ep)
+}
+
+func (e *Engine) partCopyRefused() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.noPartCopy != "" && e.noPartCopy == endpointKey(e.ep)
+}
+
+func endpointKey(ep *Endpoint) string {
+	if ep == nil {
+		return ""
+	}
+	return ep.Host + ":" + strconv.Itoa(ep.Port)
+}
+
+// growLoop runs, while Run runs, the snapshots of growing files when they
+// are due: one Changed per mapping with the due names. A file found as it
+// was at its last snapshot stopped growing and is forgotten (its next change
+// comes through the watcher or a pass, like any file's).
+func (e *Engine) growLoop(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, ms := range e.mappings(nil) {
+			names := e.dueGrowing(ms)
+			if len(names) == 0 {
+				continue
+			}
+			if err := e.Changed(ctx, ms.id, names); err != nil && ctx.Err() == nil {
+				e.log.Debug("snapshot of growing files failed", zap.String("mapping", ms.id), zap.Error(err))
+			}
+		}
+	}
+}
+
+// dueGrowing returns the growing files of ms whose snapshot is due.
+func (e *Engine) dueGrowing(ms *mapState) []string {
+	ms.mu.Lock()
+	m := ms.m
+	var due []string
+	now := time.Now()
+	for name, g := range ms.growing {
+		if g.due.After(now) {
+			continue
+		}
+		due = append(due, name)
+	}
+	ms.mu.Unlock()
+	if m.Direction != Egress {
+		return nil
+	}
+	out := due[:0]
+	for _, name := range due {
+		fi, err := os.Lstat(filepath.Join(m.LocalDir, filepath.FromSlash(name)))
+		ok := err == nil && fi.Mode().IsRegular()
+		var st stablefile.Stat
+		if ok {
+			st = stablefile.StatOf(fi)
+		}
+		ms.mu.Lock()
+		g := ms.growing[name]
+		switch {
+		case g == nil:
+		case err != nil || !ok:
+			delete(ms.growing, name) // gone: the pass prunes it
+		case g.last != (stablefile.Stat{}) && st.Size == g.last.Size && st.MtimeNs == g.last.MtimeNs && st.Inode == g.last.Inode:
+			delete(ms.growing, name) // stopped growing, and all of it is in the bucket
+		default:
+			out = append(out, name)
+		}
+		ms.mu.Unlock()
+	}
+	return out
+}
+
+// oldestUnsent is how long the oldest change of ms not in the bucket has
+// waited: growing files since their last snapshot, pending files since they
+// were first seen.
+func (ms *mapState) oldestUnsent(now time.Time) time.Duration {
+	var oldest time.Duration
+	for _, g := range ms.growing {
+		oldest = max(oldest, now.Sub(g.since))
+	}
+	if !ms.status.OldestPending.IsZero() && ms.status.Pending > 0 {
+		oldest = max(oldest, now.Sub(ms.status.OldestPending))
+	}
+	return oldest
+}
+
+// copyRotatedFirst runs before name's object is replaced by a new file: when
+// the file it held (inode ino) is now under another name of the same
+// directory (logrotate's rename), that name's object is made first, from
+// name's object, so that the copy finds it still there. Best effort: the
+// renamed file's own upload does the work otherwise.
+func (p *pass) copyRotatedFirst(ctx context.Context, name string, ino uint64) {
+	if p.rotationSourceOf(ino) != name {
+		return
+	}
+	dir := path.Dir(name)
+	entries, err := fs.ReadDir(p.dir.Root().FS(), dir)
+	if err != nil || len(entries) > 4096 {
+		return
+	}
+	for _, de := range entries {
+		other := path.Join(dir, de.Name())
+		if other == name || !de.Type().IsRegular() {
+			continue
+		}
+		st, ok, _, err := statLocal(p.dir.Root(), other)
+		if err != nil || !ok || st.Inode != ino {
+			continue
+		}
+		n, rec, err := p.snapshot(ctx, job{it: item{name: other, local: &st}, d: decision{actUpload, "rotated"}})
+		if err != nil {
+			p.e.log.Debug("server-side copy of a rotated file failed", zap.String("mapping", p.m.ID), zap.String("path", other), zap.Error(err))
+			return
+		}
+		p.w.Add(journal.Entry{Key: p.way.rowPrefix + other, Record: *rec})
+		p.stats.moved(n)
+		p.ms.mu.Lock()
+		if p.ms.rotated == nil {
+			p.ms.rotated = map[string]journal.Record{}
+		}
+		p.ms.rotated[other] = *rec
+		p.ms.mu.Unlock()
+		return
+	}
+}
+
+func (p *pass) rotationSourceOf(ino uint64) string {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	return p.ms.byInode[ino]
+}
