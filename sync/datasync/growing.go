@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"go.uber.org/zap"
 
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
@@ -160,10 +161,14 @@ func (p *pass) snapshot(ctx context.Context, j job) (int64, *journal.Record, err
 		n, err := p.snapshotWhole(ctx, r, key, rec, meta)
 		return n, rec, err
 	}
-	meta[metaPartSize] = strconv.FormatInt(GrowPartSize, 10)
-	src := p.copySource(j, st)
+	src := p.copySource(j, r)
 	for {
-		sent, saved, err := p.assemble(ctx, pa, r, key, rec, meta, src)
+		ps := int64(GrowPartSize)
+		if src.key != "" {
+			ps = src.row.PartSize // the parts copied keep their size
+		}
+		meta[metaPartSize] = strconv.FormatInt(ps, 10)
+		sent, saved, err := p.assemble(ctx, pa, r, key, rec, meta, src, ps)
 		if err != nil && src.key != "" && (errors.Is(err, ErrPartCopyRefused) || errors.Is(err, errCopySourceMoved)) {
 			if errors.Is(err, ErrPartCopyRefused) {
 				p.e.refusePartCopy()
@@ -226,14 +231,27 @@ type copySrc struct {
 }
 
 // copySource picks the object to copy parts from: this key's object when
-// its row has part hashes, else the object of the name this file had before
-// it was renamed (rotation); none when the server refuses part copies.
-func (p *pass) copySource(j job, st stablefile.Stat) copySrc {
+// its row has part hashes (or it was uploaded whole in parts, and the file
+// still starts with it: its ETag is the file's prefix cut at the normal
+// upload's part size), else the object of the name this file had before it
+// was renamed (rotation); none when the server refuses part copies.
+func (p *pass) copySource(j job, fr *stablefile.Reader) copySrc {
+	st := fr.Stat()
 	if p.e.partCopyRefused() {
 		return copySrc{}
 	}
-	if r := j.it.row; r != nil && r.PartSize == GrowPartSize && len(r.PartMD5) > 0 && r.ETag != "" {
+	if r := j.it.row; r != nil && r.PartSize > 0 && len(r.PartMD5) > 0 && r.ETag != "" {
 		return copySrc{key: keys.Key(p.m.Prefix, j.it.name), row: *r, self: true}
+	}
+	if r := j.it.row; r != nil && r.PartSize == 0 && r.Size > singlePutMax && r.Size <= st.Size && strings.Contains(r.ETag, "-") {
+		if _, ps, _, err := minio.OptimalPartInfo(r.Size, 0); err == nil {
+			if md5s, err := partMD5s(io.NewSectionReader(fr.Unchecked().(io.ReaderAt), 0, r.Size), r.Size, ps); err == nil &&
+				strings.EqualFold(composedETag(md5s), r.ETag) {
+				row := *r
+				row.PartSize, row.PartMD5 = ps, md5s
+				return copySrc{key: keys.Key(p.m.Prefix, j.it.name), row: row, self: true}
+			}
+		}
 	}
 	old := p.rotationSource(j.it.name, st.Inode)
 	if old == "" {
@@ -244,34 +262,49 @@ func (p *pass) copySource(j job, st stablefile.Stat) copySrc {
 		return copySrc{}
 	}
 	r := recs[0]
-	if r.Inode != st.Inode || r.PartSize != GrowPartSize || len(r.PartMD5) == 0 || r.ETag == "" {
+	if r.Inode != st.Inode || r.PartSize <= 0 || len(r.PartMD5) == 0 || r.ETag == "" {
 		return copySrc{}
 	}
 	return copySrc{key: keys.Key(p.m.Prefix, old), row: r}
 }
 
-// assemble uploads the file's prefix as parts of GrowPartSize: the leading
+// partMD5s returns the MD5 of each part of r cut at partSize.
+func partMD5s(r io.Reader, size, partSize int64) ([][16]byte, error) {
+	var out [][16]byte
+	for off := int64(0); off < size; off += partSize {
+		h := md5.New() //nolint:gosec
+		if _, err := copyBuffered(h, io.LimitReader(r, min(partSize, size-off))); err != nil {
+			return nil, err
+		}
+		var s [16]byte
+		copy(s[:], h.Sum(nil))
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// assemble uploads the file's prefix as parts of ps bytes: the leading
 // parts whose MD5 matches src's row are copied from src's object, the rest
 // sent (each with its MD5, read ahead: the server refuses other bytes). It
 // fills rec's ETag and part hashes, and returns the bytes sent and saved.
 func (p *pass) assemble(ctx context.Context, pa partAssembler, r *stablefile.Reader, key string, rec *journal.Record,
-	meta map[string]string, src copySrc) (sent, saved int64, err error) {
+	meta map[string]string, src copySrc, ps int64) (sent, saved int64, err error) {
 	size := r.Size()
-	nparts := int((size + GrowPartSize - 1) / GrowPartSize)
+	nparts := int((size + ps - 1) / ps)
 	if nparts > 10000 {
-		return 0, 0, fmt.Errorf("%d parts of %d bytes: more than S3 allows", nparts, GrowPartSize)
+		return 0, 0, fmt.Errorf("%d parts of %d bytes: more than S3 allows", nparts, ps)
 	}
 	// Full parts of the source object that may be reused.
 	reusable := 0
 	if src.key != "" {
-		reusable = min(int(src.row.Size/GrowPartSize), len(src.row.PartMD5), int(size/GrowPartSize))
+		reusable = min(int(src.row.Size/ps), len(src.row.PartMD5), int(size/ps))
 	}
 	md5s := make([][16]byte, nparts)
 	parts := make([]Part, nparts)
 	copying := true
 	for i := range nparts {
-		off := int64(i) * GrowPartSize
-		n := min(GrowPartSize, size-off)
+		off := int64(i) * ps
+		n := min(ps, size-off)
 		h := md5.New() //nolint:gosec
 		if _, err := copyBuffered(h, io.NewSectionReader(r.Unchecked().(io.ReaderAt), off, n)); err != nil {
 			return 0, 0, fmt.Errorf("read: %w", err)
@@ -296,7 +329,7 @@ func (p *pass) assemble(ctx context.Context, pa partAssembler, r *stablefile.Rea
 	if want := composedETag(md5s); !strings.EqualFold(etag, want) {
 		return 0, 0, fmt.Errorf("server composed ETag %s, the parts make %s", etag, want)
 	}
-	rec.ETag, rec.PartSize, rec.PartMD5 = etag, GrowPartSize, md5s
+	rec.ETag, rec.PartSize, rec.PartMD5 = etag, ps, md5s
 	return sent, saved, nil
 }
 
@@ -483,4 +516,59 @@ func (p *pass) rotationSourceOf(ino uint64) string {
 	p.ms.mu.Lock()
 	defer p.ms.mu.Unlock()
 	return p.ms.byInode[ino]
+}
+
+// watchMaxWait is how long the watcher of mapping id lets a file held open
+// be written to before it reports it (watch.Options.MaxWait): the mapping's
+// staleness less a margin for the snapshot's upload. Zero when off.
+func (e *Engine) watchMaxWait(id string) time.Duration {
+	d := e.opts.MaxStaleness
+	if list := e.mappings([]string{id}); len(list) > 0 {
+		list[0].mu.Lock()
+		if ms := list[0].m.MaxStaleness; ms > 0 {
+			d = ms
+		}
+		list[0].mu.Unlock()
+	}
+	if d <= 0 {
+		return 0
+	}
+	return max(d-min(d/4, 5*time.Second), time.Second)
+}
+
+// newlyGrowing marks the files the watcher found written to and not closed
+// as growing, and returns those not growing before (the others are growLoop's).
+func (e *Engine) newlyGrowing(id string, names []string) []string {
+	if len(names) == 0 || e.opts.MaxStaleness < 0 {
+		return nil
+	}
+	list := e.mappings([]string{id})
+	if len(list) == 0 {
+		return nil
+	}
+	ms := list[0]
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.growing == nil {
+		ms.growing = map[string]*growState{}
+	}
+	var out []string
+	now := time.Now()
+	for _, n := range names {
+		if ms.growing[n] != nil {
+			continue
+		}
+		// Its first unsent write is at least MaxWait old.
+		ms.growing[n] = &growState{since: now.Add(-e.watchMaxWaitLocked(ms)), due: now}
+		out = append(out, n)
+	}
+	return out
+}
+
+func (e *Engine) watchMaxWaitLocked(ms *mapState) time.Duration {
+	d := e.opts.MaxStaleness
+	if ms.m.MaxStaleness > 0 {
+		d = ms.m.MaxStaleness
+	}
+	return max(d-min(d/4, 5*time.Second), time.Second)
 }

@@ -211,3 +211,22 @@ func TestSmallGrowingFileIsSentAsAPrefixSnapshot(t *testing.T) {
 	require.Less(t, st.OldestUnsentSeconds, float64(5))
 	require.False(t, errors.Is(nil, errTorn))
 }
+
+func TestFirstSnapshotCopiesThePartsOfTheWholeUpload(t *testing.T) {
+	f := growFixture(t)
+	f.write("logs/app.log", pattern(40<<20, 5))
+	require.NoError(t, f.sync(PassOptions{})) // settled: today's upload, in 16 MiB parts, no part hashes kept
+	require.Empty(t, f.row("logs", "app.log").PartMD5)
+	f.appendTo("logs/app.log", []byte("appended\n"))
+	makeGrowing(t, f, "logs/app.log")
+	sentBefore := f.be.sent.Load()
+	require.NoError(t, f.sync(PassOptions{}))
+	local, _ := os.ReadFile(filepath.Join(f.root, "logs/app.log"))
+	obj, _ := f.be.data("remote/log/app.log")
+	require.Equal(t, local, obj)
+	require.Equal(t, int64(32<<20), f.be.copied.Load(), "the two full 16 MiB parts of the whole upload were copied")
+	require.Equal(t, int64(len(local)-32<<20), f.be.sent.Load()-sentBefore)
+	row := f.row("logs", "app.log")
+	require.Equal(t, int64(16<<20), row.PartSize)
+	require.Equal(t, composedETag(row.PartMD5), row.ETag)
+}

@@ -73,6 +73,12 @@ type Options struct {
 	// MaxRetryInterval. Defaults 1s and 2m.
 	RetryInterval    time.Duration
 	MaxRetryInterval time.Duration
+	// MaxWait, when positive, also watches writes (IN_MODIFY): a file
+	// written to and not closed (a log held open) is reported in
+	// Batch.Growing at most MaxWait after its first write not yet reported,
+	// settled or not. Zero: a writer is only heard of when it closes the
+	// file (no wake-up per write).
+	MaxWait time.Duration
 }
 
 // Defaults of Options.
@@ -111,6 +117,9 @@ type Batch struct {
 	// Rescan says events may have been missed: the caller should run a full
 	// pass over the root. Paths is empty when Rescan is set.
 	Rescan bool
+	// Growing (Options.MaxWait) are files written to for MaxWait without
+	// being closed: still being written, reported unsettled.
+	Growing []string
 }
 
 // Watcher watches one directory tree. Create it with New, read Events, and
@@ -138,6 +147,8 @@ type Watcher struct {
 	dirs     map[int32]*dir
 	pending  map[string]*entry
 	ready    map[string]struct{}
+	modified map[string]time.Time // first unreported write of files not closed (MaxWait)
+	growing  map[string]struct{}  // to deliver in Batch.Growing
 	rescan   bool
 	next     *Batch // the batch to deliver, built lazily from ready/rescan
 	settle   *time.Timer
@@ -191,6 +202,8 @@ func New(root string, opts Options, log *zap.Logger) (*Watcher, error) {
 		readGate: testReadGate,
 		pending:  make(map[string]*entry),
 		ready:    make(map[string]struct{}),
+		modified: make(map[string]time.Time),
+		growing:  make(map[string]struct{}),
 		settle:   time.NewTimer(time.Hour),
 		retry:    time.NewTimer(time.Hour),
 	}
@@ -243,7 +256,7 @@ func (w *Watcher) run() {
 	for {
 		var out chan Batch
 		var b Batch
-		if w.rescan || len(w.ready) > 0 {
+		if w.rescan || len(w.ready) > 0 || len(w.growing) > 0 {
 			if w.next == nil {
 				w.next = w.batch()
 			}
@@ -261,6 +274,7 @@ func (w *Watcher) run() {
 			w.recover()
 		case out <- b:
 			w.ready = make(map[string]struct{})
+			w.growing = make(map[string]struct{})
 			w.rescan = false
 			w.next = nil
 		}
@@ -277,7 +291,28 @@ func (w *Watcher) batch() *Batch {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
-	return &Batch{Paths: paths}
+	var growing []string
+	for p := range w.growing {
+		growing = append(growing, p)
+	}
+	sort.Strings(growing)
+	return &Batch{Paths: paths, Growing: growing}
+}
+
+// written notes a write to a file not yet closed (MaxWait): it is reported
+// as growing MaxWait after the first such write, unless closed before.
+func (w *Watcher) written(rel string, now time.Time) {
+	if _, ok := w.modified[rel]; ok {
+		return
+	}
+	if _, ok := w.pending[rel]; ok {
+		return // closed already, settling
+	}
+	w.modified[rel] = now
+	if !w.armed {
+		w.settle.Reset(w.opts.MaxWait)
+		w.armed = true
+	}
 }
 
 // candidate notes that the file at rel (relative to the root) was closed
@@ -301,6 +336,7 @@ func (w *Watcher) candidate(rel string, now time.Time) {
 		delete(w.ready, rel)
 		w.next = nil
 	}
+	delete(w.modified, rel) // the close reports it
 	e.fp = fp
 	e.due = now.Add(w.opts.Settle)
 	if !w.armed {
@@ -314,6 +350,11 @@ func (w *Watcher) candidate(rel string, now time.Time) {
 // drop forgets a file that was deleted or moved away: it is not reported.
 func (w *Watcher) drop(rel string) {
 	delete(w.pending, rel)
+	delete(w.modified, rel)
+	if _, ok := w.growing[rel]; ok {
+		delete(w.growing, rel)
+		w.next = nil
+	}
 	if _, ok := w.ready[rel]; ok {
 		delete(w.ready, rel)
 		w.next = nil
@@ -328,6 +369,8 @@ func (w *Watcher) collapse() {
 	}
 	w.pending = make(map[string]*entry)
 	w.ready = make(map[string]struct{})
+	w.modified = make(map[string]time.Time)
+	w.growing = make(map[string]struct{})
 	w.rescan = true
 	w.next = nil
 }
@@ -359,6 +402,20 @@ func (w *Watcher) checkPending(now time.Time) {
 			if next.IsZero() || e.due.Before(next) {
 				next = e.due
 			}
+		}
+	}
+	for rel, first := range w.modified {
+		due := first.Add(w.opts.MaxWait)
+		if due.After(now) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		delete(w.modified, rel)
+		if _, ok := w.stat(rel); ok && !w.rescan {
+			w.growing[rel] = struct{}{}
+			w.next = nil
 		}
 	}
 	if !next.IsZero() {
@@ -410,6 +467,8 @@ func (w *Watcher) fail(kind int, reason string) {
 	w.teardown()
 	w.pending = make(map[string]*entry)
 	w.ready = make(map[string]struct{})
+	w.modified = make(map[string]time.Time)
+	w.growing = make(map[string]struct{})
 	w.rescan = true
 	w.next = nil
 	w.setHealthy(reason)

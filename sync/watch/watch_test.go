@@ -779,3 +779,63 @@ func TestKernelWatchLimitFallsBack(t *testing.T) {
 	r.waitRescans(t, 2)
 	eventually(t, "unhealthy", func() bool { return !w.Healthy() })
 }
+
+func TestFileHeldOpenIsReportedAsGrowingAfterMaxWait(t *testing.T) {
+	root := t.TempDir()
+	w, r := start(t, root, Options{MaxWait: 400 * time.Millisecond})
+	_ = w
+	f, err := os.Create(filepath.Join(root, "app.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	began := time.Now()
+	deadline := began.Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := f.WriteString("a line\n"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		r.mu.Lock()
+		var got []string
+		for _, b := range r.batches {
+			got = append(got, b.Growing...)
+			if len(b.Paths) > 0 {
+				t.Errorf("a file held open was reported as settled: %v", b.Paths)
+			}
+		}
+		r.mu.Unlock()
+		if len(got) > 0 {
+			if got[0] != "app.log" {
+				t.Fatalf("growing: %v", got)
+			}
+			if time.Since(began) < 400*time.Millisecond {
+				t.Fatalf("reported before MaxWait: %s", time.Since(began))
+			}
+			return
+		}
+	}
+	t.Fatal("a file written to and held open was never reported")
+}
+
+func TestWithoutMaxWaitWritesAreNotWatched(t *testing.T) {
+	root := t.TempDir()
+	_, r := start(t, root, Options{})
+	f, err := os.Create(filepath.Join(root, "app.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for range 10 {
+		if _, err := f.WriteString("a line\n"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	quiet(Options{Settle: 100 * time.Millisecond})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.batches) != 0 {
+		t.Fatalf("reported without a close: %+v", r.batches)
+	}
+}
