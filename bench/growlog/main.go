@@ -4,7 +4,8 @@
 // 30 s, each against its own bucket of one server, through counting proxies.
 // It prints, for each, the object's worst lag behind the file (sampled each
 // second: how long the oldest byte not in the object has been in the file)
-// and the bytes sent to the server (request bytes on the wire).
+// and the bytes sent to the server (request bytes on the wire). rclone runs
+// twice: as is, and with --local-no-check-updated.
 //
 //	go run ./bench/growlog -minutes 10 -server versitygw
 package main
@@ -183,7 +184,7 @@ func run(d time.Duration, startSize int64, rate int, server, bin string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	opts := s3server.Options{Dir: filepath.Join(work, "s3"), Buckets: []string{"engine", "rclone"}, KeepAlive: true}
+	opts := s3server.Options{Dir: filepath.Join(work, "s3"), Buckets: []string{"engine", "rclone", "rclone-nocheck"}, KeepAlive: true}
 	var srv *s3server.Server
 	switch server {
 	case "versitygw":
@@ -211,7 +212,11 @@ func run(d time.Duration, startSize int64, rate int, server, bin string) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range []string{"engine/logs", "rclone/logs", "state"} {
+	pn, err := startProxy(srv.Endpoint())
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{"engine/logs", "rclone/logs", "rclone-nocheck/logs", "state"} {
 		if err := os.MkdirAll(filepath.Join(work, d), 0o755); err != nil {
 			return err
 		}
@@ -220,10 +225,11 @@ func run(d time.Duration, startSize int64, rate int, server, bin string) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	var ge, gr growth
+	var ge, gr, gn growth
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = grow(ctx, filepath.Join(work, "engine/logs/app.log"), startSize, rate, &ge) })
 	wg.Go(func() { _ = grow(ctx, filepath.Join(work, "rclone/logs/app.log"), startSize, rate, &gr) })
+	wg.Go(func() { _ = grow(ctx, filepath.Join(work, "rclone-nocheck/logs/app.log"), startSize, rate, &gn) })
 
 	// The engine, as the device worker runs it (defaults: 15 s passes, 30 s
 	// staleness, watchers on).
@@ -240,18 +246,21 @@ func run(d time.Duration, startSize int64, rate int, server, bin string) error {
 	}
 	wg.Go(func() { _ = eng.Run(ctx) })
 
-	// rclone copy every 30 s.
-	conf := filepath.Join(work, "rclone.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "[s3]\ntype = s3\nprovider = Other\naccess_key_id = %s\nsecret_access_key = %s\nendpoint = http://127.0.0.1:%d\nregion = us-east-1\n",
-		s3server.AccessKey, s3server.SecretKey, pr.port()), 0o600); err != nil {
-		return err
-	}
-	wg.Go(func() {
+	// rclone copy every 30 s: as is (it refuses a file that changes while
+	// it reads it), and with --local-no-check-updated (it sends what it read).
+	rclone := func(p *proxy, name string, extra ...string) {
+		conf := filepath.Join(work, name+".conf")
+		if err := os.WriteFile(conf, fmt.Appendf(nil, "[s3]\ntype = s3\nprovider = Other\naccess_key_id = %s\nsecret_access_key = %s\nendpoint = http://127.0.0.1:%d\nregion = us-east-1\n",
+			s3server.AccessKey, s3server.SecretKey, p.port()), 0o600); err != nil {
+			log.Print(err)
+			return
+		}
 		for {
-			cmd := exec.CommandContext(ctx, "rclone", "--config", conf, "copy", filepath.Join(work, "rclone/logs"), "s3:rclone/remote/log")
+			args := append([]string{"--config", conf, "copy", filepath.Join(work, name, "logs"), "s3:" + name + "/remote/log"}, extra...)
+			cmd := exec.CommandContext(ctx, "rclone", args...)
 			cmd.Env = append(os.Environ(), "AWS_CA_BUNDLE=")
 			if out, err := cmd.CombinedOutput(); err != nil && ctx.Err() == nil {
-				fmt.Printf("rclone: %v: %s\n", err, out)
+				fmt.Printf("%s: %v: %.300s\n", name, err, out)
 			}
 			select {
 			case <-ctx.Done():
@@ -259,17 +268,20 @@ func run(d time.Duration, startSize int64, rate int, server, bin string) error {
 			case <-time.After(30 * time.Second):
 			}
 		}
-	})
+	}
+	wg.Go(func() { rclone(pr, "rclone") })
+	wg.Go(func() { rclone(pn, "rclone-nocheck", "--local-no-check-updated") })
 
 	raw, err := os.Create(filepath.Join(work, "samples.txt"))
 	if err != nil {
 		return err
 	}
-	var worstE, worstR time.Duration
+	var worstE, worstR, worstN time.Duration
 	time.Sleep(2 * time.Second) // the 64 MiB are written
 	var sw sync.WaitGroup
 	sw.Go(func() { worstE = sample(ctx, client, "engine", "remote/log/app.log", &ge, raw, "engine") })
 	sw.Go(func() { worstR = sample(ctx, client, "rclone", "remote/log/app.log", &gr, raw, "rclone") })
+	sw.Go(func() { worstN = sample(ctx, client, "rclone-nocheck", "remote/log/app.log", &gn, raw, "rclone-nocheck") })
 	sw.Wait()
 	wg.Wait()
 	raw.Close()
@@ -284,5 +296,7 @@ func run(d time.Duration, startSize int64, rate int, server, bin string) error {
 		worstE.Seconds(), pe.sent.Load(), float64(pe.sent.Load())/(1<<20), saved, float64(saved)/(1<<20))
 	fmt.Printf("  rclone copy every 30s: worst lag %.1fs, bytes sent %d (%.1f MiB)\n",
 		worstR.Seconds(), pr.sent.Load(), float64(pr.sent.Load())/(1<<20))
+	fmt.Printf("  rclone copy --local-no-check-updated every 30s: worst lag %.1fs, bytes sent %d (%.1f MiB)\n",
+		worstN.Seconds(), pn.sent.Load(), float64(pn.sent.Load())/(1<<20))
 	return nil
 }

@@ -113,6 +113,7 @@ type mapState struct {
 	growing map[string]*growState
 	byInode map[uint64]string
 	rotated map[string]journal.Record
+	rotMu   sync.Mutex // one rotation at a time (growing.go)
 
 	transfers atomic.Int32 // uploads and downloads in flight, for Throttled
 }

@@ -100,20 +100,29 @@ func (p *pass) growState(name string) (growState, bool) {
 // others, which take the normal path.
 func (p *pass) uploadGrowing(ctx context.Context, j job) (n int64, rec *journal.Record, err error, ok bool) {
 	name := j.it.name
-	_, growing := p.growState(name)
 	l := j.it.local
-	partRow := j.it.row != nil && j.it.row.PartSize > 0
-	rotated := l != nil && p.rotationSource(name, l.Inode) != ""
-	if !growing && !partRow && !rotated {
+	if l == nil {
 		return 0, nil, nil, false
 	}
-	if l != nil {
+	_, growing := p.growState(name)
+	partRow := j.it.row != nil && j.it.row.PartSize > 0
+	replaced := partRow && j.it.row.Inode != l.Inode
+	rotation := replaced || p.rotationSource(name, l.Inode) != "" || p.hasRotated(name)
+	if !growing && !partRow && !rotation {
+		return 0, nil, nil, false
+	}
+	if rotation {
+		// Rotations are done one at a time: the renamed file's upload and
+		// the new file's (which copies the renamed one first) must not
+		// both copy.
+		p.ms.rotMu.Lock()
+		defer p.ms.rotMu.Unlock()
 		if rr, done := p.takeRotated(name, *l); done {
 			return -1, rr, nil, true
 		}
 	}
-	if r := j.it.row; partRow && l != nil && r.Inode != l.Inode {
-		p.copyRotatedFirst(ctx, name, r.Inode)
+	if replaced {
+		p.copyRotatedFirst(ctx, name, j.it.row.Inode)
 	}
 	start := time.Now()
 	n, rec, err = p.snapshot(ctx, j)
@@ -356,6 +365,13 @@ func (p *pass) rotationSource(name string, ino uint64) string {
 	return old
 }
 
+func (p *pass) hasRotated(name string) bool {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	_, ok := p.ms.rotated[name]
+	return ok
+}
+
 // takeRotated returns the row of a rotated file already copied to its new
 // key in this run (when the file is still as copied).
 func (p *pass) takeRotated(name string, l stablefile.Stat) (*journal.Record, bool) {
@@ -559,7 +575,7 @@ func (e *Engine) newlyGrowing(id string, names []string) []string {
 			continue
 		}
 		// Its first unsent write is at least MaxWait old.
-		ms.growing[n] = &growState{since: now.Add(-e.watchMaxWaitLocked(ms)), due: now}
+		ms.growing[n] = &growState{since: now.Add(-e.watchMaxWaitLocked(ms)), due: now.Add(e.watchMaxWaitLocked(ms))} // this batch sends it
 		out = append(out, n)
 	}
 	return out

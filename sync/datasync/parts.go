@@ -104,7 +104,16 @@ func (b minioBackend) PutParts(ctx context.Context, bucket, key string, parts []
 		return "", err
 	}
 	done = true
-	return strings.Trim(info.ETag, `"`), nil
+	etag := strings.Trim(info.ETag, `"`)
+	if etag == "" {
+		// Ceph RGW may answer CompleteMultipartUpload without an ETag.
+		st, err := b.Stat(ctx, bucket, key)
+		if err != nil {
+			return "", fmt.Errorf("ETag of %s after its upload: %w", key, err)
+		}
+		etag = st.ETag
+	}
+	return etag, nil
 }
 
 // copyPartError sorts the error of an UploadPartCopy: the source moved, the
