@@ -123,6 +123,13 @@ type DataSyncHeartbeat struct {
 	// Throttled says a transfer of this data path is in flight and held
 	// back by the bandwidth limit (FLOTTA_BWLIMIT) right now.
 	Throttled bool `json:"throttled"`
+	// OldestUnsentSeconds is the age of the oldest change not yet in the
+	// bucket, files held open and written to (logs) included: they are sent
+	// as snapshots at least every FLOTTA_MAX_STALENESS.
+	OldestUnsentSeconds float64 `json:"oldest_unsent_seconds"`
+	// BytesSavedByPartCopy counts, since the worker started, the bytes of
+	// growing and rotated files copied server-side instead of sent.
+	BytesSavedByPartCopy int64 `json:"bytes_saved_by_part_copy"`
 }
 
 // dataSyncHeartbeat describes one mapping status, now.
@@ -132,7 +139,7 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
 		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
 		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, Conflicts: m.Conflicts, LastError: m.LastError, OldestPending: m.OldestPending,
-		Throttled: m.Throttled,
+		Throttled: m.Throttled, OldestUnsentSeconds: m.OldestUnsentSeconds, BytesSavedByPartCopy: m.BytesSavedByPartCopy,
 	}
 	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
 	workload, rest, _ := strings.Cut(m.ID, "/")

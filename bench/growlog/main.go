@@ -281,7 +281,9 @@ func run(d time.Duration, startSize int64, rate int, server, bin string) error {
 	var sw sync.WaitGroup
 	sw.Go(func() { worstE = sample(ctx, client, "engine", "remote/log/app.log", &ge, raw, "engine") })
 	sw.Go(func() { worstR = sample(ctx, client, "rclone", "remote/log/app.log", &gr, raw, "rclone") })
-	sw.Go(func() { worstN = sample(ctx, client, "rclone-nocheck", "remote/log/app.log", &gn, raw, "rclone-nocheck") })
+	sw.Go(func() {
+		worstN = sample(ctx, client, "rclone-nocheck", "remote/log/app.log", &gn, raw, "rclone-nocheck")
+	})
 	sw.Wait()
 	wg.Wait()
 	raw.Close()
