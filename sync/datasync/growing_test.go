@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
@@ -229,4 +230,55 @@ func TestFirstSnapshotCopiesThePartsOfTheWholeUpload(t *testing.T) {
 	row := f.row("logs", "app.log")
 	require.Equal(t, int64(16<<20), row.PartSize)
 	require.Equal(t, composedETag(row.PartMD5), row.ETag)
+}
+
+// A log held open and appended to (never closed, never settled) reaches
+// the bucket at least every MaxStaleness while Run runs: the watcher hears
+// its writes, and snapshots follow.
+func TestLogHeldOpenReachesTheBucketWithinMaxStaleness(t *testing.T) {
+	const staleness = 2 * time.Second
+	f := newMemFixture(t, func(o *Options) { o.MaxStaleness = staleness; o.Interval = time.Hour })
+	require.NoError(t, os.MkdirAll(filepath.Join(f.root, "logs"), 0o755))
+	f.configure(f.egress("logs", "logs", "remote/log"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.eng.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(300 * time.Millisecond) // the first pass and the watcher
+
+	fh, err := os.OpenFile(filepath.Join(f.root, "logs/app.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(t, err)
+	defer fh.Close()
+	type mark struct {
+		size int64
+		at   time.Time
+	}
+	var marks []mark
+	size := int64(0)
+	worst := time.Duration(0)
+	end := time.Now().Add(8 * staleness)
+	for time.Now().Before(end) {
+		n, err := fh.WriteString(fmt.Sprintf("%s line\n", time.Now().Format(time.RFC3339Nano)))
+		require.NoError(t, err)
+		size += int64(n)
+		marks = append(marks, mark{size, time.Now()})
+		time.Sleep(100 * time.Millisecond)
+		obj, _ := f.be.data("remote/log/app.log")
+		local, err := os.ReadFile(filepath.Join(f.root, "logs/app.log"))
+		require.NoError(t, err)
+		require.True(t, bytes.HasPrefix(local, obj), "the object is always a prefix of the file (a snapshot that existed)")
+		for _, m := range marks {
+			if m.size > int64(len(obj)) {
+				worst = max(worst, time.Since(m.at))
+				break
+			}
+		}
+	}
+	// Margin for a loaded machine: the bound plus a few seconds.
+	require.Less(t, worst, staleness+4*time.Second, "worst lag of the object behind the file")
+	obj, _ := f.be.data("remote/log/app.log")
+	require.NotEmpty(t, obj, "the log held open was uploaded")
+	st := f.status("logs")
+	require.Less(t, st.OldestUnsentSeconds, (staleness + 4*time.Second).Seconds())
+	t.Logf("worst lag %s with MaxStaleness %s", worst, staleness)
 }
