@@ -132,8 +132,9 @@ func (p *pass) uploadGrowing(ctx context.Context, j job) (n int64, rec *journal.
 	case err == nil && g != nil:
 		st := stablefile.Stat{Size: rec.Size, MtimeNs: rec.MtimeNs, CtimeNs: rec.CtimeNs, Inode: rec.Inode}
 		g.since, g.last, g.torn = start, st, 0
-		// The next snapshot starts early enough to land within the bound.
-		g.due = start.Add(max(p.maxStaleness()-time.Since(start), time.Second))
+		// The next snapshot starts early enough to land within the bound
+		// (the upload's time and growLoop's tick taken off).
+		g.due = start.Add(max(p.maxStaleness()-time.Since(start)-time.Second, time.Second))
 	case errors.Is(err, stablefile.ErrChanged) && g != nil:
 		g.torn++
 		g.due = time.Now()
