@@ -140,8 +140,12 @@ func (p *pass) uploadGrowing(ctx context.Context, j job) (n int64, rec *journal.
 		g.due = time.Now()
 		if g.torn >= growTries {
 			g.torn = 0
-			err = fmt.Errorf("%w %d times in a row: rewritten, not appended, while being read: not uploaded torn", errTorn, growTries)
+			err = fmt.Errorf("%w %d times in a row, rewritten rather than appended while being read: not uploaded torn (last: %v)", errTorn, growTries, err)
 		}
+	case err != nil && g != nil:
+		// The retry backoff and the passes take it from here; growLoop
+		// comes back at the next bound, not every second.
+		g.due = time.Now().Add(p.maxStaleness())
 	}
 	p.ms.mu.Unlock()
 	return n, rec, err, true
