@@ -139,7 +139,10 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
 		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
 		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, Conflicts: m.Conflicts, LastError: m.LastError, OldestPending: m.OldestPending,
-		Throttled: m.Throttled, OldestUnsentSeconds: m.OldestUnsentSeconds, BytesSavedByPartCopy: m.BytesSavedByPartCopy,
+		Throttled: m.Throttled, BytesSavedByPartCopy: m.BytesSavedByPartCopy,
+	}
+	if !m.OldestUnsent.IsZero() {
+		h.OldestUnsentSeconds = now.Sub(m.OldestUnsent).Round(time.Second).Seconds()
 	}
 	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
 	workload, rest, _ := strings.Cut(m.ID, "/")

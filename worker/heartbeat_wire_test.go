@@ -26,7 +26,7 @@ func TestHeartbeatWireFormat(t *testing.T) {
 		ID: "os-stats/egress/stats", Direction: datasync.Egress, LocalDir: "/v/os-stats/stats", Bucket: "b", Prefix: "statistics",
 		LastAttempt: now.Add(-time.Second), LastSuccess: now.Add(-2 * time.Second), FilesTotal: 3, BytesTotal: 96,
 		FilesLastPass: 1, BytesLastPass: 32, Pending: 2, Refused: 1, Unreadable: 4, Conflicts: 2, LastError: "upload a: access denied",
-		OldestPending: now.Add(-90 * time.Second), Throttled: true, OldestUnsentSeconds: 90, BytesSavedByPartCopy: 64 << 20,
+		OldestPending: now.Add(-90 * time.Second), Throttled: true, OldestUnsent: now.Add(-90 * time.Second), BytesSavedByPartCopy: 64 << 20,
 	}
 	empty := datasync.MappingStatus{ID: "os-stats/ingress/local/data", Direction: datasync.Ingress, LocalDir: "/v/os-stats/local/data", Bucket: "b", Prefix: "remote/data"}
 	hb := Heartbeat{

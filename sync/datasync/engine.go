@@ -521,7 +521,7 @@ func (e *Engine) Status() []MappingStatus {
 	for _, ms := range list {
 		ms.mu.Lock()
 		st := ms.status
-		st.OldestUnsentSeconds = ms.oldestUnsent(time.Now()).Round(time.Second).Seconds()
+		st.OldestUnsent = ms.oldestUnsent()
 		ms.mu.Unlock()
 		st.Throttled = e.throttled(ms, st.Direction)
 		out = append(out, st)

@@ -479,16 +479,18 @@ func (e *Engine) dueGrowing(ms *mapState) []string {
 	return out
 }
 
-// oldestUnsent is how long the oldest change of ms not in the bucket has
-// waited: growing files since their last snapshot, pending files since they
-// were first seen.
-func (ms *mapState) oldestUnsent(now time.Time) time.Duration {
-	var oldest time.Duration
+// oldestUnsent is when the oldest change of ms not in the bucket was made:
+// growing files since their last snapshot started, pending files since they
+// were first seen; zero when none. The caller holds ms.mu.
+func (ms *mapState) oldestUnsent() time.Time {
+	var oldest time.Time
 	for _, g := range ms.growing {
-		oldest = max(oldest, now.Sub(g.since))
+		if oldest.IsZero() || g.since.Before(oldest) {
+			oldest = g.since
+		}
 	}
-	if !ms.status.OldestPending.IsZero() && ms.status.Pending > 0 {
-		oldest = max(oldest, now.Sub(ms.status.OldestPending))
+	if p := ms.status.OldestPending; !p.IsZero() && ms.status.Pending > 0 && (oldest.IsZero() || p.Before(oldest)) {
+		oldest = p
 	}
 	return oldest
 }

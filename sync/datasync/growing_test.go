@@ -209,7 +209,7 @@ func TestSmallGrowingFileIsSentAsAPrefixSnapshot(t *testing.T) {
 	local, _ := os.ReadFile(filepath.Join(f.root, "logs/app.log"))
 	require.Equal(t, local, obj)
 	st := f.status("logs")
-	require.Less(t, st.OldestUnsentSeconds, float64(5))
+	require.WithinDuration(t, time.Now(), st.OldestUnsent, 5*time.Second)
 	require.False(t, errors.Is(nil, errTorn))
 }
 
@@ -279,6 +279,6 @@ func TestLogHeldOpenReachesTheBucketWithinMaxStaleness(t *testing.T) {
 	obj, _ := f.be.data("remote/log/app.log")
 	require.NotEmpty(t, obj, "the log held open was uploaded")
 	st := f.status("logs")
-	require.Less(t, st.OldestUnsentSeconds, (staleness + 4*time.Second).Seconds())
+	require.Less(t, time.Since(st.OldestUnsent), staleness+4*time.Second)
 	t.Logf("worst lag %s with MaxStaleness %s", worst, staleness)
 }

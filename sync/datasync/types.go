@@ -163,10 +163,11 @@ type MappingStatus struct {
 	// both on the device and in the bucket whose device version was kept as
 	// a conflict copy (keys.ConflictName) before the object was written.
 	Conflicts int64 `json:"conflicts,omitempty"`
-	// OldestUnsentSeconds is how long the oldest change not yet in the
-	// bucket has waited (growing files since their last snapshot, pending
-	// files since first seen), when Status was called.
-	OldestUnsentSeconds float64 `json:"oldest_unsent_seconds"`
+	// OldestUnsent is when the oldest change not yet in the bucket was made
+	// or first seen (growing files: when their last snapshot started;
+	// pending files: OldestPending); zero when nothing waits. A time, not
+	// an age, so that the status only changes when something happens.
+	OldestUnsent time.Time `json:"oldest_unsent,omitzero"`
 	// BytesSavedByPartCopy counts, since the engine started, the bytes of
 	// growing and rotated files copied server-side instead of sent.
 	BytesSavedByPartCopy int64 `json:"bytes_saved_by_part_copy,omitempty"`
