@@ -337,6 +337,12 @@ func (p *pass) assemble(ctx context.Context, pa partAssembler, r *stablefile.Rea
 		src = copySrc{} // nothing in common
 	}
 	etag, err := pa.PutParts(ctx, p.m.Bucket, key, parts, meta)
+	var er minio.ErrorResponse
+	if errors.As(err, &er) && er.Code == "BadDigest" {
+		// The bytes sent are not those hashed a moment before: rewritten
+		// in the middle. The upload was aborted; try again.
+		return 0, 0, fmt.Errorf("%w (a part differs from its read ahead): %w", stablefile.ErrChanged, err)
+	}
 	if err != nil {
 		return 0, 0, err
 	}

@@ -26,6 +26,9 @@ import (
 // the part MD5s and "-N". refuseCopy models a server without UploadPartCopy.
 func (b *memBackend) PutParts(_ context.Context, bucket, key string, parts []Part, meta map[string]string) (string, error) {
 	b.puts.Add(1)
+	if b.beforeParts != nil {
+		b.beforeParts()
+	}
 	var data []byte
 	var sums [][16]byte
 	for i, pt := range parts {
@@ -281,4 +284,46 @@ func TestLogHeldOpenReachesTheBucketWithinMaxStaleness(t *testing.T) {
 	st := f.status("logs")
 	require.Less(t, time.Since(st.OldestUnsent), staleness+4*time.Second)
 	t.Logf("worst lag %s with MaxStaleness %s", worst, staleness)
+}
+
+// A file rewritten in the middle between the read that hashes a part and the
+// read that sends it is never committed torn: the part's MD5 is refused, the
+// upload aborted and retried; after growTries in a row it is reported.
+func TestRewrittenMiddleIsNeverUploadedTorn(t *testing.T) {
+	f := growFixture(t)
+	f.write("logs/app.log", pattern(20<<20, 6))
+	makeGrowing(t, f, "logs/app.log")
+	require.NoError(t, f.sync(PassOptions{}))
+	before, _ := f.be.data("remote/log/app.log")
+
+	f.appendTo("logs/app.log", []byte("more\n"))
+	flip := byte(0)
+	f.be.beforeParts = func() {
+		flip++
+		fh, err := os.OpenFile(filepath.Join(f.root, "logs/app.log"), os.O_WRONLY, 0)
+		require.NoError(t, err)
+		_, err = fh.WriteAt([]byte{flip}, 17<<20) // in the tail part
+		require.NoError(t, err)
+		require.NoError(t, fh.Close())
+	}
+	for i := range growTries {
+		err := f.sync(PassOptions{})
+		obj, _ := f.be.data("remote/log/app.log")
+		require.Equal(t, before, obj, "try %d: the object is still the last good snapshot", i+1)
+		if i < growTries-1 {
+			require.NoError(t, err, "retried, pending")
+			require.Equal(t, int64(1), f.status("logs").Pending)
+		} else {
+			require.ErrorIs(t, err, errTorn, "reported after %d tries", growTries)
+		}
+	}
+	f.be.beforeParts = nil
+	ms := f.eng.mappings([]string{"logs"})[0]
+	ms.mu.Lock()
+	ms.retry = map[string]*retryState{} // skip the backoff
+	ms.mu.Unlock()
+	require.NoError(t, f.sync(PassOptions{}))
+	local, _ := os.ReadFile(filepath.Join(f.root, "logs/app.log"))
+	obj, _ := f.be.data("remote/log/app.log")
+	require.Equal(t, local, obj, "once the writer stops rewriting, the file goes up")
 }

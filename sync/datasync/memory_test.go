@@ -40,6 +40,7 @@ type memBackend struct {
 	// and a server without UploadPartCopy.
 	sent, copied atomic.Int64
 	refuseCopy   bool
+	beforeParts  func() // runs as PutParts starts (after the engine read ahead)
 }
 
 type memObject struct {
