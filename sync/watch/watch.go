@@ -153,6 +153,7 @@ type Watcher struct {
 	next     *Batch // the batch to deliver, built lazily from ready/rescan
 	settle   *time.Timer
 	armed    bool
+	armedFor time.Time // when the armed timer fires
 	retry    *time.Timer
 	backoff  time.Duration
 	upSince  time.Time
@@ -309,10 +310,7 @@ func (w *Watcher) written(rel string, now time.Time) {
 		return // closed already, settling
 	}
 	w.modified[rel] = now
-	if !w.armed {
-		w.settle.Reset(w.opts.MaxWait)
-		w.armed = true
-	}
+	w.arm(now, now.Add(w.opts.MaxWait))
 }
 
 // candidate notes that the file at rel (relative to the root) was closed
@@ -339,12 +337,19 @@ func (w *Watcher) candidate(rel string, now time.Time) {
 	delete(w.modified, rel) // the close reports it
 	e.fp = fp
 	e.due = now.Add(w.opts.Settle)
-	if !w.armed {
-		// Every earlier entry is due before this one: only an idle timer
-		// needs arming.
-		w.settle.Reset(w.opts.Settle)
-		w.armed = true
+	w.arm(now, e.due)
+}
+
+// arm makes the settle timer fire by due at the latest: every earlier entry
+// is due before a new one, but a file held open (MaxWait) may have armed it
+// for later.
+func (w *Watcher) arm(now, due time.Time) {
+	if w.armed && !w.armedFor.After(due) {
+		return
 	}
+	w.settle.Stop()
+	w.settle.Reset(due.Sub(now))
+	w.armed, w.armedFor = true, due
 }
 
 // drop forgets a file that was deleted or moved away: it is not reported.
@@ -420,7 +425,7 @@ func (w *Watcher) checkPending(now time.Time) {
 	}
 	if !next.IsZero() {
 		w.settle.Reset(next.Sub(now))
-		w.armed = true
+		w.armed, w.armedFor = true, next
 	}
 }
 

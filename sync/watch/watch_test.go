@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -838,4 +839,36 @@ func TestWithoutMaxWaitWritesAreNotWatched(t *testing.T) {
 	if len(r.batches) != 0 {
 		t.Fatalf("reported without a close: %+v", r.batches)
 	}
+}
+
+// A file held open arms the timer for MaxWait; a file closed meanwhile must
+// still be reported after its settle time, not after MaxWait.
+func TestClosedFileIsNotDelayedByAFileHeldOpen(t *testing.T) {
+	root := t.TempDir()
+	_, r := start(t, root, Options{MaxWait: time.Hour})
+	open, err := os.Create(filepath.Join(root, "held.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	if _, err := open.WriteString("x"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := os.WriteFile(filepath.Join(root, "done.txt"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		for _, b := range r.batches {
+			if slices.Contains(b.Paths, "done.txt") {
+				r.mu.Unlock()
+				return
+			}
+		}
+		r.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("a closed file waited for the MaxWait of a file held open")
 }
