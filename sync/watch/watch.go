@@ -309,6 +309,10 @@ func (w *Watcher) written(rel string, now time.Time) {
 	if _, ok := w.pending[rel]; ok {
 		return // closed already, settling
 	}
+	if len(w.modified) >= w.opts.MaxPending {
+		w.collapse()
+		return
+	}
 	w.modified[rel] = now
 	w.arm(now, now.Add(w.opts.MaxWait))
 }
