@@ -12,6 +12,8 @@
 //   - decide.go: the one decision function per direction (pure; decide_test.go has the tables);
 //   - pass.go: the one pass skeleton (plan, execute, record) and dry runs;
 //   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard).
+//   - growing.go: files that never settle (logs held open): snapshots within MaxStaleness, part
+//     copies of what the bucket already holds, rotation; parts.go: the Backend's part assembly.
 //   - poll.go: adaptive polling of ingress mappings; notify.go: push-based ingress (bucket notifications).
 package datasync
 
