@@ -13,14 +13,16 @@ BIN := $(CURDIR)/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 VERSITYGW_VERSION := v1.8.0
+# toxiproxy: the link the edge bench compares on (bench/edge.go); a test tool only.
+TOXIPROXY_VERSION := v2.12.0
 # deadcode (golang.org/x/tools) reports functions no main or test reaches.
 DEADCODE_VERSION := v0.52.0
-# MinIO for notification and fleet tests (AGPL: a test tool only, never linked).
+# MinIO for the S3 matrix, notification and fleet tests (AGPL: a test tool only, never linked).
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw minio bench bench-fleet clean man completions
+.PHONY: all build demo test test-unit test-race lint proto proto-check tools versitygw minio toxiproxy bench bench-fleet bench-edge clean man completions
 .PHONY: rpm-tarball rpm install uninstall clean-rpm
 
 all: build
@@ -62,6 +64,7 @@ test-race:
 ## lint: gofmt, go vet and deadcode must be clean, and no build output is tracked
 lint:
 	@bash .ci/check-tracked
+	@python3 .ci/check-links
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(GOFLAGS_BUILD) ./...
 	@# Example functions are documentation that tests compile but may not run.
@@ -90,26 +93,44 @@ versitygw: $(BIN)/versitygw
 $(BIN)/versitygw:
 	GOBIN=$(BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 
-## minio: the S3 server with bucket notifications the tests run on loopback (a long build):
-## the pinned version plus .ci/minio-flush.patch (without it the notification stream is only
-## sent when 4 KiB have piled up: its response writer drops Flush)
-minio: $(BIN)/minio
-$(BIN)/minio: .ci/minio-flush.patch
+## toxiproxy: the network simulator the edge bench runs beside fault/linksim (bin/toxiproxy-server)
+toxiproxy: $(BIN)/toxiproxy-server
+$(BIN)/toxiproxy-server:
+	@mkdir -p $(BIN)
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	GOBIN=$$tmp $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION); \
+	mv $$tmp/server $(BIN)/toxiproxy-server
+
+## minio: MinIO for the tests (a long build), both from the pinned module in one step so
+## that the second build reuses the first one's packages:
+##   bin/minio       MinIO as released (its notification stream sends nothing until 4 KiB
+##                   pile up: upstream PR 21651 dropped Flush), the matrix's MinIO
+##   bin/minio-push  the same plus .ci/minio-flush.patch, for the push-ingress tests only: it
+##                   stands in for the releases before PR 21651, which the module proxy refuses
+minio: $(BIN)/minio $(BIN)/minio-push
+$(BIN)/minio $(BIN)/minio-push &: .ci/minio-flush.patch
 	@mkdir -p $(BIN)
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	src=$$(cd "$$tmp" && $(GO) mod download -json github.com/minio/minio@$(MINIO_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
 	test -d "$$src"; cp -r "$$src" "$$tmp/minio"; chmod -R u+w "$$tmp/minio"; \
-	(cd "$$tmp/minio" && git apply $(CURDIR)/.ci/minio-flush.patch && $(GO) build -o $(BIN)/minio.tmp .); \
-	mv $(BIN)/minio.tmp $(BIN)/minio
+	cd "$$tmp/minio"; \
+	$(GO) build -trimpath -o $(BIN)/minio.tmp .; \
+	git apply $(CURDIR)/.ci/minio-flush.patch; \
+	$(GO) build -trimpath -o $(BIN)/minio-push.tmp .; \
+	mv $(BIN)/minio.tmp $(BIN)/minio; mv $(BIN)/minio-push.tmp $(BIN)/minio-push
 
-## bench: flotta-sync against rclone, aws s3 sync and a raw minio-go loop (see README)
+## bench: flotta-sync against rclone, aws s3 sync and a raw minio-go loop (see bench/README.md)
 BENCH_FLAGS ?=
 bench: build versitygw
 	$(GO) run ./bench -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S).txt $(BENCH_FLAGS)
 
-## bench-fleet: 200 simulated devices (the real engine) against one MinIO, and a model of the original agent (see README)
+## bench-fleet: 200 simulated devices (the real engine) against one MinIO, and a model of the original agent (see bench/README.md)
 bench-fleet: minio
 	$(GO) run ./bench fleet -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S)-fleet.txt $(FLEET_FLAGS)
+
+## bench-edge: flotta-sync against rclone through a slow, long, buffering link (toxiproxy and fault/linksim), and pushes under resets
+bench-edge: build versitygw toxiproxy
+	$(GO) run ./bench edge -repo $(CURDIR) -out bench/results/$$(date -u +%Y%m%d-%H%M%S)-edge.txt $(EDGE_FLAGS)
 
 clean:
 	rm -rf $(BIN)/device-worker $(BIN)/flotta-sync $(BIN)/devdispatcher
@@ -152,23 +173,30 @@ rpm: rpm-tarball
 # to tmpfiles.d (created at boot, or now when installing to the live system).
 DESTDIR ?=
 PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
 LIBEXECDIR ?= $(PREFIX)/libexec
 SYSCONFDIR ?= /etc
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 WORKER_BIN := $(LIBEXECDIR)/yggdrasil/device-worker
+SYNC_BIN := $(BINDIR)/flotta-sync
 WORKER_TOML := $(SYSCONFDIR)/yggdrasil/workers/device.toml
 TMPFILES_CONF := $(TMPFILESDIR)/$(RPM_NAME).conf
 MAN1DIR ?= $(PREFIX)/share/man/man1
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# The podman.socket drop-in, for both names of yggd's unit (see the spec).
+YGG_UNITS := yggd.service yggdrasil.service
+DROPINS := $(foreach u,$(YGG_UNITS),$(UNITDIR)/$(u).d/$(RPM_NAME).conf)
 
-## install: device-worker, its yggdrasil worker toml and tmpfiles.d conf under DESTDIR/PREFIX;
-## flotta-sync with its man pages and bash completion
+## install: device-worker, flotta-sync with its man pages and bash completion, the worker toml,
+## tmpfiles.d conf and yggd's podman.socket drop-ins under DESTDIR/PREFIX
 install: build man completions
 	install -D -m 0755 $(BIN)/device-worker $(DESTDIR)$(WORKER_BIN)
-	install -D -m 0755 $(BIN)/flotta-sync $(DESTDIR)$(PREFIX)/bin/flotta-sync
+	install -D -m 0755 $(BIN)/flotta-sync $(DESTDIR)$(SYNC_BIN)
 	install -d $(DESTDIR)$(MAN1DIR) && install -m 0644 $(BIN)/man/man1/*.1 $(DESTDIR)$(MAN1DIR)/
 	install -D -m 0644 $(BIN)/completions/flotta-sync.bash $(DESTDIR)$(BASHCOMPDIR)/flotta-sync
 	install -D -m 0644 packaging/$(RPM_NAME).tmpfiles.conf $(DESTDIR)$(TMPFILES_CONF)
+	for d in $(DROPINS); do install -D -m 0644 packaging/$(RPM_NAME).yggd-dropin.conf $(DESTDIR)$$d || exit 1; done
 	@# The toml's exec must name the installed binary; like %config(noreplace),
 	@# an edited toml is kept and the new one written next to it as .new.
 	@mkdir -p $(DESTDIR)$(SYSCONFDIR)/yggdrasil/workers
@@ -182,11 +210,16 @@ install: build man completions
 	@if [ -z "$(DESTDIR)" ] && command -v systemd-tmpfiles >/dev/null; then \
 		echo "systemd-tmpfiles --create $(TMPFILES_CONF)"; systemd-tmpfiles --create $(TMPFILES_CONF) || true; \
 	fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		echo "systemctl daemon-reload (the drop-ins); restart yggd to run the new worker"; systemctl daemon-reload || true; \
+	fi
 
 ## uninstall: remove what install laid out; the data dir (/var/local/yggdrasil/device) is kept
 uninstall:
-	rm -f $(DESTDIR)$(WORKER_BIN) $(DESTDIR)$(WORKER_TOML) $(DESTDIR)$(WORKER_TOML).new $(DESTDIR)$(TMPFILES_CONF)
-	rm -f $(DESTDIR)$(PREFIX)/bin/flotta-sync $(DESTDIR)$(MAN1DIR)/flotta-sync*.1 $(DESTDIR)$(BASHCOMPDIR)/flotta-sync
+	rm -f $(DESTDIR)$(WORKER_BIN) $(DESTDIR)$(SYNC_BIN) $(DESTDIR)$(WORKER_TOML) $(DESTDIR)$(WORKER_TOML).new $(DESTDIR)$(TMPFILES_CONF)
+	rm -f $(addprefix $(DESTDIR),$(DROPINS))
+	-rmdir $(foreach u,$(YGG_UNITS),$(DESTDIR)$(UNITDIR)/$(u).d) 2>/dev/null
+	rm -f $(DESTDIR)$(MAN1DIR)/flotta-sync*.1 $(DESTDIR)$(BASHCOMPDIR)/flotta-sync
 
 ## clean-rpm: remove rpmbuild/ and dist/
 clean-rpm:

@@ -20,35 +20,77 @@ import (
 // The worker ingress scenarios, through the real worker with default
 // settings like the egress ones (bench/worker.go):
 //
-//   - ingress latency on MinIO (bucket notifications) and on versitygw
-//     (polling): one new object a second under the ingress prefix; the time
-//     from the PUT's answer until the file is on the device (os.Stat polled
-//     every 10 ms);
+//   - ingress latency on each of ingressServers: one new object a second
+//     under the ingress prefix; the time from the PUT's answer until the
+//     file is on the device (os.Stat polled every 10 ms);
+//   - the first object after a quiet spell (-worker-ingress-quiet) on each;
 //   - idle ingress: N objects under the prefix, downloaded, then the
 //     worker's CPU and S3 requests over a window once adaptive polling has
 //     reached its cap.
 
 const ingressPrefix = "in"
 
+// ingressServers are the servers of the ingress latency scenarios: MinIO
+// whose notification stream works (bin/minio-push), MinIO as released
+// (bin/minio: its stream is held back, the worker polls), Ceph RGW and
+// versitygw (no notifications: polling).
+var ingressServers = []string{"minio-push", "minio", "ceph-rgw", "versitygw"}
+
 func ingressScenarioNames(o options) []string {
-	names := []string{"worker ingress latency minio", "worker ingress latency versitygw"}
+	var names []string
+	for _, s := range ingressServers {
+		names = append(names, "worker ingress latency "+s)
+	}
+	for _, s := range ingressServers {
+		names = append(names, "worker ingress quiet "+s)
+	}
 	for _, n := range o.ingressObjects {
 		names = append(names, fmt.Sprintf("worker idle ingress %d objects", n))
 	}
 	return names
 }
 
-func runIngressScenario(o options, srv *server, pods *podmantest.Service, i int, name string) (string, error) {
+// startIngressServer starts the named server of the latency scenarios and
+// returns its endpoint ("" for the bench's versitygw), a description and
+// how to stop it.
+func startIngressServer(o options, name string) (endpoint, what string, stop func(), err error) {
+	var s *s3server.Server
 	switch name {
-	case "worker ingress latency minio":
-		m, err := s3server.StartMinIO(s3server.Options{Binary: filepath.Join(o.repo, "bin", "minio"), Dir: filepath.Join(o.workDir, "minio")})
+	case "minio-push":
+		s, err = s3server.StartMinIOPush(s3server.Options{Binary: filepath.Join(o.repo, "bin", "minio-push"), Dir: filepath.Join(o.workDir, name)})
+		what = "MinIO + flush patch, bucket notifications"
+	case "minio":
+		s, err = s3server.StartMinIO(s3server.Options{Binary: filepath.Join(o.repo, "bin", "minio"), Dir: filepath.Join(o.workDir, name)})
+		what = "MinIO as released, stream held back: polling"
+	case "ceph-rgw":
+		s, err = s3server.StartCephRGW(s3server.Options{Dir: filepath.Join(o.workDir, name)})
+		what = "Ceph RGW 16.2, no notifications: polling"
+	case "versitygw":
+		return "", "versitygw, no notifications: polling", func() {}, nil
+	default:
+		return "", "", nil, fmt.Errorf("unknown server %q", name)
+	}
+	if err != nil {
+		return "", "", nil, err
+	}
+	return s.Endpoint(), what, s.Stop, nil
+}
+
+func runIngressScenario(o options, srv *server, pods *podmantest.Service, i int, name string) (string, error) {
+	for _, kind := range []string{"latency", "quiet"} {
+		server, ok := strings.CutPrefix(name, "worker ingress "+kind+" ")
+		if !ok {
+			continue
+		}
+		endpoint, what, stop, err := startIngressServer(o, server)
 		if err != nil {
 			return "", err
 		}
-		defer m.Stop()
-		return ingressLatency(o, srv, pods, i, m.Endpoint(), "MinIO, bucket notifications")
-	case "worker ingress latency versitygw":
-		return ingressLatency(o, srv, pods, i, "", "versitygw, polling")
+		defer stop()
+		if kind == "quiet" {
+			return ingressQuiet(o, srv, pods, i, endpoint, what)
+		}
+		return ingressLatency(o, srv, pods, i, endpoint, what)
 	}
 	var n int
 	fmt.Sscanf(name, "worker idle ingress %d objects", &n)
@@ -141,6 +183,36 @@ func ingressLatency(o options, srv *server, pods *podmantest.Service, i int, end
 		line += fmt.Sprintf("; %d never arrived within a minute", missing)
 	}
 	return line, nil
+}
+
+// ingressQuiet measures the first object after a quiet spell: a warm-up
+// object, o.ingressQuiet with nothing new (adaptive polling grows to its
+// cap), then one object and the time until it is on the device.
+func ingressQuiet(o options, srv *server, pods *podmantest.Service, i int, endpoint, what string) (string, error) {
+	r, c, err := newIngressRun(o, srv, i, endpoint)
+	if err != nil {
+		return "", err
+	}
+	if err := r.start(o, srv, pods); err != nil {
+		return "", err
+	}
+	defer r.stop()
+	if err := putSmall(c, r.bucket, ingressPrefix+"/warmup.txt", []byte("warm up\n")); err != nil {
+		return "", err
+	}
+	if err := waitPath(r.ingressPath("warmup.txt"), 3*time.Minute); err != nil {
+		return "", fmt.Errorf("%w; worker log tail:\n%s", err, r.tail())
+	}
+	time.Sleep(o.ingressQuiet)
+	put := time.Now()
+	if err := putSmall(c, r.bucket, ingressPrefix+"/after-quiet.txt", []byte("after quiet\n")); err != nil {
+		return "", err
+	}
+	if err := waitPath(r.ingressPath("after-quiet.txt"), 15*time.Minute); err != nil {
+		return "", fmt.Errorf("%w; worker log tail:\n%s", err, r.tail())
+	}
+	return fmt.Sprintf("worker ingress, first object after %s quiet (%s): %.3f s (file polled every 10 ms; %s)",
+		o.ingressQuiet, what, time.Since(put).Seconds(), podNote(pods)), nil
 }
 
 // ingressIdle puts n objects under the ingress prefix, lets the worker

@@ -49,6 +49,7 @@ type options struct {
 	// The worker ingress scenarios (bench/ingress.go).
 	ingressObjects intList       // objects under the prefix of each idle ingress scenario
 	ingressSettle  time.Duration // wait after the first download before the idle window
+	ingressQuiet   time.Duration // quiet spell before the object of the quiet scenarios
 	ingressIdle    time.Duration // the idle ingress CPU window
 
 	bw bwOptions // the bandwidth scenarios (bench/bwlimit.go)
@@ -57,6 +58,10 @@ type options struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "raw" {
 		rawMain(os.Args[2:]) // the ceiling, run as a child like the others
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "edge" {
+		edgeMain(os.Args[2:]) // the edge link scenario (bench/edge.go)
 		return
 	}
 	if len(os.Args) > 1 && os.Args[1] == "fleet" {
@@ -85,6 +90,7 @@ func main() {
 	flag.Var(&o.workerEnv, "worker-env", "an extra worker setting KEY=VALUE (repeatable), e.g. FLOTTA_WATCH=off for a baseline without events")
 	o.ingressObjects = intList{100000}
 	flag.Var(&o.ingressObjects, "worker-ingress-objects", "objects under the ingress prefix of each worker idle ingress scenario, comma-separated")
+	flag.DurationVar(&o.ingressQuiet, "worker-ingress-quiet", 10*time.Minute, "quiet spell before the one object of the worker ingress quiet scenarios")
 	flag.DurationVar(&o.ingressSettle, "worker-ingress-settle", 8*time.Minute, "wait after the first download before the idle ingress window opens (adaptive polling reaches its 5 min cap after about 8 min)")
 	flag.DurationVar(&o.ingressIdle, "worker-ingress-idle", 10*time.Minute, "window over which the idle ingress worker's CPU is measured (two passes at the 5 min cap)")
 	flag.BoolVar(&o.bw.run, "bwlimit", false, "also run the bandwidth limit scenarios (-only bwlimit runs only them)")

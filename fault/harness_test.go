@@ -311,7 +311,7 @@ func mountTmpfs(t *testing.T, dir, opts string) {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount -t tmpfs -o %s tmpfs %s: %v: %s (the fault suite runs as root, see README \"Fault suite\")", opts, dir, err, out)
+		t.Fatalf("mount -t tmpfs -o %s tmpfs %s: %v: %s (the fault suite runs as root, see fault/README.md)", opts, dir, err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -91,10 +93,25 @@ func (e *bindingsEngine) connect(ctx context.Context) (context.Context, error) {
 	}
 	if err != nil {
 		cancel()
+		if missingSocket(e.socket) {
+			// The usual cause on a device: the socket unit is not started.
+			return nil, fmt.Errorf("connect to podman at %s: no such socket: is podman.socket started? (%w)", e.socket, err)
+		}
 		return nil, fmt.Errorf("connect to podman at %s: %w", e.socket, err)
 	}
 	e.conn = conn
 	return conn, nil
+}
+
+// missingSocket reports whether uri names a unix socket path that does not
+// exist.
+func missingSocket(uri string) bool {
+	path, ok := strings.CutPrefix(uri, "unix://")
+	if !ok {
+		return false
+	}
+	_, err := os.Stat(path)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // call returns a context for one request: the connection, bounded by timeout

@@ -323,7 +323,7 @@ func TestManagerSocketDown(t *testing.T) {
 	st := m.Statuses()
 	require.Len(t, st, 1)
 	assert.Equal(t, podman.Deploying, st[0].State)
-	assert.Contains(t, st[0].Message, "connect to podman")
+	assert.Contains(t, st[0].Message, "connect to podman at unix://"+filepath.Join(dir, "no-such.sock")+": no such socket: is podman.socket started?")
 	evs := m.Events()
 	assert.True(t, hasEvent(evs, podman.ReasonFailed, "warn", `workload "web"`), "events: %+v", evs)
 	assert.FileExists(t, filepath.Join(dir, "manifests", "web.yaml"), "manifest is stored even while podman is down")

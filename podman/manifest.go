@@ -191,17 +191,29 @@ func ownedLabels(w Workload) map[string]string {
 
 // addExport adds the export volume and mounts it at /export everywhere.
 func addExport(spec *corev1.PodSpec, name, hostDir string) {
-	dirOrCreate := corev1.HostPathDirectoryOrCreate
 	spec.Volumes = append(spec.Volumes, corev1.Volume{
-		Name: ExportVolumeName(name),
-		VolumeSource: corev1.VolumeSource{
-			HostPath: &corev1.HostPathVolumeSource{Path: hostDir, Type: &dirOrCreate},
-		},
+		Name:         ExportVolumeName(name),
+		VolumeSource: corev1.VolumeSource{HostPath: labelledHostPath(hostDir)},
 	})
 	mount := corev1.VolumeMount{Name: ExportVolumeName(name), MountPath: ExportPath}
 	forEachContainer(spec, func(c *corev1.Container) {
 		c.VolumeMounts = append(c.VolumeMounts, mount)
 	})
+}
+
+// labelledHostPath is the hostPath of a directory the worker prepares for a
+// pod (its /export, its Secret and ConfigMap volumes). It is always of type
+// DirectoryOrCreate because that is what SELinux needs: podman's kube play
+// (pkg/specgen/generate/kube/volume.go, 4.2 to 4.9) relabels a hostPath
+// for containers, shared as with ":z", only when its type is
+// DirectoryOrCreate or FileOrCreate. A Directory keeps the label of the data
+// dir (/var/local), which a confined container may not read: on an
+// enforcing host it would get "permission denied" reading its Secret.
+// The user's own hostPath volumes are left as written: relabelling a host
+// directory such as /etc/app is the user's decision, not the worker's.
+func labelledHostPath(dir string) *corev1.HostPathVolumeSource {
+	t := corev1.HostPathDirectoryOrCreate
+	return &corev1.HostPathVolumeSource{Path: dir, Type: &t}
 }
 
 // setEnv sets name=value in every container, replacing an existing entry: the

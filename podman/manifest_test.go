@@ -71,10 +71,11 @@ func TestManifestSeedOSStats(t *testing.T) {
 	assert.Len(t, m.Hash, 32)
 }
 
-func TestManifestMultiContainer(t *testing.T) {
-	w := Workload{
-		Name: "multi",
-		Specification: `initContainers:
+// multiContainer has init containers, two containers and a hostPath of its
+// own.
+var multiContainer = Workload{
+	Name: "multi",
+	Specification: `initContainers:
 - name: init
   image: localhost/busybox:v1
   env:
@@ -98,7 +99,10 @@ volumes:
     path: /etc/app
 restartPolicy: OnFailure
 `,
-	}
+}
+
+func TestManifestMultiContainer(t *testing.T) {
+	w := multiContainer
 	m, err := BuildManifest(w, seedOpts)
 	require.NoError(t, err)
 	golden(t, "multi.yaml", m.YAML)

@@ -147,8 +147,7 @@ func resolveObjects(w Workload, spec *corev1.PodSpec, opts ManifestOptions) (ext
 		}
 		dir := filepath.Join(WorkloadFilesDir(opts.FilesDir, w.Name), "volumes", v.Name)
 		ex.volumes = append(ex.volumes, volumeFiles{Volume: v.Name, Dir: dir, Files: files})
-		directory := corev1.HostPathDirectory
-		v.VolumeSource = corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: &directory}}
+		v.VolumeSource = corev1.VolumeSource{HostPath: labelledHostPath(dir)}
 		readOnly[v.Name] = true
 	}
 	// Secret and ConfigMap volumes are read-only, as on Kubernetes.

@@ -114,6 +114,9 @@ func TestOperatorWorkloadsOnPodman(t *testing.T) {
 		st := e.status(t, name)
 		assert.Equal(t, Running, st.State, "%s: %s", name, st.Message)
 	}
+	// The containers read their Secret and ConfigMap files above; where
+	// SELinux is enforcing, that needs the label podman gave them.
+	assertRelabelledForContainers(t, e.m, []Workload{sec, cm, reg, envFrom})
 
 	// The auth file is stored 0600 under the data dir, for this workload only.
 	auth := filepath.Join(e.filesDir, "private-registry", "auth.json")

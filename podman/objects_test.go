@@ -23,6 +23,13 @@ var objOpts = ManifestOptions{
 // (testdata/operator-messages), as the worker would hand it over.
 func operatorWorkload(t *testing.T, name string) Workload {
 	t.Helper()
+	return operatorWorkloads(t, name)[0]
+}
+
+// operatorWorkloads reads every workload of a flotta-operator fixture
+// message, each with the message's secrets.
+func operatorWorkloads(t *testing.T, name string) []Workload {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "testdata", "operator-messages", name))
 	require.NoError(t, err)
 	var msg struct {
@@ -41,13 +48,17 @@ func operatorWorkload(t *testing.T, name string) Workload {
 		} `json:"workloads"`
 	}
 	require.NoError(t, json.Unmarshal(b, &msg))
-	w := msg.Workloads[0]
-	out := Workload{Name: w.Name, Namespace: w.Namespace, Specification: w.Specification,
-		ConfigMaps: w.ConfigMaps, AuthFile: w.ImageRegistries.AuthFile}
-	for _, s := range msg.Secrets {
-		var data map[string][]byte
-		require.NoError(t, json.Unmarshal([]byte(s.Data), &data))
-		out.Secrets = append(out.Secrets, Secret{Name: s.Name, Data: data})
+	require.NotEmpty(t, msg.Workloads, "%s has no workload", name)
+	var out []Workload
+	for _, w := range msg.Workloads {
+		ow := Workload{Name: w.Name, Namespace: w.Namespace, Specification: w.Specification,
+			ConfigMaps: w.ConfigMaps, AuthFile: w.ImageRegistries.AuthFile}
+		for _, s := range msg.Secrets {
+			var data map[string][]byte
+			require.NoError(t, json.Unmarshal([]byte(s.Data), &data))
+			ow.Secrets = append(ow.Secrets, Secret{Name: s.Name, Data: data})
+		}
+		out = append(out, ow)
 	}
 	return out
 }

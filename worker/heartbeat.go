@@ -26,7 +26,8 @@ const HeartbeatDirective = "heartbeat"
 // Heartbeat is the content of a heartbeat message.
 type Heartbeat struct {
 	// Status is "up", or "degraded" when a workload crashed, a mapping
-	// reports an error, or the last configuration did not apply.
+	// reports an error or is short of space, or the last configuration did
+	// not apply.
 	Status    string              `json:"status"`
 	Version   string              `json:"version"`
 	Workloads []WorkloadHeartbeat `json:"workloads"`
@@ -130,6 +131,25 @@ type DataSyncHeartbeat struct {
 	// BytesSavedByPartCopy counts, since the worker started, the bytes of
 	// growing and rotated files copied server-side instead of sent.
 	BytesSavedByPartCopy int64 `json:"bytes_saved_by_part_copy"`
+
+	// Retention of an egress path (docs/retention.md): LocalBytes are the
+	// bytes of all its files on the device, KeptFiles and KeptBytes those
+	// already uploaded and kept, after the last full pass; RemovedFiles and
+	// RemovedBytes what was removed after upload since the worker started.
+	LocalBytes   int64 `json:"local_bytes"`
+	KeptFiles    int64 `json:"kept_files"`
+	KeptBytes    int64 `json:"kept_bytes"`
+	RemovedFiles int64 `json:"removed_files"`
+	RemovedBytes int64 `json:"removed_bytes"`
+	// ShortOfSpace, when set, says the file system of an egress path is
+	// below its free-space floor and nothing more may be removed (what is
+	// left is not uploaded yet, or the path sets no retention).
+	ShortOfSpace string `json:"short_of_space,omitempty"`
+
+	// Ingress says, for an ingress data path, whether the server's bucket
+	// notifications push new objects ("push") or the worker polls ("poll"),
+	// with the reason it polls and since when.
+	Ingress *datasync.IngressMode `json:"ingress,omitempty"`
 }
 
 // dataSyncHeartbeat describes one mapping status, now.
@@ -139,7 +159,10 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		LastAttempt: m.LastAttempt, LastSuccess: m.LastSuccess,
 		FilesTotal: m.FilesTotal, BytesTotal: m.BytesTotal, FilesLastPass: m.FilesLastPass, BytesLastPass: m.BytesLastPass,
 		Pending: m.Pending, Refused: m.Refused, Unreadable: m.Unreadable, Conflicts: m.Conflicts, LastError: m.LastError, OldestPending: m.OldestPending,
-		Throttled: m.Throttled, BytesSavedByPartCopy: m.BytesSavedByPartCopy,
+		Throttled: m.Throttled, Ingress: m.Ingress,
+		LocalBytes: m.LocalBytes, KeptFiles: m.KeptFiles, KeptBytes: m.KeptBytes,
+		RemovedFiles: m.RemovedFiles, RemovedBytes: m.RemovedBytes, ShortOfSpace: m.ShortOfSpace,
+		BytesSavedByPartCopy: m.BytesSavedByPartCopy,
 	}
 	if !m.OldestUnsent.IsZero() {
 		h.OldestUnsentSeconds = now.Sub(m.OldestUnsent).Round(time.Second).Seconds()
@@ -168,6 +191,7 @@ type syncReport struct {
 	lastError string
 	refused   int64
 	conflicts int64
+	short     string
 }
 
 // WorkloadHeartbeat is one workload in a heartbeat.
@@ -295,7 +319,7 @@ func (w *Worker) buildHeartbeat() (hb Heartbeat, end uint64, ok bool) {
 	byID := make(map[string]datasync.MappingStatus, len(mappings))
 	for _, m := range mappings {
 		byID[m.ID] = m
-		if m.LastError != "" {
+		if m.LastError != "" || m.ShortOfSpace != "" {
 			hb.Status = StatusDegraded
 		}
 	}
@@ -320,8 +344,11 @@ func (w *Worker) syncEvents(mappings []datasync.MappingStatus) []Event {
 	seen := make(map[string]syncReport, len(mappings))
 	for _, m := range mappings {
 		prev := w.syncSeen[m.ID]
-		now := syncReport{lastError: m.LastError, refused: m.Refused, conflicts: m.Conflicts}
+		now := syncReport{lastError: m.LastError, refused: m.Refused, conflicts: m.Conflicts, short: m.ShortOfSpace}
 		seen[m.ID] = now
+		if now.short != "" && prev.short == "" {
+			evs = append(evs, Event{Reason: "DataSyncShortOfSpace", Type: EventWarn, Message: m.ID + ": " + now.short})
+		}
 		if now.conflicts > prev.conflicts {
 			evs = append(evs, Event{Reason: "DataSyncConflict", Type: EventWarn,
 				Message: fmt.Sprintf("%s: %d file(s) changed on the device and in the bucket: the device's version kept as *.flotta-conflict-* beside the new one",

@@ -27,8 +27,12 @@ func TestHeartbeatWireFormat(t *testing.T) {
 		LastAttempt: now.Add(-time.Second), LastSuccess: now.Add(-2 * time.Second), FilesTotal: 3, BytesTotal: 96,
 		FilesLastPass: 1, BytesLastPass: 32, Pending: 2, Refused: 1, Unreadable: 4, Conflicts: 2, LastError: "upload a: access denied",
 		OldestPending: now.Add(-90 * time.Second), Throttled: true, OldestUnsent: now.Add(-90 * time.Second), BytesSavedByPartCopy: 64 << 20,
+		LocalBytes: 5000, KeptFiles: 2, KeptBytes: 3000, RemovedFiles: 7, RemovedBytes: 7000,
+		ShortOfSpace: "the file system of /v/os-stats/stats lacks 1024 bytes of its free-space floor and nothing uploaded is left to remove",
 	}
 	empty := datasync.MappingStatus{ID: "os-stats/ingress/local/data", Direction: datasync.Ingress, LocalDir: "/v/os-stats/local/data", Bucket: "b", Prefix: "remote/data"}
+	polled := datasync.MappingStatus{ID: "os-stats/ingress/cfg", Direction: datasync.Ingress, LocalDir: "/v/os-stats/cfg", Bucket: "b", Prefix: "cfg",
+		Ingress: &datasync.IngressMode{Mode: datasync.ModePoll, Reason: datasync.ReasonUnsupported, Since: now.Add(-time.Hour)}}
 	hb := Heartbeat{
 		Status: StatusDegraded, Version: "48213",
 		Workloads: []WorkloadHeartbeat{
@@ -37,7 +41,7 @@ func TestHeartbeatWireFormat(t *testing.T) {
 		},
 		Events:        heartbeatEvents(podman.Event{Reason: "Pulled", Message: "image pulled", Type: EventInfo}),
 		DataSyncState: DataSyncOn,
-		DataSync:      []DataSyncHeartbeat{dataSyncHeartbeat(full, now), dataSyncHeartbeat(empty, now)},
+		DataSync:      []DataSyncHeartbeat{dataSyncHeartbeat(full, now), dataSyncHeartbeat(empty, now), dataSyncHeartbeat(polled, now)},
 		BandwidthLimit: &BandwidthLimitHeartbeat{Setting: "08:00,1M:256K 23:00,off", Up: "1M", Down: "256K",
 			ThrottledUp: true, ThrottledDown: false},
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/project-flotta/flotta-device-worker/podman"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
@@ -65,7 +66,7 @@ func Translate(m *config.Message, volumesDir string) (Plan, error) {
 			Name:          w.Name,
 			Namespace:     w.Namespace,
 			Labels:        w.Labels,
-			Annotations:   w.Annotations,
+			Annotations:   podAnnotations(w.Annotations),
 			Specification: w.Specification,
 			ConfigMaps:    w.ConfigMaps,
 			Secrets:       secrets,
@@ -81,17 +82,26 @@ func Translate(m *config.Message, volumesDir string) (Plan, error) {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("workload %s declares data paths but the device has no storage; they are not synchronised", w.Name))
 			continue
 		}
+		settings, err := w.EgressSettings()
+		if err != nil {
+			return Plan{}, fmt.Errorf("workload %s: %w", w.Name, err)
+		}
 		root := filepath.Join(volumesDir, w.Name)
 		add := func(dir datasync.Direction, local, prefix string) {
 			id := MappingID(w.Name, dir, config.CleanPath(local))
-			p.Mappings = append(p.Mappings, datasync.Mapping{
+			m := datasync.Mapping{
 				ID:        id,
 				Direction: dir,
 				Root:      root,
 				LocalDir:  filepath.Join(root, filepath.FromSlash(config.CleanPath(local))),
 				Bucket:    bucket,
 				Prefix:    config.CleanPath(prefix),
-			})
+			}
+			if s, ok := settings[config.CleanPath(local)]; ok && dir == datasync.Egress {
+				m.Retention = datasync.Retention{RemoveAfterUpload: s.RemoveAfterUpload, KeepBytes: s.KeepBytes, KeepAge: s.KeepAge}
+				m.Order = datasync.Order(s.Order)
+			}
+			p.Mappings = append(p.Mappings, m)
 			p.MappingsOf[w.Name] = append(p.MappingsOf[w.Name], id)
 		}
 		for _, e := range w.Data.Egress {
@@ -119,4 +129,21 @@ func decodeSecrets(list []config.Secret) ([]podman.Secret, error) {
 		out = append(out, podman.Secret{Name: s.Name, Data: data})
 	}
 	return out, nil
+}
+
+// podAnnotations are the workload's annotations without the data-sync ones
+// (config.AnnotationPrefix): those are for the synchroniser, and changing
+// a retention must not change the pod (which would restart it).
+func podAnnotations(a map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range a {
+		if strings.HasPrefix(k, config.AnnotationPrefix) {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, len(a))
+		}
+		out[k] = v
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,4 +43,25 @@ func TestTranslateWithoutStorage(t *testing.T) {
 	require.Len(t, p.Workloads, 1)
 	require.Len(t, p.Warnings, 1)
 	assert.Contains(t, p.Warnings[0], "no storage")
+}
+
+func TestTranslateRetentionAnnotations(t *testing.T) {
+	m, err := config.Parse(message(t, "retention.json"))
+	require.NoError(t, err)
+	p, err := worker.Translate(m, "/data/volumes")
+	require.NoError(t, err)
+	root := "/data/volumes/telemetry"
+	assert.Equal(t, []datasync.Mapping{
+		{ID: "telemetry/egress/metrics", Direction: datasync.Egress, Root: root, LocalDir: filepath.Join(root, "metrics"), Bucket: "device-bucket-6", Prefix: "telemetry/metrics",
+			Retention: datasync.Retention{RemoveAfterUpload: true}, Order: datasync.NewestFirst},
+		{ID: "telemetry/egress/camera/clips", Direction: datasync.Egress, Root: root, LocalDir: filepath.Join(root, "camera/clips"), Bucket: "device-bucket-6", Prefix: "telemetry/clips",
+			Retention: datasync.Retention{KeepBytes: 2 << 30, KeepAge: 24 * time.Hour}, Order: datasync.NewestFirst},
+		{ID: "telemetry/ingress/config", Direction: datasync.Ingress, Root: root, LocalDir: filepath.Join(root, "config"), Bucket: "device-bucket-6", Prefix: "telemetry/config"},
+	}, p.Mappings)
+	assert.Nil(t, p.Workloads[0].Annotations, "data-sync annotations are not the pod's: changing them restarts nothing")
+
+	m.Workloads[0].Annotations["app.example/x"] = "y"
+	p, err = worker.Translate(m, "/data/volumes")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"app.example/x": "y"}, p.Workloads[0].Annotations)
 }

@@ -60,6 +60,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		MaxStaleness:      s.maxStaleness,
 		NoNotify:          s.noNotify,
 		Concurrency:       s.syncConcurrency,
+		Timeouts:          s.s3Timeouts,
 		NoWatch:           s.noWatch,
 		Limiter:           newLimiter(s.bwlimit),
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/sync/bwlimit"
 	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 )
 
 // Defaults of the worker's own settings.
@@ -53,10 +54,13 @@ type settings struct {
 	// files to settle.
 	maxStaleness time.Duration
 
-	syncConcurrency int           // parallel transfers; 0 = the engine's default
-	ingressQuota    int64         // bytes per ingress mapping; 0 (default) or -1 = unlimited
-	minFreeBytes    int64         // ingress keeps this much free; 0 = default max(512 MiB, 5%), -1 = none
-	shutdownSync    time.Duration // bound of the last egress pass on SIGTERM
+	syncConcurrency int // parallel transfers; 0 = follow the link (adaptive)
+	// s3Timeouts are the silent-server limit and the floor rate
+	// (FLOTTA_S3_SILENT_TIMEOUT, FLOTTA_S3_FLOOR_RATE).
+	s3Timeouts   s3client.Timeouts
+	ingressQuota int64         // bytes per ingress mapping; 0 (default) or -1 = unlimited
+	minFreeBytes int64         // ingress keeps this much free; 0 = default max(512 MiB, 5%), -1 = none
+	shutdownSync time.Duration // bound of the last egress pass on SIGTERM
 	// bwlimit is the bandwidth limit of all data sync together; the zero
 	// Schedule is none.
 	bwlimit bwlimit.Schedule
@@ -98,7 +102,11 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	staleness := env("FLOTTA_MAX_STALENESS", "30s")
 	fs.StringVar(&staleness, "max-staleness", staleness, "longest wait of a change of a file held open and written to (a log) before a snapshot of it is uploaded, a Go duration, or off (env FLOTTA_MAX_STALENESS)")
 	concurrency := env("FLOTTA_SYNC_CONCURRENCY", "0")
-	fs.StringVar(&concurrency, "sync-concurrency", concurrency, "parallel transfers, 0 = default (env FLOTTA_SYNC_CONCURRENCY)")
+	fs.StringVar(&concurrency, "sync-concurrency", concurrency, "parallel transfers, 0 = follow the link (8 to start, 2 to 64) (env FLOTTA_SYNC_CONCURRENCY)")
+	silent := env("FLOTTA_S3_SILENT_TIMEOUT", s3client.DefaultTimeouts.Progress.String())
+	fs.StringVar(&silent, "s3-silent-timeout", silent, "give an S3 request up when the server moves nothing for this long, a Go duration (env FLOTTA_S3_SILENT_TIMEOUT)")
+	floor := env("FLOTTA_S3_FLOOR_RATE", "16K")
+	fs.StringVar(&floor, "s3-floor-rate", floor, "bytes per second of the slowest link waited for: a sent request's answer is awaited for the silent timeout plus the bytes sent ahead of it at this rate (env FLOTTA_S3_FLOOR_RATE)")
 	quota := env("FLOTTA_INGRESS_QUOTA", "0")
 	fs.StringVar(&quota, "ingress-quota", quota, "size each ingress data path may hold (1G, 500M, bytes), 0 or -1 = unlimited (env FLOTTA_INGRESS_QUOTA)")
 	minFree := env("FLOTTA_MIN_FREE", "0")
@@ -171,6 +179,15 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 		return settings{}, fmt.Errorf("sync concurrency %q: want a number of transfers, 0 for the default", concurrency)
 	}
 	s.syncConcurrency = n
+	if s.s3Timeouts.Progress, err = time.ParseDuration(silent); err != nil || s.s3Timeouts.Progress <= 0 {
+		return settings{}, fmt.Errorf("FLOTTA_S3_SILENT_TIMEOUT (--s3-silent-timeout) %q: want a positive Go duration such as 8s", silent)
+	}
+	if s.s3Timeouts.FloorRate, err = bytesize.Setting("floor rate (FLOTTA_S3_FLOOR_RATE, --s3-floor-rate)", floor); err != nil {
+		return settings{}, err
+	}
+	if s.s3Timeouts.FloorRate <= 0 {
+		return settings{}, fmt.Errorf("FLOTTA_S3_FLOOR_RATE (--s3-floor-rate) %q: want a positive rate in bytes per second such as 16K", floor)
+	}
 	if s.ingressQuota, err = bytesize.Setting("ingress quota (FLOTTA_INGRESS_QUOTA, --ingress-quota)", quota); err != nil {
 		return settings{}, err
 	}

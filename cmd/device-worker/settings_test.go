@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -19,12 +21,15 @@ func TestSettingsFromEnvironmentAndFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, settings{socketAddr: "unix:@yggd-dispatcher-x", clientID: "dev1", logLevel: "DEBUG",
 		dataDir: "/tmp/d", podmanSocket: defaultPodmanSocket, syncInterval: 2 * time.Second, shutdownSync: defaultShutdownSync,
-		rescanInterval: defaultRescanInterval, reconcileInterval: time.Hour, pollMax: defaultPollMax, maxStaleness: 30 * time.Second}, s)
+		rescanInterval: defaultRescanInterval, reconcileInterval: time.Hour, pollMax: defaultPollMax,
+		s3Timeouts: s3client.Timeouts{Progress: 8 * time.Second, FloorRate: 16 << 10}, maxStaleness: 30 * time.Second}, s)
 
 	s, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_SYNC_CONCURRENCY": "4",
 		"FLOTTA_INGRESS_QUOTA": "1048576", "FLOTTA_MIN_FREE": "-1", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "0",
-		"FLOTTA_RESCAN_INTERVAL": "10m", "FLOTTA_RECONCILE_INTERVAL": "0", "FLOTTA_WATCH": "off"}))
+		"FLOTTA_RESCAN_INTERVAL": "10m", "FLOTTA_RECONCILE_INTERVAL": "0", "FLOTTA_WATCH": "off",
+		"FLOTTA_S3_SILENT_TIMEOUT": "20s", "FLOTTA_S3_FLOOR_RATE": "4K"}))
 	require.NoError(t, err)
+	assert.Equal(t, s3client.Timeouts{Progress: 20 * time.Second, FloorRate: 4 << 10}, s.s3Timeouts)
 	assert.True(t, s.noWatch)
 	assert.Equal(t, 4, s.syncConcurrency)
 	assert.Equal(t, int64(1<<20), s.ingressQuota)
@@ -49,7 +54,8 @@ func TestSettingsErrors(t *testing.T) {
 	assert.Contains(t, err.Error(), "sync interval")
 
 	for name, value := range map[string]string{"FLOTTA_SYNC_CONCURRENCY": "many", "FLOTTA_MIN_FREE": "1Q", "FLOTTA_INGRESS_QUOTA": "-2", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "later",
-		"FLOTTA_RESCAN_INTERVAL": "0", "FLOTTA_RECONCILE_INTERVAL": "-1h", "FLOTTA_WATCH": "no"} {
+		"FLOTTA_RESCAN_INTERVAL": "0", "FLOTTA_RECONCILE_INTERVAL": "-1h", "FLOTTA_WATCH": "no",
+		"FLOTTA_S3_SILENT_TIMEOUT": "0s", "FLOTTA_S3_FLOOR_RATE": "fast"} {
 		_, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", name: value}))
 		assert.Error(t, err, name)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/project-flotta/flotta-device-worker/sync/check"
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 )
 
@@ -68,8 +70,9 @@ func runCheck(o *options, args []string, download bool) error {
 	client, err := s3client.New(s3client.Config{
 		Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 		AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
-		Wrap:  counter.Wrap,
-		Conns: 2 * o.concurrency,
+		Wrap:     counter.Wrap,
+		Conns:    2 * cmp.Or(o.concurrency, datasync.DefaultConcurrency),
+		Timeouts: o.timeouts,
 	})
 	if err != nil {
 		return usageError("%v", err)
@@ -78,7 +81,7 @@ func runCheck(o *options, args []string, download bool) error {
 	defer stop()
 	start := time.Now()
 	sum, err := check.Run(ctx, client, check.Options{
-		Dir: dir, Bucket: bucket, Prefix: strings.Trim(prefix, "/"), Download: download, Concurrency: o.concurrency,
+		Dir: dir, Bucket: bucket, Prefix: strings.Trim(prefix, "/"), Download: download, Concurrency: cmp.Or(o.concurrency, datasync.DefaultConcurrency),
 	}, func(r check.Result) {
 		if o.json {
 			return

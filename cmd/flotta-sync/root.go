@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/project-flotta/flotta-device-worker/sync/bytesize"
 	"github.com/project-flotta/flotta-device-worker/sync/datasync"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 )
 
 // commands builds flotta-sync's commands, listed by help in this order. A
@@ -15,6 +18,7 @@ import (
 // transferSpec (transfer.go) and newTransferCmd.
 var commands = []func(o *options) *cobra.Command{
 	func(o *options) *cobra.Command { return newTransferCmd(o, pushSpec) },
+	func(o *options) *cobra.Command { return newTransferCmd(o, moveSpec) },
 	func(o *options) *cobra.Command { return newTransferCmd(o, pullSpec) },
 	newCheckCmd,
 	newVersionCmd,
@@ -29,6 +33,7 @@ type options struct {
 	region      string
 	caFile      string
 	concurrency int
+	timeouts    s3client.Timeouts // --silent-timeout, --floor-rate
 	verbose     bool
 	logFormat   string
 	json        bool
@@ -70,7 +75,16 @@ Exit status: 0 done; 1 failed; 2 usage error; 3 done but entries skipped
 	pf.StringVar(&o.endpoint, "endpoint", os.Getenv("AWS_ENDPOINT_URL"), "S3 endpoint URL, http:// or https:// (default $AWS_ENDPOINT_URL)")
 	pf.StringVar(&o.region, "region", "us-east-1", `S3 region ("" discovers it)`)
 	pf.StringVar(&o.caFile, "ca-file", "", "PEM file of CA certificates trusted in addition to the system roots")
-	pf.IntVar(&o.concurrency, "concurrency", datasync.DefaultConcurrency, "parallel transfers")
+	pf.IntVar(&o.concurrency, "concurrency", 0, fmt.Sprintf("parallel transfers; 0 follows the link (%d to start, %d to %d)", datasync.DefaultConcurrency, datasync.MinConcurrency, datasync.DefaultMaxConcurrency))
+	o.timeouts = s3client.DefaultTimeouts
+	if d, err := time.ParseDuration(os.Getenv("FLOTTA_S3_SILENT_TIMEOUT")); err == nil && d > 0 {
+		o.timeouts.Progress = d
+	}
+	if n, err := bytesize.Parse(os.Getenv("FLOTTA_S3_FLOOR_RATE")); err == nil && n > 0 {
+		o.timeouts.FloorRate = n
+	}
+	pf.DurationVar(&o.timeouts.Progress, "silent-timeout", o.timeouts.Progress, "give a request up when the server moves nothing for this long (default $FLOTTA_S3_SILENT_TIMEOUT or 8s)")
+	pf.Var(bytesize.NewValue(&o.timeouts.FloorRate), "floor-rate", "`rate` in bytes per second of the slowest link waited for: once a request is sent, its answer is awaited for --silent-timeout plus the bytes sent ahead of it at this rate (default $FLOTTA_S3_FLOOR_RATE or 16K)")
 	pf.BoolVarP(&o.verbose, "verbose", "v", false, "log every decision (check: list matching files too)")
 	pf.StringVar(&o.logFormat, "log-format", "text", "log format on stderr: text or json")
 	pf.BoolVar(&o.json, "json", false, "end with one JSON object on stdout (files, bytes, requests, skipped, conflicts, errors, took) instead of the summary line")

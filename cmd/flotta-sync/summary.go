@@ -36,11 +36,15 @@ type summary struct {
 	Conflicts int64 `json:"conflicts"` // local edits kept as conflict copies
 	// Errors counts failed transfers; a run that failed otherwise (server,
 	// journal) counts 1.
-	Errors   int64         `json:"errors"`
-	Took     time.Duration `json:"-"`
-	TookSecs float64       `json:"took"` // seconds
-	ExitCode int           `json:"exit_code"`
-	Error    string        `json:"error,omitempty"`
+	Errors int64 `json:"errors"`
+	// RemovedFiles and RemovedBytes: local files move removed after their
+	// upload was confirmed.
+	RemovedFiles int64         `json:"removed_files,omitempty"`
+	RemovedBytes int64         `json:"removed_bytes,omitempty"`
+	Took         time.Duration `json:"-"`
+	TookSecs     float64       `json:"took"` // seconds
+	ExitCode     int           `json:"exit_code"`
+	Error        string        `json:"error,omitempty"`
 }
 
 // report prints s (JSON on stdout with --json, else a line on stderr) and
@@ -77,7 +81,7 @@ func (c *transferConfig) report(s summary, err error, why string) error {
 	if s.DryRun {
 		return result
 	}
-	verb := map[string]string{"push": "uploaded", "pull": "downloaded"}[s.Command]
+	verb := map[string]string{"push": "uploaded", "move": "uploaded", "pull": "downloaded"}[s.Command]
 	if verb == "" {
 		verb = s.Command + ":"
 	}
@@ -95,6 +99,9 @@ func (c *transferConfig) report(s summary, err error, why string) error {
 		if part.n > 0 {
 			fmt.Fprintf(&b, "; %d %s", part.n, part.what)
 		}
+	}
+	if s.Command == "move" {
+		fmt.Fprintf(&b, "; removed %d files, %s", s.RemovedFiles, bytesize.Format(s.RemovedBytes))
 	}
 	fmt.Fprintln(c.stderr, b.String())
 	return result

@@ -36,6 +36,8 @@ type transferSpec struct {
 	flags func(fs *pflag.FlagSet, c *transferConfig)
 	// pass sets the pass options the command's flags ask for.
 	pass func(c *transferConfig, po *datasync.PassOptions)
+	// mapping sets what the command's flags ask of the mapping.
+	mapping func(c *transferConfig, m *datasync.Mapping)
 }
 
 // transferConfig is what a transfer command's flags and operands say.
@@ -52,6 +54,8 @@ type transferConfig struct {
 	maxBytes, minFree     int64
 	progress              bool
 	stats                 time.Duration
+	orderBy               string
+	order                 datasync.Order // parsed orderBy
 }
 
 var pushSpec = transferSpec{
@@ -62,8 +66,52 @@ s3://BUCKET/PREFIX. Objects are never deleted. With --reconcile the prefix is
 listed too, and objects deleted or replaced in the bucket are uploaded again.`,
 	dir:        datasync.Egress,
 	localFirst: true,
-	flags:      func(*pflag.FlagSet, *transferConfig) {},
+	flags:      orderByFlag,
 	pass:       func(*transferConfig, *datasync.PassOptions) {},
+	mapping:    func(c *transferConfig, m *datasync.Mapping) { m.Order = c.order },
+}
+
+var moveSpec = transferSpec{
+	use:   "move DIR s3://BUCKET/PREFIX",
+	short: "push, then remove the files of DIR whose upload is confirmed",
+	long: `Upload the files of DIR as push does, then remove each file whose object the
+server confirmed (its ETag matches what was read) and that is still the file
+that was read (same inode, size, mtime and ctime): a file rewritten meanwhile
+stays and goes up on the next run. Directories stay. A run killed at any point
+never removes a file whose upload is not confirmed; the next run removes the
+confirmed ones it left.`,
+	dir:        datasync.Egress,
+	localFirst: true,
+	flags:      orderByFlag,
+	pass:       func(*transferConfig, *datasync.PassOptions) {},
+	mapping: func(c *transferConfig, m *datasync.Mapping) {
+		m.Order = c.order
+		m.Retention = datasync.Retention{RemoveAfterUpload: true}
+	},
+}
+
+// orderByFlag adds rclone's --order-by to an upload command.
+func orderByFlag(fs *pflag.FlagSet, c *transferConfig) {
+	fs.StringVar(&c.orderBy, "order-by", "", "upload order of the backlog: modtime,ascending (oldest first) or modtime,descending (newest first); default key order")
+}
+
+// parseOrderBy reads rclone's --order-by spelling: modtime, then optionally
+// ascending (asc) or descending (desc).
+func parseOrderBy(v string) (datasync.Order, error) {
+	if v == "" {
+		return datasync.KeyOrder, nil
+	}
+	key, dir, _ := strings.Cut(v, ",")
+	if key != "modtime" {
+		return "", fmt.Errorf("--order-by %q: only modtime is supported (modtime,ascending or modtime,descending)", v)
+	}
+	switch dir {
+	case "", "ascending", "asc":
+		return datasync.OldestFirst, nil
+	case "descending", "desc":
+		return datasync.NewestFirst, nil
+	}
+	return "", fmt.Errorf("--order-by %q: want modtime,ascending or modtime,descending", v)
 }
 
 var pullSpec = transferSpec{
@@ -80,7 +128,8 @@ is kept beside the new version as a conflict copy.`,
 		fs.Var(bytesize.NewValue(&c.minFree), "min-free", "size to keep free on DIR's file system, e.g. 1G (0 = max(512M, 5%), -1 = no guard)")
 		fs.BoolVar(&c.restore, "restore", true, "download again files deleted locally whose object did not change (--restore=false leaves them deleted)")
 	},
-	pass: func(c *transferConfig, po *datasync.PassOptions) { po.Restore = c.restore },
+	pass:    func(c *transferConfig, po *datasync.PassOptions) { po.Restore = c.restore },
+	mapping: func(*transferConfig, *datasync.Mapping) {},
 }
 
 // newTransferCmd builds the command of spec.
@@ -133,6 +182,9 @@ func (c *transferConfig) parse(args []string) (*datasync.Endpoint, error) {
 	}
 	if c.stats < 0 {
 		return nil, usageError("--stats %s: want a positive duration such as 10s", c.stats)
+	}
+	if c.order, err = parseOrderBy(c.orderBy); err != nil {
+		return nil, usageError("%v", err)
 	}
 	return endpoint(c.options)
 }
@@ -220,6 +272,7 @@ func (c *transferConfig) run(args []string) error {
 	opts := datasync.Options{
 		StateDir:            state,
 		Concurrency:         c.concurrency,
+		Timeouts:            c.timeouts,
 		KeepUnknownMappings: true,
 		WrapTransport:       counter.Wrap,
 	}
@@ -234,6 +287,7 @@ func (c *transferConfig) run(args []string) error {
 	defer eng.Close()
 	id := mappingID(c, ep)
 	m := datasync.Mapping{ID: id, Direction: c.spec.dir, Root: c.local, LocalDir: c.local, Bucket: c.bucket, Prefix: c.prefix}
+	c.spec.mapping(c, &m)
 	if err := eng.Configure(ep, []datasync.Mapping{m}); err != nil {
 		return usageError("%v", err)
 	}
@@ -260,7 +314,7 @@ func (c *transferConfig) run(args []string) error {
 		Command: c.cmd, Files: st.FilesLastPass, Bytes: st.BytesLastPass, BytesOnWire: wire(),
 		Requests: counter.Requests(), Unreadable: st.Unreadable, Refused: st.Refused,
 		Vanished: p.Vanished, Changed: p.Changed, Pending: st.Pending, Conflicts: st.Conflicts,
-		Errors: p.Failed, Took: time.Since(start),
+		Errors: p.Failed, Took: time.Since(start), RemovedFiles: st.RemovedFiles, RemovedBytes: st.RemovedBytes,
 	}
 	return c.report(s, err, st.LastError)
 }

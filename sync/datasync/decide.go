@@ -32,9 +32,15 @@ const (
 	// (keys.ConflictName), then the object is downloaded. The transfer
 	// checks again, by content, just before the file is replaced.
 	actConflict
+	// actConfirm (egress, retention): the file was uploaded without a
+	// confirmation; its object is compared with it (retention.go).
+	actConfirm
+	// actRemove (egress, retention): the file's upload is confirmed and
+	// committed, and the retention lets it go (decideRetention).
+	actRemove
 )
 
-var actionNames = [...]string{"skip", "upload", "adopt", "download", "refuse", "refused", "prune", "conflict"}
+var actionNames = [...]string{"skip", "upload", "adopt", "download", "refuse", "refused", "prune", "conflict", "confirm", "remove"}
 
 func (a action) String() string { return actionNames[a] }
 
@@ -69,12 +75,17 @@ func decideEgress(it item, sc scope) decision {
 		return decision{actUpload, "new file"}
 	case !sameStat(r, l):
 		return decision{actUpload, "file changed"}
+	case !sc.remoteListed && sc.confirm && !r.Confirmed && !r.Unconfirmable:
+		return decision{actConfirm, "uploaded without confirmation: compared with its object before retention may remove it"}
 	case !sc.remoteListed:
 		return decision{actSkip, "unchanged"}
 	case o == nil:
 		return decision{actUpload, "object missing from the bucket"}
 	case o.Size != r.Size || (r.ETag != "" && o.ETag != r.ETag):
 		return decision{actUpload, "object replaced in the bucket"}
+	}
+	if sc.confirm && !r.Confirmed && !r.Unconfirmable {
+		return decision{actConfirm, "uploaded without confirmation: compared with its object before retention may remove it"}
 	}
 	return decision{actSkip, "unchanged"}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
 
@@ -49,11 +50,20 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 	root := p.dir.Root()
 	key := keys.Key(p.m.Prefix, j.it.name)
 	seen := j.it.local
+	// A file whose last tries timed out on the link waits longer for the
+	// answers (twice per timeout, up to 8 times) and goes in smaller parts.
+	stalls := p.stalls(j.it.name)
+	if stalls > 0 {
+		ctx = s3client.WithPatience(ctx, float64(int(1)<<min(stalls, 3)))
+	}
 	partSize := int64(0)
 	if seen.Size > singlePutMax {
 		_, ps, _, err := minio.OptimalPartInfo(seen.Size, 0)
 		if err != nil {
 			return 0, nil, fmt.Errorf("upload %s: %w", key, err)
+		}
+		if stalls > 0 {
+			ps = max(minPartSize, (seen.Size+9999)/10000) // S3's smallest, within its 10,000 parts
 		}
 		partSize = ps
 	}
@@ -94,6 +104,9 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 			return 0, nil, err
 		} else if ok {
 			rec.ETag = etag
+			if err := p.confirm(ctx, r, key, partSize, md5Hex, &rec); err != nil {
+				return 0, nil, err
+			}
 			return -1, &rec, nil
 		}
 	}
@@ -113,7 +126,7 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 	// connections as the engine allows transfers (minio-go's default is 4,
 	// which leaves a fast link idle).
 	etag, err := p.be.Put(ctx, p.m.Bucket, key, r, st.Size, PutOptions{Meta: meta, PartSize: partSize,
-		Threads: max(4, p.e.opts.Concurrency)})
+		Threads: max(4, p.e.flow.Limit()), OnStall: p.e.flow.backOff})
 	if err != nil {
 		return 0, nil, fmt.Errorf("upload %s: %w", key, err)
 	}
@@ -126,7 +139,69 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 		return 0, nil, fmt.Errorf("upload %s: server holds ETag %s, local MD5 is %s: corrupted in transit", key, etag, md5Hex)
 	}
 	rec.ETag = etag
+	if err := p.confirm(ctx, r, key, partSize, md5Hex, &rec); err != nil {
+		return 0, nil, err
+	}
 	return st.Size, &rec, nil
+}
+
+// confirm sets rec.Confirmed when rec.ETag proves the object holds what r
+// read: the file's MD5 (one PUT), or the multipart ETag of the file cut at
+// partSize, which costs one more read of the file and is only done for a
+// mapping whose retention may remove it. An ETag that proves nothing (not an
+// MD5: server-side encryption; another part size) sets rec.Unconfirmable.
+// Ceph's RGW may answer a multipart upload without its ETag: one HEAD.
+func (p *pass) confirm(ctx context.Context, r *stablefile.Reader, key string, partSize int64, md5Hex string, rec *journal.Record) error {
+	if partSize == 0 {
+		if md5Hex == "" {
+			return nil
+		}
+		rec.Confirmed = strings.EqualFold(rec.ETag, md5Hex)
+		rec.Unconfirmable = !rec.Confirmed
+		return nil
+	}
+	if !p.m.Retention.Active() {
+		return nil // not worth a read of a big file
+	}
+	if rec.ETag == "" {
+		info, err := p.be.Stat(ctx, p.m.Bucket, key)
+		if err != nil {
+			return fmt.Errorf("confirm %s: %w", key, err)
+		}
+		if info.Size != r.Size() {
+			return fmt.Errorf("confirm %s: %w (object replaced meanwhile)", key, errObjectMoved)
+		}
+		rec.ETag = info.ETag
+	}
+	local, err := multipartETag(r.Unchecked(), r.Size(), partSize)
+	if err != nil {
+		return fmt.Errorf("confirm %s: read: %w", key, err)
+	}
+	if err := r.Verify(); err != nil {
+		return fmt.Errorf("confirm %s: %w", key, err)
+	}
+	rec.Confirmed = strings.EqualFold(rec.ETag, local)
+	rec.Unconfirmable = !rec.Confirmed
+	return nil
+}
+
+// confirmUpload is the transfer of actConfirm: a file uploaded without a
+// confirmation (before its mapping had a retention) is compared with its
+// object (one HEAD, one read of the file) as adoption does; an object that
+// is gone or holds something else is uploaded again.
+func (p *pass) confirmUpload(ctx context.Context, j job) outcome {
+	key := keys.Key(p.m.Prefix, j.it.name)
+	obj, err := p.be.Stat(ctx, p.m.Bucket, key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		j.d = decision{actUpload, "object missing from the bucket"}
+	case err != nil:
+		return outcome{err: fmt.Errorf("confirm %s: %w", key, err)}
+	default:
+		obj.Key = key
+		j.it.remote, j.d = &obj, decision{actAdopt, "confirm the upload"}
+	}
+	return p.upload(ctx, j)
 }
 
 // hashFile returns the SHA-256 of r and, when withMD5, its MD5 in hex. The

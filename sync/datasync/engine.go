@@ -35,9 +35,9 @@ type Engine struct {
 	opts Options
 	log  *zap.Logger
 	jr   *journal.DB
-	sem  chan struct{} // one slot per transfer in flight, engine-wide
+	flow *flow // the transfers in flight, engine-wide (flow.go)
 	// commits bounds downloads that left their transfer slot to fsync and
-	// rename (see executeReleasing): as many again as transfers.
+	// rename (see executeReleasing): as many again as transfers at most.
 	commits chan struct{}
 
 	// test hooks
@@ -51,6 +51,8 @@ type Engine struct {
 	now            func() time.Time // Run's clock
 	notifyTune     func(*notify.Config)
 	syncGroup      func(dir *safefs.Dir) error // replaces dir.SyncFS in group commits
+	beforeRemove   func(rel string)            // retention: just before a file is unlinked
+	onRound        func(id string, round int)  // an ordered pass starts another round
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).
@@ -99,6 +101,9 @@ type mapState struct {
 	lastFull, lastReconcile time.Time
 	// poll (guarded by Engine.mu) is an ingress mapping's adaptive schedule (poll.go).
 	poll pollState
+	// mode (guarded by Engine.mu) is an ingress mapping's push or poll
+	// mode (mode.go); zero until the stream was tried.
+	mode IngressMode
 
 	mu            sync.Mutex // guards the fields below
 	status        MappingStatus
@@ -122,6 +127,9 @@ type retryState struct {
 	first    time.Time // when the change was first seen and failed
 	attempts int
 	next     time.Time
+	// stalls counts the tries that timed out on the link: the next one
+	// waits longer for answers and cuts a big file in smaller parts.
+	stalls int
 }
 
 // New opens the journal under opts.StateDir and returns an Engine with no
@@ -133,15 +141,22 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
 	}
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = DefaultConcurrency
+	if opts.Concurrency < 0 {
+		opts.Concurrency = 0
 	}
+	if opts.MaxConcurrency <= 0 {
+		opts.MaxConcurrency = DefaultMaxConcurrency
+	}
+	opts.MaxConcurrency = max(opts.MaxConcurrency, opts.Concurrency, MinConcurrency)
 	if opts.WatchedInterval <= 0 {
 		opts.WatchedInterval = DefaultWatchedInterval
 	}
 	opts.WatchedInterval = max(opts.WatchedInterval, opts.Interval)
 	if opts.MaxStaleness == 0 {
 		opts.MaxStaleness = DefaultMaxStaleness
+	}
+	if opts.PollFast == 0 {
+		opts.PollFast = DefaultPollFast
 	}
 	if opts.PollMax == 0 {
 		opts.PollMax = DefaultPollMax
@@ -174,8 +189,8 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 	}
 	e := &Engine{
 		opts: opts, log: log, jr: jr,
-		sem:            make(chan struct{}, opts.Concurrency),
-		commits:        make(chan struct{}, opts.Concurrency),
+		flow:           newFlow(opts.Concurrency, DefaultConcurrency, MinConcurrency, opts.MaxConcurrency),
+		commits:        make(chan struct{}, opts.MaxConcurrency),
 		free:           diskguard.Statfs,
 		settle:         50 * time.Millisecond,
 		backoffBase:    opts.Interval,
@@ -186,16 +201,21 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		now:            time.Now,
 	}
 	e.newBackend = func(ep *Endpoint) (Backend, error) {
-		client, rt, err := s3client.NewWithTransport(s3client.Config{
+		cfg := s3client.Config{
 			Host: ep.Host, Port: ep.Port, Secure: ep.Secure, Region: ep.Region,
 			AccessKey: ep.AccessKey, SecretKey: ep.SecretKey, CAPEM: ep.CAPEM,
-			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.Concurrency, Timeouts: e.opts.Timeouts,
+			Transport: e.opts.Transport, Wrap: e.opts.WrapTransport, Conns: 2 * e.opts.MaxConcurrency, Timeouts: e.opts.Timeouts,
 			Limiter: e.opts.Limiter,
-		})
+		}
+		client, rt, err := s3client.NewWithTransport(cfg)
 		if err != nil {
 			return nil, err
 		}
-		return newMinioBackend(client, rt, ep), nil
+		put, err := s3client.NewSingleTry(cfg, rt)
+		if err != nil {
+			return nil, err
+		}
+		return newMinioBackend(client, put, rt, ep), nil
 	}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	return e, nil
@@ -320,6 +340,17 @@ func validate(m *Mapping) error {
 	if m.Bucket == "" {
 		return fmt.Errorf("mapping %s: no bucket", m.ID)
 	}
+	switch m.Order {
+	case KeyOrder, OldestFirst, NewestFirst:
+	default:
+		return fmt.Errorf("mapping %s: order %q: want %q or %q", m.ID, m.Order, OldestFirst, NewestFirst)
+	}
+	if r := m.Retention; r.KeepBytes < 0 || r.KeepAge < 0 {
+		return fmt.Errorf("mapping %s: negative retention limit", m.ID)
+	}
+	if m.Direction == Ingress && (m.Retention.Active() || m.Order != KeyOrder) {
+		return fmt.Errorf("mapping %s: retention and order apply to egress only", m.ID)
+	}
 	m.Prefix = strings.Trim(m.Prefix, "/")
 	return nil
 }
@@ -364,6 +395,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	timer := time.NewTimer(0) // the first round at once
 	defer timer.Stop()
+	round := time.Now() // when the next round is due, fast polls aside
 	for {
 		select {
 		case <-ctx.Done():
@@ -371,10 +403,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-timer.C:
 			e.startPasses(ctx, &wg, false)
 			jitter := time.Duration(rand.Int64N(int64(e.opts.Interval)/10 + 1))
-			timer.Reset(e.opts.Interval + jitter)
-		case <-e.kick:
+			round = time.Now().Add(e.opts.Interval + jitter)
+		case <-e.kick: // a prompt pass is owed, or a poll schedule got shorter
 			e.startPasses(ctx, &wg, true)
 		}
+		timer.Reset(e.untilFastPoll(e.now(), time.Until(round)))
 	}
 }
 
@@ -524,6 +557,11 @@ func (e *Engine) Status() []MappingStatus {
 		st.OldestUnsent = ms.oldestUnsent()
 		ms.mu.Unlock()
 		st.Throttled = e.throttled(ms, st.Direction)
+		if st.Direction == Ingress {
+			e.mu.Lock()
+			st.Ingress = e.ingressMode(ms)
+			e.mu.Unlock()
+		}
 		out = append(out, st)
 	}
 	return out
@@ -589,9 +627,17 @@ type passStats struct {
 	unreadable int64
 	pruned     int64 // journal rows of deleted files or objects dropped
 	conflicts  int64
-	firstErr   error // of a failure
-	refusal    error // the first refusal
+	removed    int64 // files removed by retention, and their bytes
+	removedB   int64
+	short      string     // retention: what is short of space, "" for nothing
+	kept       *keptCount // egress: what a complete pass leaves on the device
+	firstErr   error      // of a failure
+	refusal    error      // the first refusal
 }
+
+// keptCount is what an egress pass leaves on the device: confirmed files
+// and their bytes, and the bytes of all files.
+type keptCount struct{ files, bytes, local int64 }
 
 func (p *passStats) moved(n int64) {
 	p.mu.Lock()
@@ -605,6 +651,10 @@ func (p *passStats) addPending() { p.mu.Lock(); p.pending++; p.mu.Unlock() }
 func (p *passStats) unreadableOne() { p.mu.Lock(); p.unreadable++; p.mu.Unlock() }
 
 func (p *passStats) conflict() { p.mu.Lock(); p.conflicts++; p.mu.Unlock() }
+
+func (p *passStats) removedOne(n int64) { p.mu.Lock(); p.removed++; p.removedB += n; p.mu.Unlock() }
+
+func (p *passStats) setShort(s string) { p.mu.Lock(); p.short = s; p.mu.Unlock() }
 
 func (p *passStats) refuse(err error) {
 	p.mu.Lock()
@@ -681,9 +731,34 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 				src = p.changedSource(ctx, names)
 			}
 		}
+		var led *ledger
+		if m.Direction == Egress && !po.DryRun {
+			led = &ledger{}
+			p.ledger = led
+		}
 		err = p.run(ctx, src)
 		if err == nil && p.adopt && names == nil && !po.DryRun && st.failed == 0 {
 			err = e.jr.SetListed(m.ID)
+		}
+		if led != nil && p.dir != nil && ctx.Err() == nil {
+			// The uploads' rows are committed (run flushed): remove what
+			// the retention lets go, walking the same names again. Also
+			// when the server failed the run (an outage is when space
+			// runs short), but then the run's counts are partial: only
+			// the limits that look at one file at a time apply.
+			rsrc := p.fullSourceOf(ctx, false)
+			if names != nil {
+				rsrc = p.changedSource(ctx, names)
+			}
+			p.removing = true
+			complete := names == nil && err == nil
+			rerr := p.retentionRun(ctx, rsrc, names == nil, complete)
+			if complete && rerr == nil {
+				led.mu.Lock()
+				st.kept = &keptCount{files: led.files - st.removed, bytes: led.bytes - st.removedB, local: led.localBytes - st.removedB}
+				led.mu.Unlock()
+			}
+			err = errors.Join(err, rerr)
 		}
 	}
 	if err == nil && st.failed > 0 {
@@ -700,7 +775,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 	// Only an idle pass that worked lets the poll grow: a failure or files
 	// still pending keep the base interval, so the mapping converges within
 	// one interval once the server is back.
-	busy := err != nil || st.files > 0 || st.pruned > 0 || st.pending > 0 || st.failed > 0
+	busy := err != nil || st.files > 0 || st.removed > 0 || st.pruned > 0 || st.pending > 0 || st.failed > 0
 	e.adaptPoll(ms, m, busy, names != nil)
 	return err
 }
@@ -752,6 +827,14 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	s.FilesTotal += st.files
 	s.BytesTotal += st.bytes
 	s.Conflicts += st.conflicts
+	s.RemovedFiles += st.removed
+	s.RemovedBytes += st.removedB
+	if k := st.kept; k != nil {
+		s.KeptFiles, s.KeptBytes, s.LocalBytes = k.files, k.bytes, k.local
+	}
+	if !partial && m.Direction == Egress {
+		s.ShortOfSpace = st.short
+	}
 	if partial {
 		// A change event: it adds to what the last full pass found.
 		s.FilesLastPass += st.files
@@ -783,35 +866,35 @@ func (e *Engine) finishPass(ms *mapState, m Mapping, st *passStats, started time
 	fields := []zap.Field{zap.String("mapping", ms.id), zap.String("direction", string(m.Direction)),
 		zap.Int64("files", st.files), zap.Int64("bytes", st.bytes), zap.Int64("pending", st.pending),
 		zap.Int64("refused", st.refused), zap.Int64("unreadable", st.unreadable), zap.Int64("conflicts", st.conflicts),
+		zap.Int64("removed", st.removed),
 		zap.Duration("took", now.Sub(started))}
 	switch {
 	case err != nil:
 		e.log.Warn("sync pass failed", append(fields, zap.Error(err))...)
-	case st.files > 0 || st.refused > 0 || st.pending > 0 || st.unreadable > 0:
+	case st.files > 0 || st.refused > 0 || st.pending > 0 || st.unreadable > 0 || st.removed > 0:
 		e.log.Info("sync pass done", fields...)
 	default:
 		e.log.Debug("sync pass idle", fields...)
 	}
 }
 
-// executeReleasing runs do for every job from jobs, at most
-// Options.Concurrency at a time engine-wide, and returns when jobs is closed
-// and all are done. do may call release once its transfer is over, to hand
-// its slot to the next job while it finishes locally (ingress: fsync and
-// rename). Callers bound that finishing work themselves (Engine.commits).
-func executeReleasing[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(j T, release func())) {
+// executeReleasing runs do for every job from jobs, as many at a time
+// engine-wide as the flow allows (Options.Concurrency, or the adaptive
+// limit), and returns when jobs is closed and all are done. do may call
+// release once its transfer is over, to hand its slot to the next job while
+// it finishes locally (ingress: fsync and rename). Callers bound that
+// finishing work themselves (Engine.commits). do returns the bytes it moved
+// and its error, which the adaptive limit learns from.
+func executeReleasing[T any](ctx context.Context, e *Engine, jobs <-chan T, do func(j T, release func()) (int64, error)) {
 	var wg sync.WaitGroup
 	for j := range jobs {
-		select {
-		case e.sem <- struct{}{}:
-		case <-ctx.Done():
+		tok := e.flow.acquire(ctx)
+		if tok == nil {
 			continue // drain: the planner stops on ctx too
 		}
 		wg.Go(func() {
-			var once sync.Once
-			release := func() { once.Do(func() { <-e.sem }) }
-			defer release()
-			do(j, release)
+			n, err := do(j, tok.free)
+			tok.done(n, err)
 		})
 	}
 	wg.Wait()

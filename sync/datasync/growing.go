@@ -203,6 +203,7 @@ func (p *pass) snapshot(ctx context.Context, j job) (int64, *journal.Record, err
 			p.ms.mu.Unlock()
 		}
 		p.noteInode(name, st.Inode)
+		p.confirmSnapshot(name, st, rec)
 		return sent, rec, nil
 	}
 }
@@ -234,7 +235,20 @@ func (p *pass) snapshotWhole(ctx context.Context, r *stablefile.Reader, key stri
 		return 0, fmt.Errorf("upload %s: server holds ETag %s, local MD5 is %s: corrupted in transit", key, etag, want)
 	}
 	rec.ETag = etag
+	p.confirmSnapshot(r.Path(), r.Stat(), rec)
 	return int64(len(buf)), nil
+}
+
+// confirmSnapshot marks the row confirmed for retention (the server took
+// the bytes with their MD5s, and the ETag is theirs) only when the file is
+// still exactly the version read: a file that is still growing must never
+// be removed after upload.
+func (p *pass) confirmSnapshot(name string, st stablefile.Stat, rec *journal.Record) {
+	fi, err := p.dir.Root().Lstat(name)
+	if err != nil {
+		return
+	}
+	rec.Confirmed = stablefile.StatOf(fi) == st
 }
 
 // copySrc is the object whose parts a new upload may copy.

@@ -14,13 +14,13 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/minio/minio-go/v7"
 	"go.uber.org/zap"
 
 	"github.com/project-flotta/flotta-device-worker/sync/directio"
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/s3errors"
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 )
 
@@ -265,8 +265,7 @@ const directMin = 2 * directio.Block
 // movedOr turns "no such key" and "precondition failed" (the version the
 // plan saw is gone) into errObjectMoved.
 func movedOr(err error) error {
-	var er minio.ErrorResponse
-	if errors.Is(err, ErrNotFound) || errors.As(err, &er) && (er.Code == "NoSuchKey" || er.Code == "PreconditionFailed" || er.StatusCode == 412) {
+	if k := s3errors.Kind(err); k == s3errors.NotFound || k == s3errors.Precondition {
 		return fmt.Errorf("%w: %w", errObjectMoved, err)
 	}
 	return err

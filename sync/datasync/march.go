@@ -26,6 +26,9 @@ type item struct {
 type scope struct {
 	localWalked  bool // local nil: there is no file
 	remoteListed bool // remote nil: there is no object
+	// confirm (egress): the mapping's retention may remove files, so an
+	// unconfirmed upload is confirmed (actConfirm).
+	confirm bool
 }
 
 // rowBatch is how many journal rows are read per short read transaction.

@@ -22,6 +22,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
+
+	"github.com/project-flotta/flotta-device-worker/sync/s3errors"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -36,6 +38,7 @@ type memBackend struct {
 	puts    atomic.Int64
 	gets    atomic.Int64
 	failPut func(key string) error // when set, may fail a Put
+	deny    error                  // when set, every call fails with it (wrong credentials)
 	// PutParts (growing_test.go): bytes uploaded and copied server-side,
 	// and a server without UploadPartCopy.
 	sent, copied atomic.Int64
@@ -52,13 +55,40 @@ type memObject struct {
 
 func newMemBackend() *memBackend { return &memBackend{objs: map[string]memObject{}} }
 
+// hasBucket: the fixtures' bucket, and any other the twin holds objects in.
+func (b *memBackend) hasBucket(name string) bool {
+	if name == bucket {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := range b.objs {
+		if bk, _, _ := strings.Cut(k, "\x00"); bk == name {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *memBackend) requests() int64 {
 	return b.pages.Load() + b.stats.Load() + b.puts.Load() + b.gets.Load()
 }
 
+// errNoSuchBucket is what a server answers for a bucket that does not
+// exist; the twin has the fixtures' bucket only.
+var errNoSuchBucket = minio.ErrorResponse{StatusCode: http.StatusNotFound, Code: "NoSuchBucket", Message: "The specified bucket does not exist"}
+
 func (b *memBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
 	b.lists.Add(1)
 	return func(yield func(Object, error) bool) {
+		if b.deny != nil {
+			yield(Object{}, b.deny)
+			return
+		}
+		if !b.hasBucket(bucket) {
+			yield(Object{}, s3errors.Classify(errNoSuchBucket))
+			return
+		}
 		b.mu.Lock()
 		var ks []string
 		for k := range b.objs {
@@ -89,6 +119,9 @@ func (b *memBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[
 
 func (b *memBackend) Stat(_ context.Context, bucket, key string) (Object, error) {
 	b.stats.Add(1)
+	if b.deny != nil {
+		return Object{}, b.deny
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	o, ok := b.objs[bucket+"\x00"+key]
@@ -100,6 +133,9 @@ func (b *memBackend) Stat(_ context.Context, bucket, key string) (Object, error)
 
 func (b *memBackend) Put(_ context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (string, error) {
 	b.puts.Add(1)
+	if b.deny != nil {
+		return "", b.deny
+	}
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return "", err
@@ -132,6 +168,9 @@ func (b *memBackend) Get(ctx context.Context, bucket, key, matchETag string) (io
 
 func (b *memBackend) GetRange(_ context.Context, bucket, key, matchETag string, off, length int64) (io.ReadCloser, error) {
 	b.gets.Add(1)
+	if b.deny != nil {
+		return nil, b.deny
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	o, ok := b.objs[bucket+"\x00"+key]
@@ -139,7 +178,7 @@ func (b *memBackend) GetRange(_ context.Context, bucket, key, matchETag string, 
 		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
 	if matchETag != "" && matchETag != o.etag {
-		return nil, minio.ErrorResponse{StatusCode: http.StatusPreconditionFailed, Code: "PreconditionFailed"}
+		return nil, s3errors.Classify(minio.ErrorResponse{StatusCode: http.StatusPreconditionFailed, Code: "PreconditionFailed"})
 	}
 	data := o.data[min(off, int64(len(o.data))):]
 	if length >= 0 {

@@ -33,8 +33,9 @@ const maxEventBatch = 1000
 // server could not be reached for (an answer that it has no notifications
 // ends the attempts until the next Configure).
 const (
-	listenMinBackoff = time.Second
-	listenMaxBackoff = 5 * time.Minute
+	listenMinBackoff       = time.Second
+	listenMaxBackoff       = 5 * time.Minute
+	listenSilentMaxBackoff = 2 * time.Hour
 )
 
 // listenSpec is what one bucket's stream serves.
@@ -181,31 +182,52 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, notify.ErrUnsupported):
+			e.setMode(spec.ids(), false, ReasonUnsupported)
 			key := spec.ep.String() + "\x00" + spec.bucket
 			if _, seen := noted.LoadOrStore(key, true); !seen {
 				log.Info("the server offers no bucket notifications: ingress polls (adaptive interval)", zap.Error(err))
 			}
 			return
 		case err != nil:
+			reason := streamReason(err)
+			e.setMode(spec.ids(), false, reason)
 			log.Debug("bucket notifications unavailable for now; polling", zap.Error(err), zap.Duration("retry_in", backoff))
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, listenMaxBackoff)
+			ceiling := listenMaxBackoff
+			if reason == ReasonStreamSilent {
+				// A server that answers nothing holds its stream back: each
+				// attempt costs a request, so an idle mapping tries a few
+				// times a day instead of 288.
+				ceiling = listenSilentMaxBackoff
+			}
+			backoff = min(2*backoff, ceiling)
 			continue
 		}
-		backoff = listenMinBackoff
-		log.Info("listening for bucket notifications: ingress downloads new objects as they are announced")
-		e.applyEvents(ctx, l, spec)
+		log.Info("notification stream open: ingress downloads new objects as they are announced once its pings come on time")
+		if e.applyEvents(ctx, l, spec) {
+			backoff = listenMinBackoff
+		}
 		if errors.Is(l.Err(), notify.ErrUnsupported) {
+			e.setMode(spec.ids(), false, ReasonUnsupported)
 			log.Info("the server no longer offers bucket notifications: ingress polls", zap.Error(l.Err()))
 			return
 		}
 		if ctx.Err() != nil {
 			return
 		}
+		// The listener gave up on a server that answered nothing: wait as
+		// after a failed Listen (backoff kept unless the stream was timely).
+		e.setMode(spec.ids(), false, streamReason(l.Err()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, listenSilentMaxBackoff)
 	}
 }
 
@@ -213,7 +235,7 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 // the listener stops, and follows its connection: a mapping is notified
 // (its full pass only a safety net) while the stream is up; a full pass
 // follows every (re)connection, as events may have been missed.
-func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *listenSpec) {
+func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *listenSpec) (wasTimely bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -224,17 +246,36 @@ func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *list
 		appliers[i] = a
 		wg.Go(func() { e.runApplier(ctx, a) })
 	}
-	connected := func(up bool) {
-		for _, m := range spec.maps {
-			e.setNotified(m.id, up)
+	// The mappings are notified (their passes only a safety net) while the
+	// stream is timely: up, and its pings arrive on schedule. A stream that
+	// is up but not timely may hold its events back: events from it are
+	// applied, and the mappings keep polling.
+	healthy := false
+	follow := func() {
+		now := l.Timely()
+		wasTimely = wasTimely || now
+		if now != healthy {
+			healthy = now
+			for _, m := range spec.maps {
+				e.setNotified(m.id, healthy)
+			}
 		}
-		if up {
-			e.passSoon(spec.ids())
+		reason := ReasonStreamDown
+		if l.Connected() {
+			reason = ReasonStreamSilent
 		}
+		e.setMode(spec.ids(), healthy, reason)
 	}
-	up := true
-	connected(true)
-	defer connected(false)
+	e.passSoon(spec.ids()) // events may have been missed before the stream was up
+	follow()
+	defer func() {
+		for _, m := range spec.maps {
+			e.setNotified(m.id, false)
+		}
+		if ctx.Err() == nil {
+			e.setMode(spec.ids(), false, ReasonStreamDown)
+		}
+	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -256,12 +297,7 @@ func (e *Engine) applyEvents(ctx context.Context, l *notify.Listener, spec *list
 		case <-tick.C:
 			// The stream reconnects by itself; while it is down the
 			// mappings poll (the Resync after it is back catches up).
-			if now := l.Connected(); now != up {
-				up = now
-				for _, m := range spec.maps {
-					e.setNotified(m.id, up)
-				}
-			}
+			follow()
 		}
 	}
 }

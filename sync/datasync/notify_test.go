@@ -2,9 +2,11 @@ package datasync
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,8 +131,8 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 // On MinIO an object put under an ingress prefix reaches the device at
 // once, long before the poll interval (an hour here); a removed object's
 // row is pruned and its file kept; keys outside the prefix are not fetched.
-func TestNotifiedIngressDownloadsAtOnce(t *testing.T) {
-	f := newRunFixture(t, s3test.StartMinIO(t, s3test.WithBuckets(bucket)))
+func TestMinIOPushNotifiedIngressDownloadsAtOnce(t *testing.T) {
+	f := newRunFixture(t, s3test.StartMinIOPush(t, s3test.WithBuckets(bucket)))
 	waitFor(t, "stream up", 10*time.Second, f.notified)
 	waitFor(t, "first passes", 10*time.Second, func() bool { return f.fullPasses() >= 2 }) // at start, and once the stream is up
 	passes := f.fullPasses()
@@ -156,6 +158,10 @@ func TestNotifiedIngressDownloadsAtOnce(t *testing.T) {
 	assert.ErrorIs(t, err, os.ErrNotExist)
 	assert.Equal(t, passes, f.fullPasses(), "no full pass: events only")
 	assert.Equal(t, int64(4), f.status("in").FilesTotal)
+	if m := f.status("in").Ingress; assert.NotNil(t, m) {
+		assert.Equal(t, ModePush, m.Mode)
+		assert.Empty(t, m.Reason)
+	}
 }
 
 // versitygw has no notifications: found at once with one request, logged,
@@ -167,6 +173,7 @@ func TestNoNotificationsFallsBackToAdaptivePolling(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	assert.Equal(t, int64(1), f.streams.Load(), "one attempt at a stream, no retry loop")
 	assert.False(t, f.notified())
+	assert.Equal(t, &IngressMode{Mode: ModePoll, Reason: ReasonUnsupported, Since: f.status("in").Ingress.Since}, f.status("in").Ingress)
 	idle := f.lists.Load()
 	t.Logf("4 s idle at a %s interval, cap %s: %d LIST requests (%d at a fixed interval)", interval, pollMax, idle, 4*time.Second/interval)
 	assert.LessOrEqual(t, idle, int64(14)) // 0.2+0.4+0.8 s, then every 0.8 s: about 8
@@ -188,8 +195,8 @@ func TestNoNotificationsFallsBackToAdaptivePolling(t *testing.T) {
 // MinIO restarted mid-run: the stream drops, the mapping polls meanwhile,
 // the stream comes back, a full pass catches up with what was put while it
 // was down, and events flow again.
-func TestMinIORestartResyncsThenEventsAgain(t *testing.T) {
-	m := s3test.StartMinIO(t, s3test.WithBuckets(bucket))
+func TestMinIOPushRestartResyncsThenEventsAgain(t *testing.T) {
+	m := s3test.StartMinIOPush(t, s3test.WithBuckets(bucket))
 	f := newRunFixture(t, m)
 	waitFor(t, "stream up", 10*time.Second, f.notified)
 	f.put("in/before.txt", []byte("before"))
@@ -197,6 +204,11 @@ func TestMinIORestartResyncsThenEventsAgain(t *testing.T) {
 
 	m.Stop()
 	waitFor(t, "stream seen down", 10*time.Second, func() bool { return !f.notified() })
+	waitFor(t, "mode poll", 5*time.Second, func() bool { return f.status("in").Ingress.Mode == ModePoll })
+	if mode := f.status("in").Ingress; assert.Equal(t, ModePoll, mode.Mode) {
+		assert.Equal(t, ReasonStreamDown, mode.Reason)
+		assert.False(t, mode.Since.IsZero(), "down since when")
+	}
 	m.Restart()
 	f.put("in/while-down.txt", []byte("missed?")) // likely before the stream is back
 	waitFor(t, "stream back", 15*time.Second, f.notified)
@@ -221,4 +233,29 @@ func TestNotifyOffOpensNoStream(t *testing.T) {
 	t.Logf("put -> file by polling: %s", took)
 	assert.Zero(t, f.streams.Load())
 	assert.False(t, f.notified())
+	assert.Equal(t, &IngressMode{Mode: ModePoll, Reason: ReasonNotifyOff}, f.status("in").Ingress)
+}
+
+// MinIO as released holds its notification stream back: the mapping says
+// it polls and why, and once a poll has found an object the next ones come
+// PollFast later, so the rest of a burst arrives quickly.
+func TestMinIOAsReleasedPollsAndSaysWhy(t *testing.T) {
+	const fast = 300 * time.Millisecond
+	f := newRunFixture(t, s3test.StartMinIO(t, s3test.WithBuckets(bucket)), func(o *Options) {
+		o.Interval, o.PollMax, o.PollFast = 5*time.Second, 10*time.Second, fast
+	})
+	waitFor(t, "stream found silent", 20*time.Second, func() bool { return f.status("in").Ingress.Reason == ReasonStreamSilent })
+	assert.Equal(t, ModePoll, f.status("in").Ingress.Mode)
+	assert.False(t, f.notified())
+	f.put("in/0", []byte("0"))
+	f.waitFile("in/0", []byte("0"), 20*time.Second) // polling at up to the 10 s cap
+	var worst time.Duration
+	for i := 1; i <= 5; i++ {
+		time.Sleep(100 * time.Millisecond)
+		key, data := fmt.Sprintf("in/%d", i), []byte(strconv.Itoa(i))
+		f.put(key, data)
+		worst = max(worst, f.waitFile(key, data, 5*time.Second))
+	}
+	t.Logf("burst after the first object, worst put -> file: %s (polls %s apart)", worst, fast)
+	assert.Less(t, worst, 2*time.Second, "fast polls, not the 5 s interval (with room for a loaded machine)")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/diskguard"
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/s3client"
 	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
@@ -48,6 +49,12 @@ type pass struct {
 
 	noRows bool // dry run: the journal holds nothing of this mapping
 
+	// ledger (egress) counts the confirmed files kept and the local bytes
+	// during the uploading run; removing says the removal run of the
+	// retention is under way (retention.go).
+	ledger   *ledger
+	removing bool
+
 	problemMu sync.Mutex
 	problems  []string // names the walker could not read: nothing under them is assumed gone
 	tooMany   bool
@@ -69,8 +76,13 @@ type strategy struct {
 func (p *pass) strategy() strategy {
 	if p.m.Direction == Egress {
 		return strategy{
-			decide:   func(it *item, sc scope) decision { return decideEgress(*it, sc) },
-			transfer: func(ctx context.Context, j job, _ func()) outcome { return p.upload(ctx, j) },
+			decide: func(it *item, sc scope) decision { return decideEgress(*it, sc) },
+			transfer: func(ctx context.Context, j job, _ func()) outcome {
+				if j.d.act == actConfirm {
+					return p.confirmUpload(ctx, j)
+				}
+				return p.upload(ctx, j)
+			},
 		}
 	}
 	return strategy{
@@ -94,7 +106,9 @@ type outcome struct {
 	// conflict names the conflict copy the local version was kept as
 	// (ingress), "" when there was none.
 	conflict string
-	err      error
+	// removed (egress retention): the file was removed; bytes is its size.
+	removed bool
+	err     error
 }
 
 // maxProblems bounds the names remembered as unreadable in one pass; past
@@ -158,8 +172,13 @@ type source func(yield func(item, scope) bool) error
 // when reconciling), journal rows, and the remote listing (ingress, egress
 // adoption and reconcile).
 func (p *pass) fullSource(ctx context.Context) source {
+	return p.fullSourceOf(ctx, p.m.Direction == Ingress || p.adopt || p.po.Reconcile)
+}
+
+// fullSourceOf is fullSource, listing the remote side only when listRemote
+// (the removal run of the retention does not list).
+func (p *pass) fullSourceOf(ctx context.Context, listRemote bool) source {
 	walkLocal := p.dir != nil && (p.m.Direction == Egress || p.po.Reconcile)
-	listRemote := p.m.Direction == Ingress || p.adopt || p.po.Reconcile
 	sc := scope{localWalked: walkLocal, remoteListed: listRemote}
 	return func(yield func(item, scope) bool) error {
 		var local iter.Seq[localFile]
@@ -264,52 +283,31 @@ func (p *pass) run(ctx context.Context, src source) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	jobs := make(chan job)
+	send := func(j job) bool {
+		p.po.Progress.planned(p.sizeOf(j.it))
+		select {
+		case jobs <- j:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	var planErr error
 	go func() {
 		defer close(jobs)
+		if p.ordered() {
+			planErr = p.planOrdered(src, send)
+			return
+		}
 		planErr = src(func(it item, sc scope) bool {
-			if sc.localWalked && it.local == nil && p.underProblem(it.name) {
-				sc.localWalked = false // not seen is not gone
-			}
-			d := p.way.decide(&it, sc)
-			switch d.act {
-			case actSkip:
-				return true
-			case actRefused:
-				p.stats.refuse(fmt.Errorf("%w %q (refused earlier)", keys.ErrHostile, p.lp+it.name))
-				p.report(it, d)
-				return true
-			case actPrune:
-				p.report(it, d)
-				if p.po.DryRun {
-					return true
-				}
-				p.w.Add(journal.Entry{Key: p.way.rowPrefix + it.name, Delete: true})
-				p.succeeded(it.name)
-				p.stats.prunedOne()
-				return true
-			}
-			if p.po.DryRun {
-				p.dryRun(job{it: it, d: d}) // in key order, nothing executed
-				return true
-			}
-			if d.act != actRefuse && !p.due(it.name) {
-				p.stats.addPending()
-				return true
-			}
-			p.po.Progress.planned(p.sizeOf(it))
-			select {
-			case jobs <- job{it: it, d: d}:
-				return true
-			case <-ctx.Done():
-				return false
-			}
+			j, ok := p.plan(it, sc, true)
+			return !ok || send(j)
 		})
 	}()
-	executeReleasing(ctx, p.e, jobs, func(j job, release func()) {
+	executeReleasing(ctx, p.e, jobs, func(j job, release func()) (int64, error) {
 		if ctx.Err() != nil {
 			p.stats.addPending()
-			return
+			return 0, nil
 		}
 		var out outcome
 		p.po.Progress.begin()
@@ -322,6 +320,7 @@ func (p *pass) run(ctx context.Context, src source) error {
 		if p.record(j, out) {
 			cancel(out.err)
 		}
+		return out.bytes, out.err
 	})
 	var flushErr error
 	if !p.po.DryRun {
@@ -342,12 +341,61 @@ func (p *pass) run(ctx context.Context, src source) error {
 	return nil
 }
 
+// decideOne completes the scope of an item and decides on it.
+func (p *pass) decideOne(it *item, sc scope) decision {
+	if sc.localWalked && it.local == nil && p.underProblem(it.name) {
+		sc.localWalked = false // not seen is not gone
+	}
+	sc.confirm = p.m.Direction == Egress && p.m.Retention.Active()
+	return p.way.decide(it, sc)
+}
+
+// plan decides on one item and does what needs no transfer (prunes,
+// reports, dry runs); it returns the job to run, if any. checkDue leaves a
+// job whose retry backoff has not passed pending (an ordered pass checks it
+// when the job's turn comes).
+func (p *pass) plan(it item, sc scope, checkDue bool) (job, bool) {
+	d := p.decideOne(&it, sc)
+	if p.ledger != nil && !p.removing {
+		p.ledger.see(it, d)
+	}
+	switch d.act {
+	case actSkip:
+		return job{}, false
+	case actRefused:
+		p.stats.refuse(fmt.Errorf("%w %q (refused earlier)", keys.ErrHostile, p.lp+it.name))
+		p.report(it, d)
+		return job{}, false
+	case actPrune:
+		p.report(it, d)
+		if p.po.DryRun {
+			return job{}, false
+		}
+		p.w.Add(journal.Entry{Key: p.way.rowPrefix + it.name, Delete: true})
+		p.succeeded(it.name)
+		p.stats.prunedOne()
+		return job{}, false
+	}
+	if p.po.DryRun {
+		p.dryRun(job{it: it, d: d}) // in key order, nothing executed
+		return job{}, false
+	}
+	if checkDue && d.act != actRefuse && !p.due(it.name) {
+		p.stats.addPending()
+		return job{}, false
+	}
+	return job{it: it, d: d}, true
+}
+
 // record is the one place an outcome is written down: journal row, pass
 // statistics (the status), retry backoff, log. It reports whether the error
 // means the server cannot be used, so that the pass stops.
 func (p *pass) record(j job, out outcome) (serverDown bool) {
 	name, key := j.it.name, p.lp+j.it.name
 	err := out.err
+	if errors.Is(err, s3client.ErrServerSilent) {
+		p.stalled(name)
+	}
 	switch {
 	case err == nil:
 		if out.row != nil {
@@ -358,6 +406,14 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		p.succeeded(name)
 		if out.bytes >= 0 && out.row != nil {
 			p.stats.moved(out.bytes)
+		}
+		if out.row != nil && p.ledger != nil && !p.removing {
+			p.ledger.uploaded(out.row)
+		}
+		if out.removed {
+			p.stats.removedOne(out.bytes)
+			p.report(j.it, j.d)
+			p.e.log.Debug("removed after upload", zap.String("mapping", p.m.ID), zap.String("path", name), zap.String("why", j.d.why))
 		}
 		if out.conflict != "" {
 			p.stats.conflict()
@@ -396,6 +452,10 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		p.stats.fail(err)
 		p.failed(name, true)
 		return true
+	case j.d.act == actRemove:
+		p.stats.fail(err)
+		p.failed(name, false)
+		p.e.log.Warn("remove after upload failed (the file is kept)", zap.String("mapping", p.m.ID), zap.String("path", name), zap.Error(err))
 	default:
 		p.stats.fail(err)
 		p.failed(name, false)
@@ -446,6 +506,28 @@ func (p *pass) failed(name string, transient bool) {
 	r.next = time.Now().Add(d)
 }
 
+// stalled records that a try of name timed out on the link.
+func (p *pass) stalled(name string) {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	r := p.ms.retry[name]
+	if r == nil {
+		r = &retryState{first: p.started}
+		p.ms.retry[name] = r
+	}
+	r.stalls++
+}
+
+// stalls is the number of tries of name that timed out on the link.
+func (p *pass) stalls(name string) int {
+	p.ms.mu.Lock()
+	defer p.ms.mu.Unlock()
+	if r := p.ms.retry[name]; r != nil {
+		return r.stalls
+	}
+	return 0
+}
+
 func (p *pass) succeeded(name string) {
 	p.ms.mu.Lock()
 	delete(p.ms.retry, name)
@@ -477,7 +559,7 @@ type PassOptions struct {
 
 // Planned is one action a pass decided on.
 type Planned struct {
-	Action string // upload, adopt, download, conflict, refuse, refused, prune, disk-guard; "summary" ends a dry run (Size: entries that could not be read)
+	Action string // upload, adopt, confirm, remove, download, conflict, refuse, refused, prune, disk-guard; "summary" ends a dry run (Size: entries that could not be read)
 	Key    string // object key
 	Path   string // local path relative to the mapping's directory
 	Size   int64

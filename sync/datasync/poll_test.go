@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -20,16 +21,27 @@ func TestNextPoll(t *testing.T) {
 	var s pollState
 	var steps []time.Duration
 	for range 7 {
-		s = nextPoll(s, false, base, ceiling, noJitter)
+		s = nextPoll(s, false, 2*time.Second, base, ceiling, noJitter)
 		steps = append(steps, s.every)
 		assert.Equal(t, s.every, s.wait, "the middle of the jitter band is the step")
 	}
 	assert.Equal(t, []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 5 * time.Minute, 5 * time.Minute, 5 * time.Minute}, steps)
-	assert.Equal(t, pollState{}, nextPoll(s, true, base, ceiling, noJitter), "a change brings the base interval back")
-	assert.Equal(t, pollState{}, nextPoll(pollState{}, false, base, base, noJitter), "a cap at the interval: no growth")
+	assert.Equal(t, pollState{}, nextPoll(s, true, 0, base, ceiling, noJitter), "without fast polls a change brings the base interval back")
+	assert.Equal(t, pollState{}, nextPoll(s, true, base, base, ceiling, noJitter), "fast polls no faster than the base: the base")
+	assert.Equal(t, pollState{}, nextPoll(pollState{}, false, 2*time.Second, base, base, noJitter), "a cap at the interval: no growth")
+
+	// After a change: 2 s, then doubling from there to the cap.
+	s = nextPoll(s, true, 2*time.Second, base, ceiling, noJitter)
+	steps = []time.Duration{s.every}
+	for range 8 {
+		s = nextPoll(s, false, 2*time.Second, base, ceiling, noJitter)
+		steps = append(steps, s.every)
+	}
+	assert.Equal(t, []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second,
+		64 * time.Second, 128 * time.Second, 256 * time.Second, 5 * time.Minute}, steps)
 
 	for range 1000 {
-		s := nextPoll(pollState{every: 4 * time.Minute}, false, base, ceiling, rand.Int64N)
+		s := nextPoll(pollState{every: 4 * time.Minute}, false, 2*time.Second, base, ceiling, rand.Int64N)
 		require.GreaterOrEqual(t, s.wait, 270*time.Second)
 		require.LessOrEqual(t, s.wait, 330*time.Second)
 	}
@@ -69,7 +81,7 @@ func (c *simClock) runFor(d time.Duration, until func() bool) {
 		if until != nil && until() {
 			return
 		}
-		c.now = c.now.Add(iv + time.Duration(rand.Int64N(int64(iv)/10+1)))
+		c.now = c.now.Add(c.f.eng.untilFastPoll(c.now, iv+time.Duration(rand.Int64N(int64(iv)/10+1))))
 	}
 }
 
@@ -135,4 +147,66 @@ func TestEventFloodBecomesAFullPass(t *testing.T) {
 	cancel()
 	<-done
 	assert.Zero(t, f.be.stats.Load(), "no HEAD")
+}
+
+// A burst of one object a second on a server without notifications, with
+// the default settings: once a pass has found the first object, the next
+// passes come every PollFast (2 s) instead of every Interval, so each later
+// object waits about 1 s; after the burst the waits grow back to the cap.
+func TestBurstIsPolledFast(t *testing.T) {
+	f := newMemFixture(t, func(o *Options) { o.Interval = DefaultInterval; o.PollMax = DefaultPollMax; o.ReconcileInterval = 0 })
+	f.configure(f.ingress("in", "in", "in"))
+	c := newSimClock(f)
+	c.runFor(time.Hour, nil) // idle: polling at the cap
+	c.runFor(time.Nanosecond, nil)
+	start := c.now    // a round after the last one
+	const burst = 420 // 7 min: longer than the wait at the cap
+	put := make([]time.Time, burst)
+	var lat []time.Duration
+	seen := -1 // the objects up to seen have arrived
+	next := 0
+	ctx := context.Background()
+	for seen < burst-1 && c.now.Sub(start) < 15*time.Minute {
+		for ; next < burst && !start.Add(time.Duration(next)*time.Second).After(c.now); next++ {
+			put[next] = start.Add(time.Duration(next) * time.Second)
+			f.be.put(fmt.Sprintf("in/%03d", next), []byte("x"))
+		}
+		var wg sync.WaitGroup
+		f.eng.startPasses(ctx, &wg, false)
+		wg.Wait()
+		for seen < next-1 {
+			if _, err := os.Stat(filepath.Join(f.root, "in", fmt.Sprintf("%03d", seen+1))); err != nil {
+				break
+			}
+			seen++
+			lat = append(lat, c.now.Sub(put[seen]))
+		}
+		iv := f.eng.opts.Interval
+		c.now = c.now.Add(f.eng.untilFastPoll(c.now, iv+time.Duration(rand.Int64N(int64(iv)/10+1))))
+	}
+	require.Len(t, lat, burst)
+	first := lat[0]
+	// The objects put while the first one waited for a pass at the cap
+	// came with it; the burst proper is what was put after that pass.
+	var during []time.Duration
+	for i, l := range lat {
+		if put[i].After(start.Add(first)) {
+			during = append(during, l)
+		}
+	}
+	require.NotEmpty(t, during)
+	slices.Sort(during)
+	p50, p95 := during[len(during)/2], during[len(during)*95/100]
+	t.Logf("first object after an hour idle: %s; the %d put after it: p50 %s, p95 %s, max %s (simulated)", first, len(during), p50, p95, during[len(during)-1])
+	assert.LessOrEqual(t, first, DefaultPollMax*11/10+DefaultInterval)
+	assert.LessOrEqual(t, p50, 1500*time.Millisecond)
+	assert.LessOrEqual(t, during[len(during)-1], DefaultPollFast*11/10+10*time.Millisecond)
+
+	// After the burst the waits double back up to the cap.
+	before := len(c.full)
+	c.runFor(10*time.Minute, nil)
+	passes := len(c.full) - before
+	t.Logf("passes in the 10 min after the burst: %d", passes)
+	assert.LessOrEqual(t, passes, 12) // 2+4+...+256 s, then every 5 min
+	assert.GreaterOrEqual(t, passes, 7)
 }

@@ -1,20 +1,3 @@
-// Package datasync keeps local directories and S3 prefixes in sync, both ways.
-// It knows nothing of yggdrasil or podman: it takes an S3 endpoint and a set of
-// mappings and runs a pass over each mapping every interval, on change events
-// (Engine.Changed) and, now and then, a reconcile.
-//
-// Where things are:
-//   - engine.go: the Engine's API and scheduling (Configure, Run, Sync, Changed);
-//   - watchers.go: the inotify watchers of egress sources while Run runs (sync/watch);
-//   - backend.go: the Backend interface over the bucket, and its minio-go implementation;
-//   - walk.go: the local walker, in key order; march.go: local files, journal rows and
-//     the listing walked in lock step;
-//   - decide.go: the one decision function per direction (pure; decide_test.go has the tables);
-//   - pass.go: the one pass skeleton (plan, execute, record) and dry runs;
-//   - egress.go, ingress.go: the transfers (upload with adoption; atomic download with the disk guard).
-//   - growing.go: files that never settle (logs held open): snapshots within MaxStaleness, part
-//     copies of what the bucket already holds, rotation; parts.go: the Backend's part assembly.
-//   - poll.go: adaptive polling of ingress mappings; notify.go: push-based ingress (bucket notifications).
 package datasync
 
 import (
@@ -68,7 +51,49 @@ type Mapping struct {
 	// MaxStaleness (egress) overrides Options.MaxStaleness for this
 	// mapping; 0 keeps the engine's.
 	MaxStaleness time.Duration
+	// Retention (egress) says which uploaded files are removed from
+	// LocalDir (retention.go); the zero value keeps every file.
+	Retention Retention
+	// Order (egress) is the order a backlog is uploaded in (order.go); the
+	// zero value is key order.
+	Order Order
 }
+
+// Retention is what an egress mapping keeps of the files it uploaded. A
+// file is removed only once its object is confirmed (the server's ETag is
+// the MD5, or multipart ETag, of what was read) and only while it is still
+// the file that was read (inode, size, mtime, ctime); a file not yet
+// uploaded is never removed. With several limits set, a file goes as soon
+// as one of them says so.
+type Retention struct {
+	// RemoveAfterUpload removes every file once its object is confirmed
+	// (rclone's move).
+	RemoveAfterUpload bool
+	// KeepBytes bounds the bytes of uploaded files kept; the oldest (by
+	// modification time) go first. 0: no bound.
+	KeepBytes int64
+	// KeepAge removes uploaded files modified longer ago than this. 0: no
+	// bound.
+	KeepAge time.Duration
+}
+
+// Active reports whether the retention may ever remove a file. A mapping
+// with an active retention also sheds its oldest uploaded files when its
+// file system is short of space (Options.MinFreeBytes, MinFreePercent).
+func (r Retention) Active() bool { return r.RemoveAfterUpload || r.KeepBytes > 0 || r.KeepAge > 0 }
+
+// Order is the order an egress backlog is uploaded in.
+type Order string
+
+const (
+	// KeyOrder uploads in key order (the walk's order); no sorting cost.
+	KeyOrder Order = ""
+	// OldestFirst uploads the least recently modified files first.
+	OldestFirst Order = "oldest-first"
+	// NewestFirst uploads the most recently modified files first, for
+	// telemetry where fresh data matters most after an outage.
+	NewestFirst Order = "newest-first"
+)
 
 // Options tune an Engine. Zero values take the documented defaults.
 type Options struct {
@@ -83,14 +108,25 @@ type Options struct {
 	// for none.
 	ReconcileInterval time.Duration
 	// PollMax caps the adaptive interval of an ingress mapping's passes
-	// (poll.go): doubled after each pass that finds nothing new, back to
-	// Interval at the first change; default 5m, never less than Interval.
+	// (poll.go): doubled after each pass that finds nothing new; default
+	// 5m, never less than Interval.
 	PollMax time.Duration
+	// PollFast is the wait before an ingress mapping's next pass after one
+	// that found a change (poll.go), when shorter than Interval; default
+	// 2s, negative for Interval.
+	PollFast time.Duration
 	// NoNotify turns bucket notifications off: ingress only polls. By
 	// default, where the server offers them (MinIO), an ingress mapping
 	// downloads new objects as they are announced (notify.go).
-	NoNotify       bool
-	Concurrency    int               // parallel transfers; default suits a 2-core device
+	NoNotify bool
+	// Concurrency fixes the number of transfers in flight; 0 (the
+	// default) lets it follow the link (flow.go): it starts at
+	// DefaultConcurrency and moves between MinConcurrency and
+	// MaxConcurrency by the goodput it measures.
+	Concurrency int
+	// MaxConcurrency caps the adaptive number of transfers in flight;
+	// default DefaultMaxConcurrency.
+	MaxConcurrency int
 	DefaultQuota   int64             // ingress bytes per mapping when the mapping sets none; 0 = unlimited
 	MinFreeBytes   int64             // ingress keeps at least this much free on the file system
 	MinFreePercent float64           // ... and at least this share of it
@@ -126,7 +162,10 @@ const (
 	DefaultWatchedInterval   = 5 * time.Minute
 	DefaultReconcileInterval = time.Hour
 	DefaultPollMax           = 5 * time.Minute
-	DefaultConcurrency       = 8         // transfers are I/O bound: a 2-core device keeps 8 busy
+	DefaultPollFast          = 2 * time.Second
+	DefaultConcurrency       = 8         // transfers in flight to start with (adaptive), or with a fixed limit
+	DefaultMaxConcurrency    = 64        // the adaptive limit's cap: small files on a long round trip
+	MinConcurrency           = 2         // the adaptive limit's floor
 	DefaultMinFreeBytes      = 512 << 20 // MinFreeBytes 0 means this; negative means none
 	DefaultMinFreePercent    = 5.0       // MinFreePercent 0 means this; negative means none
 )
@@ -161,6 +200,9 @@ type MappingStatus struct {
 	// Throttled says a transfer of the mapping is in flight and waiting on
 	// the engine's bandwidth limit (Options.Limiter) right now.
 	Throttled bool `json:"throttled,omitempty"`
+	// Ingress says whether an ingress mapping is pushed new objects by the
+	// server's notifications or polls, and why (nil for egress).
+	Ingress *IngressMode `json:"ingress,omitempty"`
 	// Conflicts counts, since the engine started, the ingress files changed
 	// both on the device and in the bucket whose device version was kept as
 	// a conflict copy (keys.ConflictName) before the object was written.
@@ -173,4 +215,19 @@ type MappingStatus struct {
 	// BytesSavedByPartCopy counts, since the engine started, the bytes of
 	// growing and rotated files copied server-side instead of sent.
 	BytesSavedByPartCopy int64 `json:"bytes_saved_by_part_copy,omitempty"`
+
+	// Retention (egress): KeptBytes and KeptFiles are the uploaded files
+	// still on the device after the last full pass, LocalBytes all the
+	// files there (uploaded or not); RemovedFiles and RemovedBytes count
+	// what retention removed since the engine started.
+	KeptFiles    int64 `json:"kept_files,omitempty"`
+	KeptBytes    int64 `json:"kept_bytes,omitempty"`
+	LocalBytes   int64 `json:"local_bytes,omitempty"`
+	RemovedFiles int64 `json:"removed_files,omitempty"`
+	RemovedBytes int64 `json:"removed_bytes,omitempty"`
+	// ShortOfSpace (egress), when not empty, says the file system of the
+	// mapping's directory is below the free-space floor (Options.MinFreeBytes,
+	// MinFreePercent) and nothing more may be removed: what is left has not
+	// been uploaded (or retention is off).
+	ShortOfSpace string `json:"short_of_space,omitempty"`
 }

@@ -38,6 +38,17 @@ type Record struct {
 	// server-side instead of sending them again. Empty for other rows.
 	PartSize int64
 	PartMD5  [][16]byte
+	// Confirmed (egress) says the server's ETag was checked against what
+	// was read from the file (its MD5, or the multipart ETag of its parts):
+	// the object holds this version of the file. Only a confirmed row lets
+	// retention remove the file, and it is committed before the removal, so
+	// that a crash in between leaves a row that the next pass acts on.
+	Confirmed bool
+	// Unconfirmable (egress) says the server's ETag was checked and cannot
+	// prove the content (not an MD5: server-side encryption, another part
+	// size): retention keeps the file, and it is not checked again until it
+	// changes.
+	Unconfirmable bool
 }
 
 const recordVersion = 1
@@ -56,6 +67,12 @@ func (r Record) marshal() []byte {
 	flags := byte(0)
 	if r.Refused {
 		flags |= 1
+	}
+	if r.Confirmed {
+		flags |= 2
+	}
+	if r.Unconfirmable {
+		flags |= 4
 	}
 	buf = append(buf, flags)
 	if r.PartSize > 0 && len(r.PartMD5) > 0 {
@@ -110,6 +127,8 @@ func unmarshal(b []byte) (Record, error) {
 		var flags byte
 		flags, err = rd.ReadByte()
 		r.Refused = flags&1 != 0
+		r.Confirmed = flags&2 != 0
+		r.Unconfirmable = flags&4 != 0
 	}
 	if err == nil && rd.Len() > 0 {
 		var ps int64

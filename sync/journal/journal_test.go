@@ -45,3 +45,29 @@ func TestHealthyJournalIsKept(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, listed)
 }
+
+// A confirmed row stays confirmed across a reopen (retention removes files
+// only on a committed confirmation), and an older row reads as unconfirmed.
+func TestConfirmedSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sync-journal.db")
+	db, err := journal.Open(path)
+	require.NoError(t, err)
+	_, err = db.Prepare("m", "fp")
+	require.NoError(t, err)
+	require.NoError(t, db.Put("m", journal.Files, []journal.Entry{
+		{Key: "a", Record: journal.Record{Size: 3, ETag: "e", Confirmed: true}},
+		{Key: "b", Record: journal.Record{Size: 4, ETag: "f", Refused: true}},
+	}))
+	require.NoError(t, db.Close())
+
+	db, err = journal.Open(path)
+	require.NoError(t, err)
+	defer db.Close()
+	recs, found := make([]journal.Record, 2), make([]bool, 2)
+	require.NoError(t, db.Lookup("m", journal.Files, []string{"a", "b"}, recs, found))
+	require.Equal(t, []bool{true, true}, found)
+	assert.True(t, recs[0].Confirmed)
+	assert.False(t, recs[0].Refused)
+	assert.False(t, recs[1].Confirmed)
+	assert.True(t, recs[1].Refused)
+}

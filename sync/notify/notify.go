@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -118,6 +119,8 @@ type Listener struct {
 	done   chan struct{}
 	err    error // why Events closed; read after done
 	up     atomic.Bool
+	timely atomic.Bool // the stream's pings arrive on schedule (see Timely)
+	asked  time.Time   // when the current stream was requested (run's goroutine only)
 	resync atomic.Bool // a Resync is owed to the caller
 	log    *zap.Logger
 }
@@ -176,9 +179,10 @@ func (l *Listener) Events() <-chan Event { return l.out }
 // Done is closed when the listener has stopped.
 func (l *Listener) Done() <-chan struct{} { return l.done }
 
-// Err says why the listener stopped: ctx's error, or ErrUnsupported when a
-// reconnection found the server no longer supports notifications. It is nil
-// while the listener runs.
+// Err says why the listener stopped: ctx's error, ErrUnsupported when a
+// reconnection found the server no longer supports notifications, or the
+// timeout of a reconnection the server did not answer. It is nil while the
+// listener runs.
 func (l *Listener) Err() error {
 	select {
 	case <-l.done:
@@ -191,6 +195,15 @@ func (l *Listener) Err() error {
 // Connected reports whether the stream is up now; while it is not, the
 // caller should poll at its base interval.
 func (l *Listener) Connected() bool { return l.up.Load() }
+
+// Timely reports whether the stream is up and proven to deliver at once:
+// two pings in a row arrived on their own, on schedule (between half and
+// twice Config.Ping after the line before), and no gap since was longer
+// than twice Ping. A server that holds its stream back until a buffer fills
+// (MinIO as released: 4 KiB) delivers its pings in bursts or not at all, so
+// its stream never becomes timely; events from it are still delivered, but
+// the caller should keep polling.
+func (l *Listener) Timely() bool { return l.up.Load() && l.timely.Load() }
 
 func streamURL(c Config) (*url.URL, error) {
 	scheme := "http"
@@ -240,6 +253,7 @@ func (e *unsupportedError) Is(target error) bool {
 
 // connect opens the stream and waits for the server's answer.
 func (l *Listener) connect(ctx context.Context) (io.ReadCloser, error) {
+	l.asked = time.Now() // MinIO answers with its first ping, a Ping later
 	region := l.cfg.S3.Region
 	if region == "" || region == "ignore" {
 		region = "us-east-1"
@@ -314,6 +328,13 @@ func (l *Listener) run(ctx context.Context, body io.ReadCloser) {
 				l.err = err
 				return
 			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// Reached but silent: a server holding its stream back (MinIO
+				// as released) would cost a request every MaxBackoff forever.
+				l.log.Info("notification stream: the server answers nothing; stopping", zap.Error(err))
+				l.err = err
+				return
+			}
 			if ctx.Err() != nil {
 				l.err = ctx.Err()
 				return
@@ -335,18 +356,37 @@ func (l *Listener) read(ctx context.Context, body io.ReadCloser) error {
 	defer body.Close()
 	stop := context.AfterFunc(ctx, func() { body.Close() })
 	defer stop()
+	defer l.timely.Store(false)
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	ping := l.cfg.Ping
+	last, onTime := l.asked, 0
 	for sc.Scan() {
 		line := sc.Bytes()
-		l.flushResync()
-		if len(strings.TrimSpace(string(line))) == 0 {
-			continue
+		now := time.Now()
+		gap := now.Sub(last)
+		last = now
+		if gap > 2*ping {
+			l.timely.Store(false)
+			onTime = 0
 		}
+		l.flushResync()
 		var info notification.Info
-		if err := json.Unmarshal(line, &info); err != nil {
-			l.log.Warn("notification stream: unreadable line", zap.Error(err))
-			l.owe()
+		if len(strings.TrimSpace(string(line))) > 0 {
+			if err := json.Unmarshal(line, &info); err != nil {
+				l.log.Warn("notification stream: unreadable line", zap.Error(err))
+				l.owe()
+				continue
+			}
+		}
+		if len(info.Records) == 0 { // a ping: {"Records":null}
+			if gap >= ping/2 && gap <= 2*ping {
+				if onTime++; onTime >= 2 {
+					l.timely.Store(true)
+				}
+			} else {
+				onTime = 0
+			}
 			continue
 		}
 		for _, r := range info.Records {

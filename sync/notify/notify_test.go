@@ -20,6 +20,8 @@ import (
 	"github.com/project-flotta/flotta-device-worker/sync/s3test"
 )
 
+func TestMain(m *testing.M) { s3test.Main(m) }
+
 func TestCommonPrefix(t *testing.T) {
 	for _, c := range []struct {
 		in   []string
@@ -46,8 +48,14 @@ func s3config(host string, port int, access, secret string, count *s3client.Coun
 	return c
 }
 
-func TestVersitygwIsUnsupportedAtOnce(t *testing.T) {
-	srv := s3test.Start(t, s3test.WithBuckets("data"))
+// Servers without MinIO's listen API say so at the first request.
+func TestUnsupportedAtOnce(t *testing.T) {
+	for _, server := range []s3test.Named{{Name: "versitygw", Start: s3test.Start}, {Name: "ceph-rgw", Start: s3test.StartCephRGW}} {
+		t.Run(server.Name, func(t *testing.T) { testUnsupportedAtOnce(t, server.Start(t, s3test.WithBuckets("data"))) })
+	}
+}
+
+func testUnsupportedAtOnce(t *testing.T, srv *s3test.Server) {
 	access, secret := srv.Credentials()
 	count := &s3client.Counter{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -56,9 +64,9 @@ func TestVersitygwIsUnsupportedAtOnce(t *testing.T) {
 	l, err := Listen(ctx, Config{S3: s3config(srv.Host, srv.Port, access, secret, count), Bucket: "data", Prefixes: []string{"in/"}, Log: zaptest.NewLogger(t)})
 	took := time.Since(start)
 	if !errors.Is(err, ErrUnsupported) || l != nil {
-		t.Fatalf("Listen on versitygw: %v, %v; want ErrUnsupported", l, err)
+		t.Fatalf("Listen: %v, %v; want ErrUnsupported", l, err)
 	}
-	t.Logf("versitygw: %v after %s", err, took)
+	t.Logf("%v after %s", err, took)
 	if took > 2*time.Second {
 		t.Errorf("detecting no support took %s", took)
 	}
@@ -145,8 +153,8 @@ func listenMinIO(t *testing.T, m *s3test.Server, cfg Config) (*Listener, context
 	return l, cancel
 }
 
-func TestMinIOEventsArriveAtOnce(t *testing.T) {
-	m := s3test.StartMinIO(t, s3test.WithBuckets("data"))
+func TestMinIOPushEventsArriveAtOnce(t *testing.T) {
+	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
 	l, cancel := listenMinIO(t, m, Config{Prefixes: []string{"in/a/", "in/b/"}, Removed: true, Ping: time.Second})
 	c := m.Client()
 	var worst time.Duration
@@ -189,8 +197,8 @@ func TestMinIOEventsArriveAtOnce(t *testing.T) {
 	}
 }
 
-func TestMinIORestartMeansResync(t *testing.T) {
-	m := s3test.StartMinIO(t, s3test.WithBuckets("data"))
+func TestMinIOPushRestartMeansResync(t *testing.T) {
+	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
 	l, cancel := listenMinIO(t, m, Config{Prefixes: []string{"in/"}, Ping: time.Second, MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second})
 	defer cancel()
 	m.Stop()
@@ -215,8 +223,8 @@ func TestMinIORestartMeansResync(t *testing.T) {
 	t.Logf("latency after reconnect: %s", time.Since(sent))
 }
 
-func TestMinIOFullChannelMeansResync(t *testing.T) {
-	m := s3test.StartMinIO(t, s3test.WithBuckets("data"))
+func TestMinIOPushFullChannelMeansResync(t *testing.T) {
+	m := s3test.StartMinIOPush(t, s3test.WithBuckets("data"))
 	l, cancel := listenMinIO(t, m, Config{Buffer: 2, Ping: time.Second})
 	defer cancel()
 	c := m.Client()

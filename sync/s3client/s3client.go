@@ -67,6 +67,25 @@ func NewWithTransport(c Config) (*minio.Client, http.RoundTripper, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	cl, err := onTransport(c, rt, MaxRetries)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, rt, nil
+}
+
+// NewSingleTry is a client for c over rt (the transport NewWithTransport
+// returned for the same c) that sends each request once: for a caller that
+// retries by itself, and not the same way (a longer wait after a timeout,
+// see WithPatience).
+func NewSingleTry(c Config, rt http.RoundTripper) (*minio.Client, error) {
+	if c.Host == "" {
+		return nil, errors.New("s3 endpoint: no host")
+	}
+	return onTransport(c, rt, 1)
+}
+
+func onTransport(c Config, rt http.RoundTripper, retries int) (*minio.Client, error) {
 	endpoint := c.Host
 	if c.Port != 0 {
 		endpoint = net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
@@ -82,12 +101,12 @@ func NewWithTransport(c Config) (*minio.Client, http.RoundTripper, error) {
 		Region:          region,
 		BucketLookup:    minio.BucketLookupPath,
 		TrailingHeaders: false, // versitygw rejects trailing checksums
-		MaxRetries:      MaxRetries,
+		MaxRetries:      retries,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("s3 client for %s: %w", endpoint, err)
+		return nil, fmt.Errorf("s3 client for %s: %w", endpoint, err)
 	}
-	return cl, rt, nil
+	return cl, nil
 }
 
 // RoundTripper is what New gives minio-go for c: c.Transport or a transport
@@ -125,7 +144,7 @@ func newTransport(secure bool, caPEM []byte, conns int, to Timeouts, lim *bwlimi
 	dial := (&net.Dialer{Timeout: to.Dial, KeepAlive: 30 * time.Second}).DialContext
 	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           progressDial(lim.DialContext(dial), to.Progress),
+		DialContext:           progressDial(lim.DialContext(dial), to),
 		MaxIdleConns:          conns * 2,
 		MaxIdleConnsPerHost:   conns,
 		IdleConnTimeout:       90 * time.Second,

@@ -32,7 +32,7 @@ func TestDefaultsGiveUpOnASilentServerWithin30s(t *testing.T) {
 		t.Fatalf("a small request against a silent server may take %s with the defaults, want at most 30s", worst)
 	}
 	// A server that accepts the connection: no dial or handshake wait.
-	if silent := time.Duration(MaxRetries)*DefaultTimeouts.Progress + (MaxRetries-1)*retryBackoffCap; silent > 30*time.Second {
+	if silent := time.Duration(MaxRetries)*(DefaultTimeouts.Progress+smallRequestAllowance(DefaultTimeouts.FloorRate)) + (MaxRetries-1)*retryBackoffCap; silent > 30*time.Second {
 		t.Fatalf("accept-and-never-answer: %s", silent)
 	}
 	tr, err := NewTransport(false, nil, 0)
@@ -270,7 +270,7 @@ func TestUnackedSeesThroughTheLimiter(t *testing.T) {
 		}
 	}()
 	lim := bwlimit.New(bwlimit.Fixed(bwlimit.Limit{Up: 1 << 30, Down: 1 << 30}))
-	dial := progressDial(lim.DialContext((&net.Dialer{}).DialContext), time.Second)
+	dial := progressDial(lim.DialContext((&net.Dialer{}).DialContext), Timeouts{Progress: time.Second, FloorRate: 1 << 20})
 	c, err := dial(context.Background(), "tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +299,7 @@ func TestSilentTLSServerIsGivenUpOn(t *testing.T) {
 	start := time.Now()
 	_, err = c.StatObject(context.Background(), "bucket", "key", minio.StatObjectOptions{})
 	took := time.Since(start)
-	if err == nil || !strings.Contains(err.Error(), "no progress") {
+	if err == nil || !strings.Contains(err.Error(), "server not answering") || !errors.Is(err, ErrServerSilent) {
 		t.Fatalf("stat over TLS against a silent server: %v after %s", err, took)
 	}
 	if took > quick.WorstCase(MaxRetries) {
@@ -323,5 +323,9 @@ func TestDefaultsAgainstASilentServer(t *testing.T) {
 	t.Logf("default timeouts: gave up after %s, %d connections: %v", took, accepted.Load(), err)
 	if err == nil || took > 30*time.Second {
 		t.Fatalf("silent server: %v after %s, want an error within 30s", err, took)
+	}
+	var te *TimeoutError
+	if !errors.Is(err, ErrServerSilent) || !errors.As(err, &te) {
+		t.Errorf("silent server: %T %v is not a *TimeoutError matching ErrServerSilent", err, err)
 	}
 }

@@ -19,13 +19,16 @@ import (
 )
 
 // getterFor is a Getter of srv through a transport that counts requests.
+func TestMain(m *testing.M) { s3test.Main(m) }
+
 func getterFor(t *testing.T, srv *s3test.Server, requests *s3client.Counter) *Getter {
 	t.Helper()
 	c := srv.Client()
+	access, secret := srv.Credentials()
 	return &Getter{
 		Endpoint:  c.EndpointURL(),
 		Transport: requests.Wrap(http.DefaultTransport),
-		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey,
+		AccessKey: access, SecretKey: secret,
 		Region: func(ctx context.Context, bucket string) (string, error) { return c.GetBucketLocation(ctx, bucket) },
 	}
 }
@@ -44,11 +47,10 @@ var serverMayRefuse = map[string]bool{"double//slash": true, "back\\slash": true
 // TestGetMatchesMinioGo: on both servers the project supports, every key
 // comes back with its content and its user metadata, as minio-go gets it.
 func TestGetMatchesMinioGo(t *testing.T) {
-	for name, start := range map[string]func(testing.TB, ...s3test.Option) *s3test.Server{
-		"versitygw": s3test.Start, "minio": s3test.StartMinIO,
-	} {
+	for _, server := range s3test.Matrix() {
+		name := server.Name
 		t.Run(name, func(t *testing.T) {
-			srv := start(t, s3test.WithBuckets("data"))
+			srv := server.Start(t, s3test.WithBuckets("data"))
 			c := srv.Client()
 			ctx := context.Background()
 			var requests s3client.Counter

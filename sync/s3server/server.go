@@ -73,6 +73,11 @@ type Server struct {
 	done      chan struct{} // closed when cmd has exited
 	exitErr   error         // why cmd exited, once done is closed
 	tail      *tailBuffer   // last output lines when Options.Log is nil
+	// external: the server runs outside this process (Ceph RGW's daemons);
+	// attached: someone else stops it; stopHook runs at Stop (a tenant's
+	// removal).
+	external, attached, stopped bool
+	stopHook                    func()
 }
 
 // start fills the defaults of s.o, then starts the server and waits until
@@ -202,6 +207,10 @@ func (s *Server) Pid() int {
 
 // Stop kills the server and waits for it; the data stays for Restart.
 func (s *Server) Stop() {
+	if s.external {
+		s.stopExternal()
+		return
+	}
 	s.mu.Lock()
 	cmd, done := s.cmd, s.done
 	s.cmd = nil
@@ -215,6 +224,9 @@ func (s *Server) Stop() {
 
 // Restart starts the server again on the same port and data.
 func (s *Server) Restart() error {
+	if s.external {
+		return fmt.Errorf("%s: restart is not offered", s.name)
+	}
 	s.Stop()
 	return s.run()
 }
@@ -222,6 +234,9 @@ func (s *Server) Restart() error {
 // Rotate restarts the server on the same port and data with new root
 // credentials: clients holding the old keys are refused from then on.
 func (s *Server) Rotate(access, secret string) error {
+	if s.external {
+		return fmt.Errorf("%s: rotating the root credentials is not offered", s.name)
+	}
 	s.Stop()
 	s.o.Access, s.o.Secret = access, secret
 	return s.run()
@@ -280,24 +295,32 @@ func findBinary(explicit, envVar, name string) (string, error) {
 		}
 		return p, nil
 	}
-	if dir, err := os.Getwd(); err == nil {
-		for ; ; dir = filepath.Dir(dir) {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				p := filepath.Join(dir, "bin", name)
-				if _, err := os.Stat(p); err == nil {
-					return p, nil
-				}
-				break
-			}
-			if dir == filepath.Dir(dir) {
-				break
-			}
+	if root, ok := moduleRoot(); ok {
+		p := filepath.Join(root, "bin", name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
 		}
 	}
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
 	return "", fmt.Errorf("%s not found: run `make %s` (or set $%s)", name, name, envVar)
+}
+
+// moduleRoot is the nearest directory above the working one holding go.mod.
+func moduleRoot() (string, bool) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", false
+	}
+	for ; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, true
+		}
+		if dir == filepath.Dir(dir) {
+			return "", false
+		}
+	}
 }
 
 func errNoTLS(name string) error { return fmt.Errorf("%s: TLS is not served by this launcher", name) }

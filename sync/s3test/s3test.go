@@ -66,10 +66,23 @@ func Start(t testing.TB, opts ...Option) *Server {
 	return &Server{Server: srv, t: t}
 }
 
-// StartMinIO runs MinIO (see s3server.StartMinIO) on a free loopback port
-// and stops it when the test ends; it takes WithBuckets and WithCredentials
-// (not WithTLS). Under -short it skips the test, as Start does.
+// StartMinIO runs MinIO as released (see s3server.StartMinIO) on a free
+// loopback port and stops it when the test ends; it takes WithBuckets and
+// WithCredentials (not WithTLS). Under -short it skips the test, as Start
+// does.
 func StartMinIO(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	return startMinIO(t, s3server.StartMinIO, opts)
+}
+
+// StartMinIOPush runs the MinIO whose notification stream works (see
+// s3server.StartMinIOPush), for the tests of push ingress, as StartMinIO.
+func StartMinIOPush(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	return startMinIO(t, s3server.StartMinIOPush, opts)
+}
+
+func startMinIO(t testing.TB, start func(s3server.Options) (*s3server.Server, error), opts []Option) *Server {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("MinIO: skipped under -short (needs minio: make minio)")
@@ -78,7 +91,7 @@ func StartMinIO(t testing.TB, opts ...Option) *Server {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	srv, err := s3server.StartMinIO(o)
+	srv, err := start(o)
 	if err != nil {
 		t.Fatalf("s3test: %v", err)
 	}

@@ -97,6 +97,9 @@ func newReader(f *os.File, path string, lstat func() (os.FileInfo, error), partS
 	return &Reader{f: f, path: path, lstat: lstat, st: StatOf(fi), partSize: partSize}, nil
 }
 
+// Path is the path the Reader was opened with.
+func (r *Reader) Path() string { return r.path }
+
 // Stat is the file's status when it was opened.
 func (r *Reader) Stat() Stat { return r.st }
 

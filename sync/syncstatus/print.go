@@ -26,10 +26,14 @@ type column struct {
 var columns = []column{
 	{"DATA PATH", nil, func(m mapping, _ time.Time) string { return m.str("id") }},
 	{"DIRECTION", nil, func(m mapping, _ time.Time) string { return m.str("direction") }},
-	// Issue 21: how ingress learns of new objects (push notifications or
-	// polling); the name of its field goes in keys.
-	{"MODE", []string{"ingress_mode", "mode"}, func(m mapping, _ time.Time) string {
-		return m.first("ingress_mode", "mode")
+	// How ingress learns of new objects: push (bucket notifications) or
+	// poll, and why it polls (docs/s3-servers.md).
+	{"MODE", []string{"ingress_mode"}, func(m mapping, _ time.Time) string {
+		mode := m.first("ingress_mode")
+		if r := m.str("ingress_reason"); r != "" {
+			mode += " (" + r + ")"
+		}
+		return mode
 	}},
 	{"LAST SUCCESS", nil, func(m mapping, now time.Time) string { return ago(m.time("last_success"), now) }},
 	{"BACKLOG", nil, func(m mapping, now time.Time) string {
@@ -54,14 +58,17 @@ var columns = []column{
 		}
 		return strings.Join(parts, ", ")
 	}},
-	// Issue 23: bytes of uploaded files still kept on the device.
-	{"KEPT LOCALLY", []string{"local_bytes_kept", "bytes_kept"}, func(m mapping, _ time.Time) string {
-		for _, k := range []string{"local_bytes_kept", "bytes_kept"} {
-			if _, ok := m[k]; ok {
-				return bytesize.Format(m.num(k))
-			}
+	// Retention (docs/retention.md): uploaded files still on the device,
+	// and what was removed after a confirmed upload.
+	{"KEPT LOCALLY", []string{"kept_bytes", "removed_bytes"}, func(m mapping, _ time.Time) string {
+		s := fmt.Sprintf("%d files, %s", m.num("kept_files"), bytesize.Format(m.num("kept_bytes")))
+		if n := m.num("removed_files"); n > 0 {
+			s += fmt.Sprintf(" (%d removed, %s)", n, bytesize.Format(m.num("removed_bytes")))
 		}
-		return "-"
+		if m.str("short_of_space") != "" {
+			s += ", short of space"
+		}
+		return s
 	}},
 	{"MOVED SINCE START", nil, func(m mapping, _ time.Time) string {
 		return fmt.Sprintf("%d files, %s", m.num("files_total"), bytesize.Format(m.num("bytes_total")))
@@ -70,7 +77,8 @@ var columns = []column{
 
 // shown are the fields the table or the error lines already say.
 var shown = map[string]bool{"id": true, "direction": true, "last_success": true, "pending": true, "oldest_pending": true,
-	"refused": true, "unreadable": true, "conflicts": true, "last_error": true, "files_total": true, "bytes_total": true}
+	"refused": true, "unreadable": true, "conflicts": true, "last_error": true, "files_total": true, "bytes_total": true,
+	"ingress_mode": true, "ingress_reason": true, "kept_files": true, "kept_bytes": true, "removed_files": true, "removed_bytes": true}
 
 // Print writes v for a person at the device: a table of the data paths,
 // their errors, then with all every other field of each.

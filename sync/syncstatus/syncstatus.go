@@ -159,7 +159,26 @@ func Parse(data []byte) (View, error) {
 	if err := dec.Decode(&v); err != nil {
 		return View{}, fmt.Errorf("sync status: %w", err)
 	}
+	for _, m := range v.Mappings {
+		flatten(m)
+	}
 	return v, nil
+}
+
+// flatten lifts the fields of a nested object into m, named parent_field
+// ("ingress": {"mode": "poll"} becomes "ingress_mode": "poll"), so that
+// the table and the metrics see plain values.
+func flatten(m map[string]any) {
+	for k, x := range m {
+		if sub, ok := x.(map[string]any); ok {
+			delete(m, k)
+			for sk, sx := range sub {
+				m[k+"_"+sk] = sx
+			}
+			flatten(m)
+			return
+		}
+	}
 }
 
 // Read reads the snapshot at path.

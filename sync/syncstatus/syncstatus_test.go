@@ -98,6 +98,9 @@ func TestPublishWritesStatusAndMetrics(t *testing.T) {
 	assert.InDelta(t, float64(time.Now().Unix()), m["flotta_sync_last_success_timestamp_seconds"].samples["w/egress/out"], 60)
 	assert.NotContains(t, m["flotta_sync_last_success_timestamp_seconds"].samples, "w/ingress/in", "never succeeded")
 	assert.Equal(t, 1.0, m["flotta_sync_mapping_info"].samples["w/ingress/in"])
+	// The engine's ingress mode (a nested object) is exported flat.
+	assert.Equal(t, 1.0, m["flotta_sync_ingress_mode_info"].samples["w/ingress/in,poll"], "%s", data)
+	assert.NotContains(t, m, "flotta_sync_ingress_mode_info_info")
 	assert.InDelta(t, float64(now.Unix()), m["flotta_sync_status_written_timestamp_seconds"].samples[""], 1)
 
 	// Nothing changed: nothing written (the same inode, no temp file).
@@ -125,14 +128,14 @@ func TestPublishWritesStatusAndMetrics(t *testing.T) {
 func TestNewFieldsNeedNoCode(t *testing.T) {
 	snap := []byte(`{"written":"2026-12-07T10:00:00Z","worker":"9","mappings":[
 	 {"id":"a/ingress/x","direction":"ingress","bucket":"b","prefix":"p","local_dir":"/d",
-	  "last_success":"2026-12-07T09:59:00Z","pending":3,"ingress_mode":"poll","ingress_mode_reason":"no notifications",
-	  "local_bytes_kept":2048,"shiny_new_count":7,"last_error":"boom \"quoted\"\nsecond line"},
+	  "last_success":"2026-12-07T09:59:00Z","pending":3,"ingress":{"mode":"poll","reason":"no notifications","since":"2026-12-07T09:00:00Z"},
+	  "kept_files":1,"kept_bytes":2048,"shiny_new_count":7,"last_error":"boom \"quoted\"\nsecond line"},
 	 {"id":"a/egress/y","direction":"egress","bucket":"b","prefix":"q","local_dir":"/e","files_total":4,"bytes_total":4096}]}`)
 	v, err := Parse(snap)
 	require.NoError(t, err)
 	m := parseMetrics(t, Metrics(v))
 	assert.Equal(t, 1.0, m["flotta_sync_ingress_mode_info"].samples["a/ingress/x,poll"])
-	assert.Equal(t, 2048.0, m["flotta_sync_local_bytes_kept"].samples["a/ingress/x"])
+	assert.Equal(t, 2048.0, m["flotta_sync_kept_bytes"].samples["a/ingress/x"])
 	assert.Equal(t, 7.0, m["flotta_sync_shiny_new_count"].samples["a/ingress/x"])
 	assert.Equal(t, 1.0, m["flotta_sync_last_error"].samples["a/ingress/x"])
 
@@ -141,7 +144,7 @@ func TestNewFieldsNeedNoCode(t *testing.T) {
 	text := out.String()
 	for _, want := range []string{"DATA PATH", "MODE", "LAST SUCCESS", "BACKLOG", "ERRORS", "KEPT LOCALLY",
 		"a/ingress/x", "poll", "1m30s ago", "3 files", "error (below)", "2.0 KiB", "4 files, 4.0 KiB",
-		"a/ingress/x: boom \"quoted\"\nsecond line", "shiny_new_count: 7", "ingress_mode_reason: no notifications"} {
+		"a/ingress/x: boom \"quoted\"\nsecond line", "shiny_new_count: 7", "poll (no notifications)", "ingress_since: 2026-12-07T09:00:00Z"} {
 		assert.Contains(t, text, want)
 	}
 	// Without those fields, no empty columns.

@@ -99,6 +99,7 @@ func TestParseBadMessages(t *testing.T) {
 		"bad-scheme.json":               `configuration.storage.s3.bucket_host: scheme must be`,
 		"empty-specification.json":      `workloads[0].specification: must not be empty`,
 		"not-json.json":                 `decode JSON`,
+		"bad-retention-annotation.json": `workloads[0].annotations[data-sync.flotta.io/keep-size]: camera/clips: "lots": want a size`,
 	}
 	entries, err := os.ReadDir(filepath.Join(messagesDir, "bad"))
 	require.NoError(t, err)

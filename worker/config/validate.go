@@ -73,10 +73,13 @@ func (w *Workload) validate() error {
 			return fmt.Errorf("configmaps[%d]: must not be empty", j)
 		}
 	}
-	if w.Data == nil {
-		return nil
+	if w.Data != nil {
+		if err := w.Data.validate(); err != nil {
+			return err
+		}
 	}
-	return w.Data.validate()
+	_, err := w.EgressSettings()
+	return err
 }
 
 // validate checks the data paths of one workload: each path well formed,
