@@ -241,9 +241,12 @@ func (p *pass) snapshotWhole(ctx context.Context, r *stablefile.Reader, key stri
 
 // confirmSnapshot marks the row confirmed for retention (the server took
 // the bytes with their MD5s, and the ETag is theirs) only when the file is
-// still exactly the version read: a file that is still growing must never
-// be removed after upload.
+// not known to be growing and is still exactly the version read: a log its
+// writer holds open must never be removed after upload.
 func (p *pass) confirmSnapshot(name string, st stablefile.Stat, rec *journal.Record) {
+	if _, growing := p.growState(name); growing {
+		return
+	}
 	fi, err := p.dir.Root().Lstat(name)
 	if err != nil {
 		return
