@@ -4,16 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
@@ -29,27 +25,18 @@ import (
 func TestGrowingFilesOnServers(t *testing.T) {
 	servers := []struct {
 		name  string
-		start func(t *testing.T) (host string, port int, client *minio.Client)
-	}{
-		{"versitygw", func(t *testing.T) (string, int, *minio.Client) {
-			s := s3test.Start(t, s3test.WithBuckets(bucket))
-			return s.Host, s.Port, s.Client()
-		}},
-		{"minio", func(t *testing.T) (string, int, *minio.Client) {
-			s := s3test.StartMinIO(t, s3test.WithBuckets(bucket))
-			return s.Host, s.Port, s.Client()
-		}},
-		{"ceph-rgw", startCephRGW},
-	}
+		start func(t testing.TB, opts ...s3test.Option) *s3test.Server
+	}{{"versitygw", s3test.Start}, {"minio", s3test.StartMinIO}, {"ceph-rgw", s3test.StartCephRGW}}
 	for _, sv := range servers {
 		t.Run(sv.name, func(t *testing.T) {
-			host, port, client := sv.start(t)
-			growingOnServer(t, host, port, client)
+			s := sv.start(t, s3test.WithBuckets(bucket))
+			access, secret := s.Credentials()
+			growingOnServer(t, &Endpoint{Host: s.Host, Port: s.Port, Region: s3server.Region, AccessKey: access, SecretKey: secret}, s.Client())
 		})
 	}
 }
 
-func growingOnServer(t *testing.T, host string, port int, client *minio.Client) {
+func growingOnServer(t *testing.T, ep *Endpoint, client *minio.Client) {
 	root, state := t.TempDir(), t.TempDir()
 	eng, err := New(Options{StateDir: state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1}, zaptest.NewLogger(t))
 	require.NoError(t, err)
@@ -57,7 +44,6 @@ func growingOnServer(t *testing.T, host string, port int, client *minio.Client) 
 	eng.settle = 0
 	dir := filepath.Join(root, "logs")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
-	ep := &Endpoint{Host: host, Port: port, Region: s3server.Region, AccessKey: s3server.AccessKey, SecretKey: s3server.SecretKey}
 	require.NoError(t, eng.Configure(ep, []Mapping{{ID: "logs", Direction: Egress, Root: root, LocalDir: dir, Bucket: bucket, Prefix: "remote/log"}}))
 	f := &memFixture{t: t, eng: eng, root: root}
 	ctx := context.Background()
@@ -114,29 +100,4 @@ func growingOnServer(t *testing.T, host string, port int, client *minio.Client) 
 	got, err := io.ReadAll(obj)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(old, got))
-}
-
-// startCephRGW runs the lead's Ceph RGW script (CEPH_RGW_SCRIPT, else
-// /work/shared/servers/ceph-rgw.sh) for the test. Once the s3servers
-// branch's s3test launcher is merged, this becomes a call to it.
-func startCephRGW(t *testing.T) (string, int, *minio.Client) {
-	if testing.Short() {
-		t.Skip("Ceph RGW: skipped under -short")
-	}
-	script := os.Getenv("CEPH_RGW_SCRIPT")
-	if script == "" {
-		script = "/work/shared/servers/ceph-rgw.sh"
-	}
-	dir := filepath.Join(t.TempDir(), "ceph")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	l := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	out, err := exec.Command("bash", script, "start", dir, strconv.Itoa(l)).CombinedOutput()
-	t.Cleanup(func() { _ = exec.Command("bash", script, "stop", dir).Run() })
-	require.NoError(t, err, "%s", out)
-	c, err := minio.New("127.0.0.1:"+strconv.Itoa(l), &minio.Options{Creds: credentials.NewStaticV4(s3server.AccessKey, s3server.SecretKey, ""), Region: s3server.Region})
-	require.NoError(t, err)
-	require.NoError(t, c.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}))
-	return "127.0.0.1", l, c
 }
