@@ -124,6 +124,13 @@ type DataSyncHeartbeat struct {
 	// Throttled says a transfer of this data path is in flight and held
 	// back by the bandwidth limit (FLOTTA_BWLIMIT) right now.
 	Throttled bool `json:"throttled"`
+	// OldestUnsentSeconds is the age of the oldest change not yet in the
+	// bucket, files held open and written to (logs) included: they are sent
+	// as snapshots at least every FLOTTA_MAX_STALENESS.
+	OldestUnsentSeconds float64 `json:"oldest_unsent_seconds"`
+	// BytesSavedByPartCopy counts, since the worker started, the bytes of
+	// growing and rotated files copied server-side instead of sent.
+	BytesSavedByPartCopy int64 `json:"bytes_saved_by_part_copy"`
 
 	// Retention of an egress path (docs/retention.md): LocalBytes are the
 	// bytes of all its files on the device, KeptFiles and KeptBytes those
@@ -155,6 +162,10 @@ func dataSyncHeartbeat(m datasync.MappingStatus, now time.Time) DataSyncHeartbea
 		Throttled: m.Throttled, Ingress: m.Ingress,
 		LocalBytes: m.LocalBytes, KeptFiles: m.KeptFiles, KeptBytes: m.KeptBytes,
 		RemovedFiles: m.RemovedFiles, RemovedBytes: m.RemovedBytes, ShortOfSpace: m.ShortOfSpace,
+		BytesSavedByPartCopy: m.BytesSavedByPartCopy,
+	}
+	if !m.OldestUnsent.IsZero() {
+		h.OldestUnsentSeconds = now.Sub(m.OldestUnsent).Round(time.Second).Seconds()
 	}
 	// IDs are <workload>/<direction>/<path under /export> (see MappingID).
 	workload, rest, _ := strings.Cut(m.ID, "/")

@@ -26,7 +26,7 @@ func TestHeartbeatWireFormat(t *testing.T) {
 		ID: "os-stats/egress/stats", Direction: datasync.Egress, LocalDir: "/v/os-stats/stats", Bucket: "b", Prefix: "statistics",
 		LastAttempt: now.Add(-time.Second), LastSuccess: now.Add(-2 * time.Second), FilesTotal: 3, BytesTotal: 96,
 		FilesLastPass: 1, BytesLastPass: 32, Pending: 2, Refused: 1, Unreadable: 4, Conflicts: 2, LastError: "upload a: access denied",
-		OldestPending: now.Add(-90 * time.Second), Throttled: true,
+		OldestPending: now.Add(-90 * time.Second), Throttled: true, OldestUnsent: now.Add(-90 * time.Second), BytesSavedByPartCopy: 64 << 20,
 		LocalBytes: 5000, KeptFiles: 2, KeptBytes: 3000, RemovedFiles: 7, RemovedBytes: 7000,
 		ShortOfSpace: "the file system of /v/os-stats/stats lacks 1024 bytes of its free-space floor and nothing uploaded is left to remove",
 	}

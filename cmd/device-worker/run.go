@@ -35,7 +35,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		zap.String("socket", s.socketAddr), zap.String("client_id", s.clientID),
 		zap.String("data_dir", s.dataDir), zap.String("podman_socket", s.podmanSocket),
 		zap.Duration("sync_interval", s.syncInterval), zap.Duration("rescan_interval", s.rescanInterval), zap.Bool("watch", !s.noWatch),
-		zap.Duration("reconcile_interval", s.reconcileInterval), zap.Duration("poll_max", s.pollMax),
+		zap.Duration("reconcile_interval", s.reconcileInterval), zap.Duration("poll_max", s.pollMax), zap.Duration("max_staleness", s.maxStaleness),
 		zap.Bool("ingress_notify", !s.noNotify), zap.Stringer("bwlimit", s.bwlimit))
 
 	pods, err := podman.NewManager(podman.Config{
@@ -57,6 +57,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		WatchedInterval:   s.rescanInterval,
 		ReconcileInterval: reconcile,
 		PollMax:           s.pollMax,
+		MaxStaleness:      s.maxStaleness,
 		NoNotify:          s.noNotify,
 		Concurrency:       s.syncConcurrency,
 		Timeouts:          s.s3Timeouts,

@@ -49,6 +49,10 @@ type settings struct {
 	// bucket notifications off (FLOTTA_INGRESS_NOTIFY=off).
 	pollMax  time.Duration
 	noNotify bool
+	// maxStaleness bounds how long a change of a file that never settles
+	// (a log held open) waits for its snapshot; "off" (negative) waits for
+	// files to settle.
+	maxStaleness time.Duration
 
 	syncConcurrency int // parallel transfers; 0 = follow the link (adaptive)
 	// s3Timeouts are the silent-server limit and the floor rate
@@ -95,6 +99,8 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.StringVar(&pollMax, "poll-max", pollMax, "longest time between passes of an idle ingress data path (adaptive polling), a Go duration, at least the sync interval (env FLOTTA_POLL_MAX)")
 	notifyMode := env("FLOTTA_INGRESS_NOTIFY", "auto")
 	fs.StringVar(&notifyMode, "ingress-notify", notifyMode, "auto: listen for the bucket's notifications where the server offers them (MinIO); off: poll only (env FLOTTA_INGRESS_NOTIFY)")
+	staleness := env("FLOTTA_MAX_STALENESS", "30s")
+	fs.StringVar(&staleness, "max-staleness", staleness, "longest wait of a change of a file held open and written to (a log) before a snapshot of it is uploaded, a Go duration, or off (env FLOTTA_MAX_STALENESS)")
 	concurrency := env("FLOTTA_SYNC_CONCURRENCY", "0")
 	fs.StringVar(&concurrency, "sync-concurrency", concurrency, "parallel transfers, 0 = follow the link (8 to start, 2 to 64) (env FLOTTA_SYNC_CONCURRENCY)")
 	silent := env("FLOTTA_S3_SILENT_TIMEOUT", s3client.DefaultTimeouts.Progress.String())
@@ -140,6 +146,11 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 		s.noWatch = true
 	default:
 		return settings{}, fmt.Errorf("watch %q (FLOTTA_WATCH, --watch): want on or off", watch)
+	}
+	if staleness == "off" {
+		s.maxStaleness = -1
+	} else if s.maxStaleness, err = time.ParseDuration(staleness); err != nil || s.maxStaleness < time.Second {
+		return settings{}, fmt.Errorf("FLOTTA_MAX_STALENESS (--max-staleness) %q: want a Go duration of at least 1s such as 30s, or off", staleness)
 	}
 	if s.pollMax, err = time.ParseDuration(pollMax); err != nil || s.pollMax <= 0 {
 		return settings{}, fmt.Errorf("FLOTTA_POLL_MAX (--poll-max) %q: want a positive Go duration such as 5m", pollMax)

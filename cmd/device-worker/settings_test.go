@@ -22,7 +22,7 @@ func TestSettingsFromEnvironmentAndFlags(t *testing.T) {
 	assert.Equal(t, settings{socketAddr: "unix:@yggd-dispatcher-x", clientID: "dev1", logLevel: "DEBUG",
 		dataDir: "/tmp/d", podmanSocket: defaultPodmanSocket, syncInterval: 2 * time.Second, shutdownSync: defaultShutdownSync,
 		rescanInterval: defaultRescanInterval, reconcileInterval: time.Hour, pollMax: defaultPollMax,
-		s3Timeouts: s3client.Timeouts{Progress: 8 * time.Second, FloorRate: 16 << 10}}, s)
+		s3Timeouts: s3client.Timeouts{Progress: 8 * time.Second, FloorRate: 16 << 10}, maxStaleness: 30 * time.Second}, s)
 
 	s, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_SYNC_CONCURRENCY": "4",
 		"FLOTTA_INGRESS_QUOTA": "1048576", "FLOTTA_MIN_FREE": "-1", "FLOTTA_SHUTDOWN_SYNC_TIMEOUT": "0",
@@ -161,4 +161,15 @@ func TestBandwidthLimitSetting(t *testing.T) {
 		require.Error(t, err, bad)
 		assert.Contains(t, err.Error(), "--bwlimit", bad)
 	}
+}
+
+func TestMaxStalenessSetting(t *testing.T) {
+	s, err := parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_MAX_STALENESS": "10s"}))
+	require.NoError(t, err)
+	assert.Equal(t, 10*time.Second, s.maxStaleness)
+	s, err = parseSettings([]string{"--max-staleness", "off"}, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x"}))
+	require.NoError(t, err)
+	assert.Negative(t, s.maxStaleness, "off: files wait until they settle")
+	_, err = parseSettings(nil, envOf(map[string]string{"YGG_SOCKET_ADDR": "unix:@x", "FLOTTA_MAX_STALENESS": "10ms"}))
+	require.ErrorContains(t, err, "FLOTTA_MAX_STALENESS")
 }

@@ -48,6 +48,9 @@
 //     and conflict copies of local edits (with the version mark in an xattr);
 //   - mtime.go: the file's modification time carried as object metadata, the
 //     way rclone does;
+//   - growing.go: files that never settle (logs held open): prefix snapshots
+//     within MaxStaleness, part copies of what the bucket already holds,
+//     rotation; parts.go: the Backend's part assembly (UploadPartCopy);
 //   - retention.go: removal of confirmed uploads (Mapping.Retention): the
 //     decision, the cut-off from a bounded histogram, the removal;
 //   - order.go: the catch-up order of an egress backlog, in rounds of bounded

@@ -37,6 +37,9 @@ const singlePutMax = 16 << 20
 // upload is the egress transfer: it sends one file, or adopts the object
 // already there when it holds the file's content (actAdopt).
 func (p *pass) upload(ctx context.Context, j job) outcome {
+	if n, rec, err, ok := p.uploadGrowing(ctx, j); ok {
+		return outcome{bytes: n, row: rec, err: err}
+	}
 	n, rec, err := p.uploadFile(ctx, j)
 	return outcome{bytes: n, row: rec, err: err}
 }

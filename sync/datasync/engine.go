@@ -70,6 +70,9 @@ type Engine struct {
 	// kick wakes Run up when a mapping is owed a prompt pass (mapState.prompt).
 	kick chan struct{}
 
+	// noPartCopy is the endpoint that refused UploadPartCopy (growing.go).
+	noPartCopy string
+
 	watchers watchSet // the file-system watchers of egress mappings (watchers.go)
 	// reconfigured tells the notification listeners (notify.go) that
 	// Configure ran.
@@ -108,6 +111,14 @@ type mapState struct {
 	swept         bool // ingress: temp files of a previous run removed
 	symlinkNoted  bool // egress: a skipped symlink was logged
 	conflictNoted bool // egress: a skipped conflict copy was logged
+	// growing (egress) are the files that did not settle, sent as
+	// snapshots (growing.go); byInode names the file each inode was last
+	// uploaded as in parts, and rotated the rows of renamed files already
+	// copied server-side in this run (rotation).
+	growing map[string]*growState
+	byInode map[uint64]string
+	rotated map[string]journal.Record
+	rotMu   sync.Mutex // one rotation at a time (growing.go)
 
 	transfers atomic.Int32 // uploads and downloads in flight, for Throttled
 }
@@ -141,6 +152,9 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 		opts.WatchedInterval = DefaultWatchedInterval
 	}
 	opts.WatchedInterval = max(opts.WatchedInterval, opts.Interval)
+	if opts.MaxStaleness == 0 {
+		opts.MaxStaleness = DefaultMaxStaleness
+	}
 	if opts.PollFast == 0 {
 		opts.PollFast = DefaultPollFast
 	}
@@ -376,6 +390,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	if !e.opts.NoNotify {
 		wg.Go(func() { e.listenLoop(ctx) })
 	}
+	if e.opts.MaxStaleness > 0 {
+		wg.Go(func() { e.growLoop(ctx) })
+	}
 	timer := time.NewTimer(0) // the first round at once
 	defer timer.Stop()
 	round := time.Now() // when the next round is due, fast polls aside
@@ -537,6 +554,7 @@ func (e *Engine) Status() []MappingStatus {
 	for _, ms := range list {
 		ms.mu.Lock()
 		st := ms.status
+		st.OldestUnsent = ms.oldestUnsent()
 		ms.mu.Unlock()
 		st.Throttled = e.throttled(ms, st.Direction)
 		if st.Direction == Ingress {

@@ -39,6 +39,11 @@ type memBackend struct {
 	gets    atomic.Int64
 	failPut func(key string) error // when set, may fail a Put
 	deny    error                  // when set, every call fails with it (wrong credentials)
+	// PutParts (growing_test.go): bytes uploaded and copied server-side,
+	// and a server without UploadPartCopy.
+	sent, copied atomic.Int64
+	refuseCopy   bool
+	beforeParts  func() // runs as PutParts starts (after the engine read ahead)
 }
 
 type memObject struct {

@@ -430,7 +430,10 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 	case errors.Is(err, diskguard.ErrQuota) || errors.Is(err, diskguard.ErrFreeSpace):
 		p.stats.refuse(err) // retried every pass
 		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
-	case errors.Is(err, stablefile.ErrChanged):
+	case errors.Is(err, stablefile.ErrChanged) && !errors.Is(err, errTorn):
+		if p.m.Direction == Egress {
+			p.markGrowing(name) // sent as snapshots from now on
+		}
 		p.stats.addPending()
 		p.failed(name, true)
 		p.e.log.Debug("file changed during upload, retrying later", zap.String("mapping", p.m.ID), zap.String("key", key))

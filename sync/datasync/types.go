@@ -48,6 +48,9 @@ type Mapping struct {
 	Bucket    string    //
 	Prefix    string    // object key prefix, without leading or trailing slash
 	MaxBytes  int64     // ingress quota for LocalDir in bytes; 0 means Options.DefaultQuota
+	// MaxStaleness (egress) overrides Options.MaxStaleness for this
+	// mapping; 0 keeps the engine's.
+	MaxStaleness time.Duration
 	// Retention (egress) says which uploaded files are removed from
 	// LocalDir (retention.go); the zero value keeps every file.
 	Retention Retention
@@ -142,6 +145,11 @@ type Options struct {
 	// name; by default it is dropped (the mapping was removed). The CLI, which
 	// configures one mapping per run, keeps them.
 	KeepUnknownMappings bool
+	// MaxStaleness bounds how long a change of a file that never settles
+	// (a log held open and appended to) waits before a snapshot of it is
+	// uploaded; default DefaultMaxStaleness (30s), negative: such files wait
+	// until they settle (see growing.go).
+	MaxStaleness time.Duration
 	// Limiter, when set, paces every connection to the server: one
 	// bandwidth limit for all mappings and transfers together. Not applied
 	// with Transport (which makes its own connections).
@@ -199,6 +207,14 @@ type MappingStatus struct {
 	// both on the device and in the bucket whose device version was kept as
 	// a conflict copy (keys.ConflictName) before the object was written.
 	Conflicts int64 `json:"conflicts,omitempty"`
+	// OldestUnsent is when the oldest change not yet in the bucket was made
+	// or first seen (growing files: when their last snapshot started;
+	// pending files: OldestPending); zero when nothing waits. A time, not
+	// an age, so that the status only changes when something happens.
+	OldestUnsent time.Time `json:"oldest_unsent,omitzero"`
+	// BytesSavedByPartCopy counts, since the engine started, the bytes of
+	// growing and rotated files copied server-side instead of sent.
+	BytesSavedByPartCopy int64 `json:"bytes_saved_by_part_copy,omitempty"`
 
 	// Retention (egress): KeptBytes and KeptFiles are the uploaded files
 	// still on the device after the last full pass, LocalBytes all the

@@ -121,7 +121,11 @@ func (e *Engine) stopWatching() {
 // e.watchers.mu. It returns nil when no watcher can be made (the mapping
 // then keeps its passes every Interval).
 func (e *Engine) openWatch(id, dir string) *mappingWatch {
-	w, err := watch.New(dir, e.watchers.opts, e.log.With(zap.String("mapping", id)))
+	opts := e.watchers.opts
+	if opts.MaxWait == 0 {
+		opts.MaxWait = e.watchMaxWait(id)
+	}
+	w, err := watch.New(dir, opts, e.log.With(zap.String("mapping", id)))
 	if err != nil {
 		e.log.Warn("cannot watch an egress source, relying on passes", zap.String("mapping", id), zap.Error(err))
 		return nil
@@ -164,7 +168,7 @@ func (e *Engine) readWatch(mw *mappingWatch) {
 			if b.Rescan {
 				e.log.Debug("watcher asks for a full pass", zap.String("mapping", mw.id), zap.String("reason", mw.w.Reason()))
 				e.passSoon([]string{mw.id})
-			} else if err := e.Changed(mw.ctx, mw.id, b.Paths); err != nil && mw.ctx.Err() == nil {
+			} else if err := e.Changed(mw.ctx, mw.id, append(b.Paths, e.newlyGrowing(mw.id, b.Growing)...)); err != nil && mw.ctx.Err() == nil {
 				// Status and the log have it (finishPass); retry backoff
 				// and the full passes take it from here.
 				e.log.Debug("sync of changed files failed", zap.String("mapping", mw.id), zap.Int("paths", len(b.Paths)), zap.Error(err))

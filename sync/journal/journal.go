@@ -32,6 +32,12 @@ type Record struct {
 	// Refused marks an object that was not written because of its key; it is
 	// not retried until the object changes.
 	Refused bool
+	// PartSize and PartMD5 (egress, files uploaded part by part: growing
+	// files) are the part size and the MD5 of each part of the object: the
+	// next upload copies the parts the local file still starts with
+	// server-side instead of sending them again. Empty for other rows.
+	PartSize int64
+	PartMD5  [][16]byte
 	// Confirmed (egress) says the server's ETag was checked against what
 	// was read from the file (its MD5, or the multipart ETag of its parts):
 	// the object holds this version of the file. Only a confirmed row lets
@@ -68,7 +74,16 @@ func (r Record) marshal() []byte {
 	if r.Unconfirmable {
 		flags |= 4
 	}
-	return append(buf, flags)
+	buf = append(buf, flags)
+	if r.PartSize > 0 && len(r.PartMD5) > 0 {
+		// Optional tail: rows written before it existed simply end at flags.
+		buf = binary.AppendVarint(buf, r.PartSize)
+		buf = binary.AppendUvarint(buf, uint64(len(r.PartMD5)))
+		for _, h := range r.PartMD5 {
+			buf = append(buf, h[:]...)
+		}
+	}
+	return buf
 }
 
 var errCorrupt = errors.New("corrupt journal record")
@@ -114,6 +129,23 @@ func unmarshal(b []byte) (Record, error) {
 		r.Refused = flags&1 != 0
 		r.Confirmed = flags&2 != 0
 		r.Unconfirmable = flags&4 != 0
+	}
+	if err == nil && rd.Len() > 0 {
+		var ps int64
+		var n uint64
+		if ps, err = binary.ReadVarint(rd); err == nil {
+			n, err = binary.ReadUvarint(rd)
+		}
+		if err == nil && (ps <= 0 || n == 0 || n > uint64(rd.Len())/16) {
+			err = errCorrupt
+		}
+		if err == nil {
+			r.PartSize = ps
+			r.PartMD5 = make([][16]byte, n)
+			for i := range r.PartMD5 {
+				_, err = rd.Read(r.PartMD5[i][:])
+			}
+		}
 	}
 	if err != nil {
 		return Record{}, errCorrupt

@@ -53,7 +53,17 @@ type Reader struct {
 	st       Stat
 	partSize int64
 	off      int64 // for Read and Seek
+	// prefix: the bytes handed out are the first Size bytes of a file that
+	// may keep growing (see AsPrefix).
+	prefix bool
 }
+
+// AsPrefix makes the Reader deliver the first Size bytes of a file that keeps
+// growing (a log held open): growth no longer counts as a change, a file
+// that shrank or was replaced still does. A rewrite in the middle does not
+// show in the file's status: the caller checks the content (an upload sends
+// the MD5 of what it read ahead, and the server refuses other bytes).
+func (r *Reader) AsPrefix() { r.prefix = true }
 
 // Open opens path (not following a final symlink) and records its Stat.
 // partSize is the size of multipart parts (0 or >= size for a single PUT).
@@ -87,6 +97,9 @@ func newReader(f *os.File, path string, lstat func() (os.FileInfo, error), partS
 	return &Reader{f: f, path: path, lstat: lstat, st: StatOf(fi), partSize: partSize}, nil
 }
 
+// Path is the path the Reader was opened with.
+func (r *Reader) Path() string { return r.path }
+
 // Stat is the file's status when it was opened.
 func (r *Reader) Stat() Stat { return r.st }
 
@@ -105,7 +118,11 @@ func (r *Reader) Verify() error {
 		return fmt.Errorf("re-stat %s: %w", r.path, err)
 	}
 	now := StatOf(fi)
-	if now != r.st {
+	if r.prefix {
+		if now.Size < r.st.Size || now.Inode != r.st.Inode || now.Dev != r.st.Dev {
+			return fmt.Errorf("%s: %w (size %d→%d, no longer a prefix)", r.path, ErrChanged, r.st.Size, now.Size)
+		}
+	} else if now != r.st {
 		return fmt.Errorf("%s: %w (size %d→%d)", r.path, ErrChanged, r.st.Size, now.Size)
 	}
 	li, err := r.lstat()

@@ -151,3 +151,34 @@ func (c *changeAfterFirstRead) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+func TestPrefixReaderToleratesGrowthNotShrinking(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	if err := os.WriteFile(path, []byte("line 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.AsPrefix()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("line 2\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || string(got) != "line 1\n" {
+		t.Fatalf("prefix of a growing file: %q, %v", got, err)
+	}
+	if err := f.Truncate(3); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Verify(); !errors.Is(err, ErrChanged) {
+		t.Fatalf("a file that shrank below the prefix: %v", err)
+	}
+}

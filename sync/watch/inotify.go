@@ -208,6 +208,8 @@ func (w *Watcher) handle(ev event, now time.Time) {
 		}
 	case ev.mask&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0:
 		w.drop(rel)
+	case ev.mask&unix.IN_MODIFY != 0:
+		w.written(rel, now)
 	}
 }
 
@@ -316,7 +318,11 @@ func (w *Watcher) addWatch(parent *dir, name string) (d *dir, path string, ok bo
 		w.fail(lost, fmt.Sprintf("more than %d directories (Options.MaxWatches)", w.opts.MaxWatches))
 		return nil, "", false
 	}
-	wd, err := unix.InotifyAddWatch(w.ino.fd, path, watchMask)
+	mask := uint32(watchMask)
+	if w.opts.MaxWait > 0 {
+		mask |= unix.IN_MODIFY // writers held open (Options.MaxWait)
+	}
+	wd, err := unix.InotifyAddWatch(w.ino.fd, path, mask)
 	switch {
 	case errors.Is(err, unix.ENOSPC):
 		w.fail(lost, "inotify watch limit reached (fs.inotify.max_user_watches)")

@@ -73,6 +73,12 @@ type Options struct {
 	// MaxRetryInterval. Defaults 1s and 2m.
 	RetryInterval    time.Duration
 	MaxRetryInterval time.Duration
+	// MaxWait, when positive, also watches writes (IN_MODIFY): a file
+	// written to and not closed (a log held open) is reported in
+	// Batch.Growing at most MaxWait after its first write not yet reported,
+	// settled or not. Zero: a writer is only heard of when it closes the
+	// file (no wake-up per write).
+	MaxWait time.Duration
 }
 
 // Defaults of Options.
@@ -111,6 +117,9 @@ type Batch struct {
 	// Rescan says events may have been missed: the caller should run a full
 	// pass over the root. Paths is empty when Rescan is set.
 	Rescan bool
+	// Growing (Options.MaxWait) are files written to for MaxWait without
+	// being closed: still being written, reported unsettled.
+	Growing []string
 }
 
 // Watcher watches one directory tree. Create it with New, read Events, and
@@ -138,10 +147,13 @@ type Watcher struct {
 	dirs     map[int32]*dir
 	pending  map[string]*entry
 	ready    map[string]struct{}
+	modified map[string]time.Time // first unreported write of files not closed (MaxWait)
+	growing  map[string]struct{}  // to deliver in Batch.Growing
 	rescan   bool
 	next     *Batch // the batch to deliver, built lazily from ready/rescan
 	settle   *time.Timer
 	armed    bool
+	armedFor time.Time // when the armed timer fires
 	retry    *time.Timer
 	backoff  time.Duration
 	upSince  time.Time
@@ -191,6 +203,8 @@ func New(root string, opts Options, log *zap.Logger) (*Watcher, error) {
 		readGate: testReadGate,
 		pending:  make(map[string]*entry),
 		ready:    make(map[string]struct{}),
+		modified: make(map[string]time.Time),
+		growing:  make(map[string]struct{}),
 		settle:   time.NewTimer(time.Hour),
 		retry:    time.NewTimer(time.Hour),
 	}
@@ -243,7 +257,7 @@ func (w *Watcher) run() {
 	for {
 		var out chan Batch
 		var b Batch
-		if w.rescan || len(w.ready) > 0 {
+		if w.rescan || len(w.ready) > 0 || len(w.growing) > 0 {
 			if w.next == nil {
 				w.next = w.batch()
 			}
@@ -261,6 +275,7 @@ func (w *Watcher) run() {
 			w.recover()
 		case out <- b:
 			w.ready = make(map[string]struct{})
+			w.growing = make(map[string]struct{})
 			w.rescan = false
 			w.next = nil
 		}
@@ -277,7 +292,29 @@ func (w *Watcher) batch() *Batch {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
-	return &Batch{Paths: paths}
+	var growing []string
+	for p := range w.growing {
+		growing = append(growing, p)
+	}
+	sort.Strings(growing)
+	return &Batch{Paths: paths, Growing: growing}
+}
+
+// written notes a write to a file not yet closed (MaxWait): it is reported
+// as growing MaxWait after the first such write, unless closed before.
+func (w *Watcher) written(rel string, now time.Time) {
+	if _, ok := w.modified[rel]; ok {
+		return
+	}
+	if _, ok := w.pending[rel]; ok {
+		return // closed already, settling
+	}
+	if len(w.modified) >= w.opts.MaxPending {
+		w.collapse()
+		return
+	}
+	w.modified[rel] = now
+	w.arm(now, now.Add(w.opts.MaxWait))
 }
 
 // candidate notes that the file at rel (relative to the root) was closed
@@ -301,19 +338,32 @@ func (w *Watcher) candidate(rel string, now time.Time) {
 		delete(w.ready, rel)
 		w.next = nil
 	}
+	delete(w.modified, rel) // the close reports it
 	e.fp = fp
 	e.due = now.Add(w.opts.Settle)
-	if !w.armed {
-		// Every earlier entry is due before this one: only an idle timer
-		// needs arming.
-		w.settle.Reset(w.opts.Settle)
-		w.armed = true
+	w.arm(now, e.due)
+}
+
+// arm makes the settle timer fire by due at the latest: every earlier entry
+// is due before a new one, but a file held open (MaxWait) may have armed it
+// for later.
+func (w *Watcher) arm(now, due time.Time) {
+	if w.armed && !w.armedFor.After(due) {
+		return
 	}
+	w.settle.Stop()
+	w.settle.Reset(due.Sub(now))
+	w.armed, w.armedFor = true, due
 }
 
 // drop forgets a file that was deleted or moved away: it is not reported.
 func (w *Watcher) drop(rel string) {
 	delete(w.pending, rel)
+	delete(w.modified, rel)
+	if _, ok := w.growing[rel]; ok {
+		delete(w.growing, rel)
+		w.next = nil
+	}
 	if _, ok := w.ready[rel]; ok {
 		delete(w.ready, rel)
 		w.next = nil
@@ -328,6 +378,8 @@ func (w *Watcher) collapse() {
 	}
 	w.pending = make(map[string]*entry)
 	w.ready = make(map[string]struct{})
+	w.modified = make(map[string]time.Time)
+	w.growing = make(map[string]struct{})
 	w.rescan = true
 	w.next = nil
 }
@@ -361,9 +413,23 @@ func (w *Watcher) checkPending(now time.Time) {
 			}
 		}
 	}
+	for rel, first := range w.modified {
+		due := first.Add(w.opts.MaxWait)
+		if due.After(now) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		delete(w.modified, rel)
+		if _, ok := w.stat(rel); ok && !w.rescan {
+			w.growing[rel] = struct{}{}
+			w.next = nil
+		}
+	}
 	if !next.IsZero() {
 		w.settle.Reset(next.Sub(now))
-		w.armed = true
+		w.armed, w.armedFor = true, next
 	}
 }
 
@@ -410,6 +476,8 @@ func (w *Watcher) fail(kind int, reason string) {
 	w.teardown()
 	w.pending = make(map[string]*entry)
 	w.ready = make(map[string]struct{})
+	w.modified = make(map[string]time.Time)
+	w.growing = make(map[string]struct{})
 	w.rescan = true
 	w.next = nil
 	w.setHealthy(reason)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -778,4 +779,96 @@ func TestKernelWatchLimitFallsBack(t *testing.T) {
 	}
 	r.waitRescans(t, 2)
 	eventually(t, "unhealthy", func() bool { return !w.Healthy() })
+}
+
+func TestFileHeldOpenIsReportedAsGrowingAfterMaxWait(t *testing.T) {
+	root := t.TempDir()
+	w, r := start(t, root, Options{MaxWait: 400 * time.Millisecond})
+	_ = w
+	f, err := os.Create(filepath.Join(root, "app.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	began := time.Now()
+	deadline := began.Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := f.WriteString("a line\n"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		r.mu.Lock()
+		var got []string
+		for _, b := range r.batches {
+			got = append(got, b.Growing...)
+			if len(b.Paths) > 0 {
+				t.Errorf("a file held open was reported as settled: %v", b.Paths)
+			}
+		}
+		r.mu.Unlock()
+		if len(got) > 0 {
+			if got[0] != "app.log" {
+				t.Fatalf("growing: %v", got)
+			}
+			if time.Since(began) < 400*time.Millisecond {
+				t.Fatalf("reported before MaxWait: %s", time.Since(began))
+			}
+			return
+		}
+	}
+	t.Fatal("a file written to and held open was never reported")
+}
+
+func TestWithoutMaxWaitWritesAreNotWatched(t *testing.T) {
+	root := t.TempDir()
+	_, r := start(t, root, Options{})
+	f, err := os.Create(filepath.Join(root, "app.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for range 10 {
+		if _, err := f.WriteString("a line\n"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	quiet(Options{Settle: 100 * time.Millisecond})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.batches) != 0 {
+		t.Fatalf("reported without a close: %+v", r.batches)
+	}
+}
+
+// A file held open arms the timer for MaxWait; a file closed meanwhile must
+// still be reported after its settle time, not after MaxWait.
+func TestClosedFileIsNotDelayedByAFileHeldOpen(t *testing.T) {
+	root := t.TempDir()
+	_, r := start(t, root, Options{MaxWait: time.Hour})
+	open, err := os.Create(filepath.Join(root, "held.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	if _, err := open.WriteString("x"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := os.WriteFile(filepath.Join(root, "done.txt"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		for _, b := range r.batches {
+			if slices.Contains(b.Paths, "done.txt") {
+				r.mu.Unlock()
+				return
+			}
+		}
+		r.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("a closed file waited for the MaxWait of a file held open")
 }
