@@ -100,6 +100,7 @@ func Translate(m *config.Message, volumesDir string) (Plan, error) {
 			if s, ok := settings[config.CleanPath(local)]; ok && dir == datasync.Egress {
 				m.Retention = datasync.Retention{RemoveAfterUpload: s.RemoveAfterUpload, KeepBytes: s.KeepBytes, KeepAge: s.KeepAge}
 				m.Order = datasync.Order(s.Order)
+				m.MaxStaleness = s.MaxStaleness
 			}
 			p.Mappings = append(p.Mappings, m)
 			p.MappingsOf[w.Name] = append(p.MappingsOf[w.Name], id)

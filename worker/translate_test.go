@@ -64,4 +64,11 @@ func TestTranslateRetentionAnnotations(t *testing.T) {
 	p, err = worker.Translate(m, "/data/volumes")
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"app.example/x": "y"}, p.Workloads[0].Annotations)
+
+	// The staleness bound of a log held open, for one source.
+	m.Workloads[0].Annotations["data-sync.flotta.io/max-staleness"] = "metrics=2m"
+	p, err = worker.Translate(m, "/data/volumes")
+	require.NoError(t, err)
+	assert.Equal(t, 2*time.Minute, p.Mappings[0].MaxStaleness)
+	assert.Zero(t, p.Mappings[1].MaxStaleness, "the device's bound")
 }

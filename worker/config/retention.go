@@ -33,6 +33,11 @@ const (
 	AnnotationKeepAge = AnnotationPrefix + "keep-age"
 	// AnnotationUploadOrder: "oldest-first" or "newest-first".
 	AnnotationUploadOrder = AnnotationPrefix + "upload-order"
+	// AnnotationMaxStaleness: how long a change of a file that never
+	// settles (a log held open) may wait before it is uploaded ("30s",
+	// "5m"). Overrides the device's FLOTTA_MAX_STALENESS (which alone can
+	// turn the bound off); see docs/growing-files.md.
+	AnnotationMaxStaleness = AnnotationPrefix + "max-staleness"
 )
 
 // Upload orders of AnnotationUploadOrder.
@@ -41,12 +46,14 @@ const (
 	OrderNewestFirst = "newest-first"
 )
 
-// EgressSettings is the retention and order of one egress source.
+// EgressSettings is the retention, order and staleness bound of one egress
+// source.
 type EgressSettings struct {
 	RemoveAfterUpload bool
 	KeepBytes         int64         // 0: no bound
 	KeepAge           time.Duration // 0: no bound
 	Order             string        // "", OrderOldestFirst or OrderNewestFirst
+	MaxStaleness      time.Duration // 0 keeps the device's setting
 }
 
 var annotationParsers = map[string]func(v string, s *EgressSettings) error{
@@ -79,6 +86,14 @@ var annotationParsers = map[string]func(v string, s *EgressSettings) error{
 			return fmt.Errorf("%q: want %s or %s", v, OrderOldestFirst, OrderNewestFirst)
 		}
 		s.Order = v
+		return nil
+	},
+	AnnotationMaxStaleness: func(v string, s *EgressSettings) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			return fmt.Errorf("%q: want a duration of at least 1s such as 30s or 5m", v)
+		}
+		s.MaxStaleness = d
 		return nil
 	},
 }

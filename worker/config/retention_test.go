@@ -35,6 +35,8 @@ func TestEgressSettingsErrorsNameTheKey(t *testing.T) {
 		"bad age":         {wl(`"data-sync.flotta.io/keep-age":"a=soon"`), `annotations[data-sync.flotta.io/keep-age]: a: "soon": want a duration`},
 		"bad bool":        {wl(`"data-sync.flotta.io/remove-after-upload":"yes please"`), `annotations[data-sync.flotta.io/remove-after-upload]: "yes please": want true or false`},
 		"bad order":       {wl(`"data-sync.flotta.io/upload-order":"random"`), `annotations[data-sync.flotta.io/upload-order]: "random": want oldest-first or newest-first`},
+		"bad staleness":   {wl(`"data-sync.flotta.io/max-staleness":"a=never"`), `annotations[data-sync.flotta.io/max-staleness]: a: "never": want a duration of at least 1s`},
+		"tiny staleness":  {wl(`"data-sync.flotta.io/max-staleness":"10ms"`), `annotations[data-sync.flotta.io/max-staleness]: "10ms"`},
 		"unknown source":  {wl(`"data-sync.flotta.io/keep-age":"x=1h"`), `annotations[data-sync.flotta.io/keep-age]: "x" is not a data.egress source of the workload (sources: a, b/c)`},
 		"source twice":    {wl(`"data-sync.flotta.io/keep-age":"a=1h,a=2h"`), `"a" is named twice`},
 		"typo in the key": {wl(`"data-sync.flotta.io/keep-sise":"1G"`), `annotations[data-sync.flotta.io/keep-sise]: unknown data-sync annotation`},
@@ -55,4 +57,11 @@ func TestEgressSettingsErrorsNameTheKey(t *testing.T) {
 	got, err := m.Workloads[0].EgressSettings()
 	require.NoError(t, err)
 	assert.Equal(t, map[string]config.EgressSettings{"a": {KeepAge: 7 * 24 * time.Hour}, "b/c": {KeepAge: 90 * time.Minute}}, got)
+
+	// The staleness bound of growing files, per source.
+	m, err = config.Parse([]byte(wl(`"data-sync.flotta.io/max-staleness":"a=2m,b/c=10s"`)))
+	require.NoError(t, err)
+	got, err = m.Workloads[0].EgressSettings()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]config.EgressSettings{"a": {MaxStaleness: 2 * time.Minute}, "b/c": {MaxStaleness: 10 * time.Second}}, got)
 }
