@@ -19,7 +19,7 @@ import (
 // mayBeEdited reports whether the local file may not be what ingress wrote:
 // its stat is not the one the row recorded after the download. A row with no
 // stat (written before the stat was recorded) says nothing: maybe. The
-// transfer confirms by content where it can (keepLocalEdit).
+// planner reads the content where it can (checkLocalFile), decideLocal decides.
 func mayBeEdited(r *journal.Record, l *stablefile.Stat) bool {
 	if r.MtimeNs == 0 && r.Inode == 0 {
 		return true
