@@ -335,7 +335,8 @@ func (c *transferConfig) dryRunPass(ctx context.Context, eng *datasync.Engine, i
 			return
 		}
 		counts[p.Action]++
-		if p.Action == "upload" || p.Action == "adopt" || p.Action == "download" || p.Action == "conflict" {
+		if p.Action == "upload" || p.Action == "download" || p.Action == "conflict" ||
+			(p.Action == "adopt" && c.spec.dir == datasync.Egress) { // an ingress adopt moves nothing
 			bytes += p.Size
 		}
 		if c.json {
@@ -360,11 +361,14 @@ func (c *transferConfig) dryRunPass(ctx context.Context, eng *datasync.Engine, i
 		return c.report(s, err, "")
 	}
 	fmt.Fprintf(c.stderr, "dry run: would %s %d files, %s", verb, move, bytesize.Format(bytes))
-	if n := counts["adopt"]; n > 0 {
+	if n := counts["adopt"]; n > 0 && c.spec.dir == datasync.Egress {
 		fmt.Fprintf(c.stderr, " (%d of them kept as they are if the bucket already holds them)", n)
 	}
 	if n := counts["conflict"]; n > 0 {
 		fmt.Fprintf(c.stderr, " (%d of them over a local edit, kept as a conflict copy)", n)
+	}
+	if n := counts["adopt"]; n > 0 && c.spec.dir == datasync.Ingress {
+		fmt.Fprintf(c.stderr, "; %d local files already hold their object (kept, not downloaded)", n)
 	}
 	fmt.Fprintf(c.stderr, "; %d refused; %d skipped for the disk guard; %d journal rows to forget", counts["refuse"]+counts["refused"],
 		counts["disk-guard"], counts["prune"])

@@ -1,6 +1,7 @@
 package datasync
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -18,7 +19,7 @@ import (
 // mayBeEdited reports whether the local file may not be what ingress wrote:
 // its stat is not the one the row recorded after the download. A row with no
 // stat (written before the stat was recorded) says nothing: maybe. The
-// transfer confirms by content where it can (keepLocalEdit).
+// planner reads the content where it can (checkLocalFile), decideLocal decides.
 func mayBeEdited(r *journal.Record, l *stablefile.Stat) bool {
 	if r.MtimeNs == 0 && r.Inode == 0 {
 		return true
@@ -28,8 +29,11 @@ func mayBeEdited(r *journal.Record, l *stablefile.Stat) bool {
 
 // ingressPlanner completes ingress items with what the decision needs beyond
 // the march, then decides: whether an object listed earlier in the pass
-// names a parent directory of this one, and, for an object that changed, the
-// stat of its local file (a normal pass does not walk the directory).
+// names a parent directory of this one; for an object to be written, the
+// stat of its local file (a normal pass does not walk the directory); and,
+// only when the journal does not vouch for that file, its MD5 (when it can
+// settle something) and its version mark (needsLocalCheck). decideIngress
+// then chooses alone, so that a dry run plans what a real pass does.
 type ingressPlanner struct {
 	p *pass
 	// open holds the names listed so far that may still be a parent
@@ -44,14 +48,31 @@ func (pl *ingressPlanner) decide(it *item, sc scope) decision {
 		pl.last = it.name
 		it.clash = pl.parentObject(it.name)
 	}
-	if it.local == nil && !sc.localWalked && pl.p.dir != nil && it.remote != nil && it.row != nil &&
-		!it.row.Refused && !sameObject(it.row, it.remote) {
+	if it.local == nil && !sc.localWalked && pl.p.dir != nil && it.remote != nil &&
+		(it.row == nil || it.row.Refused || !sameObject(it.row, it.remote)) {
 		pl.p.lookupLocal(it)
 	}
+	pl.p.checkLocalFile(it)
 	if pl.p.po.Restore && pl.restorable(it, sc) {
 		sc.localWalked = true // looked at, and not there: deleted locally
 	}
 	return decideIngress(*it, sc, pl.p.m.Prefix)
+}
+
+// checkLocalFile reads what decideLocal needs of the local file, only when
+// needsLocalCheck says so: its MD5 (with the helper the transfer uses) and
+// its version mark.
+func (p *pass) checkLocalFile(it *item) {
+	check, sum := needsLocalCheck(*it)
+	if !check || p.dir == nil {
+		return
+	}
+	if sum {
+		if s, err := fileMD5(p.dir.Root(), it.name); err == nil {
+			it.localSum = s
+		}
+	}
+	it.localMarked = p.markedUnchanged(it.name, it.local)
 }
 
 // restorable reports whether the file of an object that has not changed
@@ -102,55 +123,38 @@ func (p *pass) refusal(j job) error {
 	return fmt.Errorf("%w %q", keys.ErrHostile, key)
 }
 
-// keepLocalEdit is called just before a download replaces the file at rel
-// with obj (given mtime): when the file holds a version made on the device,
-// it gives it a second name, a conflict copy beside it (a hard link made
-// durable first: a writer holding the file open loses nothing), and returns
-// that name; "" when there was nothing to keep.
-func (p *pass) keepLocalEdit(j job, rel string, obj Object, mtime time.Time) (string, error) {
-	fi, err := p.dir.Lstat(rel)
-	if isNotExist(err) {
-		return "", nil
+// errLocalChanged means the local file changed between the plan and the
+// rename: it is kept as it is, and the next pass decides again.
+var errLocalChanged = errors.New("local file changed since the plan")
+
+// checkLocal is called just before a download replaces the file at rel: the
+// file must still be the one the plan decided on (same stat, or still
+// absent), else errLocalChanged and nothing is overwritten. For actConflict
+// the file is then given a second name, a conflict copy beside it (a hard
+// link made durable first: a writer holding the file open loses nothing),
+// returned; "" when there was nothing to keep.
+func (p *pass) checkLocal(j job, rel string) (string, error) {
+	if err := p.sameLocal(j, rel); err != nil {
+		return "", err
 	}
-	if err != nil {
-		return "", fmt.Errorf("look at the local file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", nil
-	}
-	st := stablefile.StatOf(fi)
-	if !p.localEdit(j.it.row, rel, &st, obj, mtime) {
+	if j.d.act != actConflict || j.it.local == nil {
 		return "", nil
 	}
 	now := time.Now()
 	return p.dir.KeepAside(rel, func(n int) string { return keys.ConflictName(rel, now, n) })
 }
 
-// localEdit reports whether the file (stat st) holds something ingress did
-// not write: neither the version the row says was downloaded (same stat, or
-// same content when the row's ETag is an MD5) nor the object about to be
-// written (same size and the mtime it would get: a crash after the rename,
-// before the journal recorded it). A file no row describes is the device's
-// own (one identical to the object was adopted before the download).
-//
-// Last, the file's version mark (markVersion): a file ingress wrote whose
-// size and mtime are still the ones it was given is no edit, even when no
-// row says so (a crash between the rename and the journal's commit, or a
-// lost journal).
-func (p *pass) localEdit(row *journal.Record, rel string, st *stablefile.Stat, obj Object, mtime time.Time) bool {
-	if st.Size == obj.Size && st.MtimeNs == mtime.UnixNano() {
-		return false
+// sameLocal checks that the local file at rel is as the plan saw it.
+func (p *pass) sameLocal(j job, rel string) error {
+	st, ok, _, err := statLocal(p.dir.Root(), rel)
+	if err != nil {
+		return fmt.Errorf("look at the local file: %w", err)
 	}
-	known := row != nil && !row.Refused
-	if known && !mayBeEdited(row, st) {
-		return false
+	was := j.it.local
+	if ok != (was != nil) || (ok && (st.Size != was.Size || st.MtimeNs != was.MtimeNs || st.CtimeNs != was.CtimeNs || st.Inode != was.Inode)) {
+		return errLocalChanged
 	}
-	if known && isMD5(row.ETag) && st.Size == row.Size {
-		if sum, err := fileMD5(p.dir.Root(), rel); err == nil && strings.EqualFold(sum, row.ETag) {
-			return false // touched, not changed
-		}
-	}
-	return !p.markedUnchanged(rel, st)
+	return nil
 }
 
 // versionXattr is the extended attribute ingress marks each file it writes

@@ -255,7 +255,7 @@ func TestLocalEdit(t *testing.T) {
 		{"already the new version (crash before the journal)", nil, newObj, time.Unix(0, st.MtimeNs), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, p.localEdit(tc.row, "f", &st, tc.obj, tc.mt))
+			assert.Equal(t, tc.want, localEditOf(p, tc.row, &st, tc.obj, tc.mt))
 		})
 	}
 
@@ -268,11 +268,20 @@ func TestLocalEdit(t *testing.T) {
 	fi, err = os.Stat(filepath.Join(root, "f"))
 	require.NoError(t, err)
 	st = stablefile.StatOf(fi)
-	assert.False(t, p.localEdit(nil, "f", &st, newObj, later), "marked, unchanged")
-	assert.False(t, p.localEdit(otherContent, "f", &st, newObj, later), "marked, unchanged, row of an older version")
+	assert.False(t, localEditOf(p, nil, &st, newObj, later), "marked, unchanged")
+	assert.False(t, localEditOf(p, otherContent, &st, newObj, later), "marked, unchanged, row of an older version")
 	require.NoError(t, os.WriteFile(filepath.Join(root, "f"), []byte("v9"), 0o644)) // edited in place: the mark stays, the mtime moves
 	fi, err = os.Stat(filepath.Join(root, "f"))
 	require.NoError(t, err)
 	st = stablefile.StatOf(fi)
-	assert.True(t, p.localEdit(nil, "f", &st, newObj, later), "marked, then edited")
+	assert.True(t, localEditOf(p, nil, &st, newObj, later), "marked, then edited")
+}
+
+// localEditOf is what the planner and decideLocal conclude of the file "f"
+// (stat st) before obj (whose mtime is mt) is written over it.
+func localEditOf(p *pass, row *journal.Record, st *stablefile.Stat, obj Object, mt time.Time) bool {
+	obj.LastModified = mt
+	it := item{name: "f", local: st, row: row, remote: &obj}
+	p.checkLocalFile(&it)
+	return localEdited(it)
 }

@@ -1,6 +1,8 @@
 package datasync
 
 import (
+	"strings"
+
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
 	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
@@ -16,9 +18,10 @@ const (
 	actUpload
 	// actAdopt (egress): no journal row, and an object of the file's size is
 	// there: keep it when it holds the file's content, else upload.
+	// (ingress): the local file already holds the object's content (its MD5
+	// is the object's ETag): recorded, not downloaded.
 	actAdopt
-	// actDownload (ingress): write the object to the local file (a local
-	// file with the object's content and no journal row is adopted).
+	// actDownload (ingress): write the object to the local file.
 	actDownload
 	// actRefuse (ingress): the object's key may not become a local path.
 	actRefuse
@@ -29,8 +32,10 @@ const (
 	actPrune
 	// actConflict (ingress): both the local file and the object changed
 	// since the last download: the local version is kept as a conflict copy
-	// (keys.ConflictName), then the object is downloaded. The transfer
-	// checks again, by content, just before the file is replaced.
+	// (keys.ConflictName), then the object is downloaded. Also a local file
+	// the journal does not know that differs from the object. The transfer
+	// only checks, just before the rename, that the file is still the one
+	// decided on.
 	actConflict
 	// actConfirm (egress, retention): the file was uploaded without a
 	// confirmation; its object is compared with it (retention.go).
@@ -130,17 +135,71 @@ func decideIngress(it item, sc scope, prefix string) decision {
 	}
 	switch {
 	case r == nil:
-		return decision{actDownload, "new object"}
-	case !sameObject(r, o) && !r.Refused && l != nil && mayBeEdited(r, l):
-		return decision{actConflict, "file changed locally and object changed: the local version is kept as a conflict copy"}
+		return decideLocal(it, "new object")
 	case !sameObject(r, o):
-		return decision{actDownload, "object changed"}
+		return decideLocal(it, "object changed")
 	case r.Refused && sc.localWalked && sc.remoteListed:
-		return decision{actDownload, "refused earlier, tried again by the reconcile"}
+		return decideLocal(it, "refused earlier, tried again by the reconcile")
 	case r.Refused:
 		return decision{actRefused, "refused earlier"}
 	case sc.localWalked && l == nil:
 		return decision{actDownload, "file deleted locally"}
 	}
 	return decision{actSkip, "unchanged"}
+}
+
+// decideLocal decides on an object to be written over the local file (if
+// any): download, adopt the file when it already holds the object, or keep
+// it as a conflict copy first when it holds a version made on the device.
+func decideLocal(it item, why string) decision {
+	l, o := it.local, it.remote
+	switch {
+	case l == nil:
+		return decision{actDownload, why}
+	case it.localSum != "" && isMD5(o.ETag) && strings.EqualFold(it.localSum, o.ETag):
+		return decision{actAdopt, "the local file already holds the object"}
+	case !localEdited(it):
+		return decision{actDownload, why}
+	case it.row == nil || it.row.Refused:
+		return decision{actConflict, "a local file the journal does not know differs from the object: it is kept as a conflict copy"}
+	}
+	return decision{actConflict, "file changed locally and object changed: the local version is kept as a conflict copy"}
+}
+
+// localEdited reports whether the local file holds something ingress did
+// not write: neither the version the row says was downloaded (same stat, or
+// same content when the row's ETag is an MD5) nor the object about to be
+// written (same size and mtime: a crash after the rename, before the journal
+// recorded it), and it carries no version mark of ingress (markVersion)
+// with its current size and mtime. A file no row describes is the device's
+// own.
+func localEdited(it item) bool {
+	l, r, o := it.local, it.row, it.remote
+	if l.Size == o.Size && l.MtimeNs == o.LastModified.UnixNano() {
+		return false
+	}
+	known := r != nil && !r.Refused
+	if known && !mayBeEdited(r, l) {
+		return false
+	}
+	if known && isMD5(r.ETag) && l.Size == r.Size && it.localSum != "" && strings.EqualFold(it.localSum, r.ETag) {
+		return false // touched, not changed
+	}
+	return !it.localMarked
+}
+
+// needsLocalCheck reports whether decideLocal must look into the local file
+// (its MD5 where it can settle something, its version mark): only for a
+// file that the journal does not vouch for and an object to be written.
+func needsLocalCheck(it item) (check, sum bool) {
+	l, r, o := it.local, it.row, it.remote
+	if l == nil || o == nil || (r != nil && !r.Refused && sameObject(r, o)) {
+		return false, false
+	}
+	known := r != nil && !r.Refused
+	if known && !mayBeEdited(r, l) {
+		return false, false
+	}
+	sum = (isMD5(o.ETag) && l.Size == o.Size) || (known && isMD5(r.ETag) && l.Size == r.Size)
+	return true, sum
 }

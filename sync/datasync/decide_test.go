@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -65,6 +66,8 @@ func TestDecideIngress(t *testing.T) {
 	downloaded := &journal.Record{Size: 5, ETag: "e1", MtimeNs: 10, CtimeNs: 11, Inode: 7}
 	asDownloaded := &stablefile.Stat{Size: 5, MtimeNs: 10, CtimeNs: 11, Inode: 7}
 	edited := &stablefile.Stat{Size: 5, MtimeNs: 20, CtimeNs: 21, Inode: 7}
+	md5Obj := &Object{Key: "p/a", Size: 5, ETag: md5Hex([]byte("new!!"))}
+	md5Row := &journal.Record{Size: 5, ETag: md5Hex([]byte("old!!")), MtimeNs: 10, CtimeNs: 11, Inode: 7}
 	listed := scope{remoteListed: true}
 	reconcile := scope{remoteListed: true, localWalked: true}
 	event := scope{localWalked: true}
@@ -77,7 +80,7 @@ func TestDecideIngress(t *testing.T) {
 		{"nothing anywhere", item{}, listed, actSkip},
 		{"local file not from the bucket: ingress never deletes", item{local: file}, reconcile, actSkip},
 		{"new object", item{remote: obj}, listed, actDownload},
-		{"new object, local file there (adopted when identical)", item{remote: obj, local: file}, reconcile, actDownload},
+		{"new object, local file there, not the object: the device's own, kept", item{remote: obj, local: file}, reconcile, actConflict},
 		{"unchanged", item{remote: obj, row: row}, listed, actSkip},
 		{"unchanged, file there", item{remote: obj, row: row, local: file}, reconcile, actSkip},
 		{"object changed", item{remote: changed, row: row}, listed, actDownload},
@@ -102,7 +105,16 @@ func TestDecideIngress(t *testing.T) {
 		{"object unchanged, file edited, reconcile: the edit stays", item{remote: obj, row: downloaded, local: edited}, reconcile, actSkip},
 		{"object changed, file deleted: no conflict", item{remote: changed, row: downloaded}, reconcile, actDownload},
 		{"object changed, row without a stat, file there: maybe", item{remote: changed, row: row, local: file}, listed, actConflict},
-		{"object changed, refused row, file there", item{remote: changed, row: refusedRow, local: file}, listed, actDownload},
+		{"object changed, refused row, file there: not ours, kept", item{remote: changed, row: refusedRow, local: file}, listed, actConflict},
+
+		// What the planner read of the local file (needsLocalCheck).
+		{"new object, local file identical: adopted", item{remote: md5Obj, local: file, localSum: md5Obj.ETag}, listed, actAdopt},
+		{"object changed, file identical to it: adopted", item{remote: md5Obj, row: downloaded, local: edited, localSum: md5Obj.ETag}, listed, actAdopt},
+		{"new object, file carries ingress's mark (crash before the journal)", item{remote: md5Obj, local: file, localMarked: true}, listed, actDownload},
+		{"new object, file has the object's size and mtime (crash before the journal)", item{remote: &Object{Key: "p/a", Size: 5, ETag: "e1", LastModified: time.Unix(0, 20)}, local: edited}, listed, actDownload},
+		{"object changed, file touched, content as downloaded", item{remote: md5Obj, row: md5Row, local: edited, localSum: md5Row.ETag}, listed, actDownload},
+		{"object changed, file edited, content neither", item{remote: md5Obj, row: md5Row, local: edited, localSum: md5Hex([]byte("other"))}, listed, actConflict},
+		{"reconcile: refused earlier, file there: kept", item{remote: obj, row: refusedRow, local: file}, reconcile, actConflict},
 
 		// Keys that cannot be files.
 		{"key ending in / with content", item{remote: &Object{Key: "p/d/", Size: 3, ETag: "e1"}}, listed, actRefuse},

@@ -34,7 +34,8 @@
 //   - march.go: item and scope, and the march of local files, journal rows
 //     and the listing in lock step;
 //   - decide.go: the actions and the pure decision functions decideEgress and
-//     decideIngress (decide_test.go has their tables);
+//     decideIngress (decide_test.go has their tables; dryrun_test.go runs
+//     every ingress decision as a dry run and as a real pass);
 //   - pass.go: the one pass skeleton of both directions (sources of a full
 //     pass or of a change event, plan, execute, record), the per-file retry
 //     backoff, PassOptions and dry runs;
@@ -44,8 +45,10 @@
 //     guard, atomic downloads (whole or in ranges) checked against the ETag;
 //   - groupcommit.go: downloads made durable in groups (one syncfs) before
 //     they are renamed into place;
-//   - conflict.go: the ingress planner (parent objects, restores), refusals,
-//     and conflict copies of local edits (with the version mark in an xattr);
+//   - conflict.go: the ingress planner (parent objects, restores, and what
+//     decideIngress needs of the local file: stat, MD5, version mark in an
+//     xattr), refusals, and the check before the rename that the file is
+//     still the one decided on, with conflict copies of local edits;
 //   - mtime.go: the file's modification time carried as object metadata, the
 //     way rclone does;
 //   - growing.go: files that never settle (logs held open): prefix snapshots

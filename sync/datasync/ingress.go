@@ -107,14 +107,15 @@ func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 }
 
 // download writes one object atomically into dir. It returns the bytes
-// written, or -1 when an identical local file was adopted.
+// written, or -1 when the plan adopted the local file (actAdopt).
 //
 // Once the body is in the temporary file, the transfer slot is released
 // (release) while the file is made durable and renamed, so that the disk's
 // latency does not idle the network (see commitDownload).
 //
-// A local file that holds a version made on the device is kept as a conflict
-// copy first (keepLocalEdit, just before the rename), named in the outcome.
+// Just before the rename, the local file must still be what the plan saw
+// (else errLocalChanged: nothing overwritten); for actConflict it is kept as
+// a conflict copy first, named in the outcome (checkLocal).
 func (p *pass) download(ctx context.Context, j job, release func()) outcome {
 	n, rec, aside, err := p.downloadObject(ctx, j, release)
 	return outcome{bytes: n, row: rec, conflict: aside, err: err}
@@ -133,13 +134,13 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}
 	rec := journal.Record{Size: obj.Size, ETag: obj.ETag}
-	known := j.it.row != nil && !j.it.row.Refused
-	if !known && existing == obj.Size && isMD5(obj.ETag) {
-		// No journal of it (first pass, lost journal): keep an identical file.
-		if sum, err := fileMD5(dir.Root(), rel); err == nil && strings.EqualFold(sum, obj.ETag) {
-			p.localStat(rel, &rec)
-			return -1, &rec, "", nil
+	if j.d.act == actAdopt {
+		// The plan found the object's content in the file: recorded as is.
+		if err := p.sameLocal(j, rel); err != nil {
+			return 0, nil, "", fmt.Errorf("adopt %s: %w", obj.Key, err)
 		}
+		p.localStat(rel, &rec)
+		return -1, &rec, "", nil
 	}
 	guard, err := p.guard()
 	if err != nil {
@@ -201,15 +202,14 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 	mtime := fileMtime(body, obj.LastModified) // from the GET response: no request
 	closeAll()
 	markVersion(tmp.File, obj, mtime) // made durable with the file's data
-	// As late as can be: the device's version, if the file holds one.
-	keepLocalEdit := func() error {
+	// As late as can be: the file is still what the plan decided on, and
+	// the device's version is kept if the plan said so.
+	checkLocal := func() error {
 		var err error
-		if aside, err = p.keepLocalEdit(j, rel, obj, mtime); err != nil {
-			return fmt.Errorf("keep the local version: %w", err)
-		}
-		return nil
+		aside, err = p.checkLocal(j, rel)
+		return err
 	}
-	if err := p.commitDownload(ctx, tmp, n, mtime, release, keepLocalEdit); err != nil {
+	if err := p.commitDownload(ctx, tmp, n, mtime, release, checkLocal); err != nil {
 		p.dropAside(rel, aside)
 		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
 	}

@@ -20,6 +20,12 @@ type item struct {
 	// clash (ingress, set by the planner) names an object of the same
 	// listing that is a parent directory of this one ("a" for "a/b").
 	clash string
+	// localSum and localMarked (ingress, set by the planner only when the
+	// decision must compare the local file with the journal or the object):
+	// the file's MD5 (hex, "" when not read), and whether it carries
+	// ingress's version mark with its current size and mtime.
+	localSum    string
+	localMarked bool
 }
 
 // scope says which sides a pass looked at, so that absence means something.

@@ -44,6 +44,7 @@ type memBackend struct {
 	sent, copied atomic.Int64
 	refuseCopy   bool
 	beforeParts  func() // runs as PutParts starts (after the engine read ahead)
+	onGet        func() // when set, runs as a GET starts (dryrun_test.go)
 }
 
 type memObject struct {
@@ -168,6 +169,9 @@ func (b *memBackend) Get(ctx context.Context, bucket, key, matchETag string) (io
 
 func (b *memBackend) GetRange(_ context.Context, bucket, key, matchETag string, off, length int64) (io.ReadCloser, error) {
 	b.gets.Add(1)
+	if b.onGet != nil {
+		b.onGet()
+	}
 	if b.deny != nil {
 		return nil, b.deny
 	}

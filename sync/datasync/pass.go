@@ -415,6 +415,9 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 			p.report(j.it, j.d)
 			p.e.log.Debug("removed after upload", zap.String("mapping", p.m.ID), zap.String("path", name), zap.String("why", j.d.why))
 		}
+		if p.m.Direction == Ingress && j.d.act != actRemove {
+			p.report(j.it, j.d) // what was done: the dry run reports the same
+		}
 		if out.conflict != "" {
 			p.stats.conflict()
 			p.e.log.Warn("file changed on the device and in the bucket: the device's version is kept as a conflict copy",
@@ -424,11 +427,13 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		// Refused for its key or path: remembered, so that it is logged
 		// once per version of the object.
 		p.stats.refuse(err)
+		p.report(j.it, j.d)
 		o := j.it.remote0()
 		p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Record: journal.Record{Size: o.Size, ETag: o.ETag, Refused: true}})
 		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
 	case errors.Is(err, diskguard.ErrQuota) || errors.Is(err, diskguard.ErrFreeSpace):
 		p.stats.refuse(err) // retried every pass
+		p.reportAs(j.it, "disk-guard", err.Error())
 		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
 	case errors.Is(err, stablefile.ErrChanged) && !errors.Is(err, errTorn):
 		if p.m.Direction == Egress {
@@ -437,6 +442,11 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		p.stats.addPending()
 		p.failed(name, true)
 		p.e.log.Debug("file changed during upload, retrying later", zap.String("mapping", p.m.ID), zap.String("key", key))
+	case errors.Is(err, errLocalChanged):
+		// Kept as it is: the next pass decides on what the file is then.
+		p.stats.addPending()
+		p.failed(name, true)
+		p.e.log.Info("local file changed since the plan, not overwritten", zap.String("mapping", p.m.ID), zap.String("key", key))
 	case errors.Is(err, errObjectMoved):
 		p.stats.addPending() // the next listing sees the new version
 		p.failed(name, true)
@@ -546,7 +556,8 @@ type PassOptions struct {
 	// journal or any local file.
 	DryRun bool
 	// Report, when set, receives every planned action that is not a skip
-	// (for dry runs; also called during real passes).
+	// (for dry runs; also called during real passes: ingress reports each
+	// action once it is done, with the same names a dry run plans).
 	Report func(Planned)
 	// Progress, when set, counts the pass's transfers as they happen.
 	Progress *Progress
