@@ -47,7 +47,7 @@ type walker struct {
 	// skipped, when set, is told of every entry passed over that is not a
 	// directory: symlink, special file, temporary file, conflict copy.
 	skipped func(name string)
-	fault        func(dir string) error // test hook: fails reading dir (root ignores permissions)
+	fault   func(dir string) error // test hook: fails reading dir (root ignores permissions)
 }
 
 // walk yields the files under dir ("." for the whole tree) until yield
