@@ -76,3 +76,23 @@ func TestCheckAgreesWithPush(t *testing.T) {
 	assert.Equal(t, names, pushed, "the push uploaded every file and nothing else")
 	assert.Equal(t, pushed, matched, "check matches exactly what the push uploaded")
 }
+
+// An empty key ending in "/" is a directory marker, not an object, whether
+// or not the directory exists. (A marker with content, which a sync refuses
+// and check reports as extra, cannot be written to versitygw.)
+func TestDirectoryMarkers(t *testing.T) {
+	srv := s3test.Start(t, s3test.WithBuckets("bkt"))
+	cl := srv.Client()
+	ctx := context.Background()
+	dir := t.TempDir()
+	writeFile(t, dir, "d/f", []byte("f"))
+	for key, data := range map[string]string{"p/d/": "", "p/d/f": "f", "p/e/": ""} {
+		_, err := cl.PutObject(ctx, "bkt", key, strings.NewReader(data), int64(len(data)), minio.PutObjectOptions{})
+		require.NoError(t, err)
+	}
+	got := map[string]Result{}
+	sum, err := Run(ctx, cl, Options{Dir: dir, Bucket: "bkt", Prefix: "p"}, func(r Result) { got[r.Path] = r })
+	require.NoError(t, err)
+	assert.Equal(t, Summary{Matching: 1}, sum)
+	assert.Equal(t, map[string]Result{"d/f": {Kind: Match, Path: "d/f"}}, got)
+}
