@@ -10,23 +10,16 @@ package check
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"iter"
 	"os"
-	"path"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/project-flotta/flotta-device-worker/sync/datasync"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
 )
 
@@ -91,52 +84,51 @@ func Run(ctx context.Context, client *minio.Client, o Options, report func(Resul
 	} else if !fi.IsDir() {
 		return Summary{}, fmt.Errorf("%s: not a directory", o.Dir)
 	}
+	root, err := os.OpenRoot(o.Dir)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer root.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := &comparer{client: client, o: o, report: report, sem: make(chan struct{}, o.Concurrency)}
 
-	nextLocal, stopLocal := iter.Pull(walk(o.Dir, c.emit))
-	defer stopLocal()
 	lp := keys.ListPrefix(o.Prefix)
-	nextObj, stopObj := iter.Pull(client.ListObjectsIter(ctx, o.Bucket, minio.ListObjectsOptions{Prefix: lp, Recursive: true}))
-	defer stopObj()
-	// nextRemote skips directory markers and stops on a listing error.
-	var listErr error
-	nextRemote := func() (minio.ObjectInfo, string, bool) {
-		for {
-			obj, ok := nextObj()
-			if !ok {
-				return obj, "", false
-			}
+	remote := func(yield func(datasync.Object, error) bool) {
+		for obj := range client.ListObjectsIter(ctx, o.Bucket, minio.ListObjectsOptions{Prefix: lp, Recursive: true}) {
 			if obj.Err != nil {
-				listErr = fmt.Errorf("list s3://%s/%s: %w", o.Bucket, lp, obj.Err)
-				return obj, "", false
+				yield(datasync.Object{}, fmt.Errorf("list s3://%s/%s: %w", o.Bucket, lp, obj.Err))
+				return
 			}
-			if rel := strings.TrimPrefix(obj.Key, lp); rel != "" && !strings.HasSuffix(rel, "/") {
-				return obj, rel, true
+			if !yield(datasync.Object{Key: obj.Key, Size: obj.Size, ETag: obj.ETag, LastModified: obj.LastModified}, nil) {
+				return
 			}
 		}
 	}
-
-	l, lok := nextLocal()
-	obj, rel, rok := nextRemote()
-	for (lok || rok) && listErr == nil && ctx.Err() == nil {
+	// The engine's own walker and march: the files, keys and directory
+	// markers are those a sync sees.
+	ev := datasync.DirEvents{
+		Problem: func(name string, err error) { c.emit(Result{Kind: Error, Path: name, Detail: err.Error()}) },
+		Skipped: func(string) { c.emit(Result{Kind: skipped}) },
+	}
+	err = datasync.MarchDir(root, remote, lp, ev, func(p datasync.Pair) bool {
 		switch {
-		case rok && (!lok || rel < l.rel):
-			c.emit(Result{Kind: Extra, Path: rel})
-			obj, rel, rok = nextRemote()
-		case lok && (!rok || l.rel < rel):
-			c.emit(Result{Kind: Missing, Path: l.rel})
-			l, lok = nextLocal()
+		case p.Late:
+			c.emit(Result{Kind: Error, Path: p.Name, Detail: "listed out of key order by the server: not compared"})
+		case p.Local == nil && strings.HasSuffix(p.Name, "/"):
+			c.emit(Result{Kind: Extra, Path: p.Name, Detail: "a directory marker with content: a sync refuses it"})
+		case p.Local == nil:
+			c.emit(Result{Kind: Extra, Path: p.Name})
+		case p.Remote == nil:
+			c.emit(Result{Kind: Missing, Path: p.Name})
 		default:
-			c.compare(ctx, l, obj)
-			l, lok = nextLocal()
-			obj, rel, rok = nextRemote()
+			c.compare(ctx, p.Name, p.Local.Size, *p.Remote)
 		}
-	}
+		return ctx.Err() == nil
+	})
 	c.wg.Wait()
-	if listErr != nil {
-		return c.sum, listErr
+	if err != nil {
+		return c.sum, err
 	}
 	return c.sum, ctx.Err()
 }
@@ -181,14 +173,15 @@ const skipped Kind = "skipped"
 
 // compare reports on a path present on both sides; hashing runs in the
 // background, at most Concurrency at a time.
-func (c *comparer) compare(ctx context.Context, l localFile, obj minio.ObjectInfo) {
+func (c *comparer) compare(ctx context.Context, name string, size int64, obj datasync.Object) {
+	l := localFile{rel: name, size: size}
 	if l.size != obj.Size {
 		c.emit(Result{Kind: Differ, Path: l.rel, Detail: fmt.Sprintf("size %d in the directory, %d in the bucket", l.size, obj.Size)})
 		return
 	}
 	etag := strings.Trim(obj.ETag, `"`)
-	plain := isMD5(etag)
-	if !plain && multipartParts(etag) == 0 && !c.o.Download {
+	plain := datasync.IsMD5ETag(etag)
+	if !plain && datasync.MultipartParts(etag) == 0 && !c.o.Download {
 		c.emit(Result{Kind: Match, Path: l.rel, SizeOnly: true})
 		return
 	}
@@ -205,7 +198,7 @@ func (c *comparer) compare(ctx context.Context, l localFile, obj minio.ObjectInf
 
 func (c *comparer) hashCompare(ctx context.Context, l localFile, key, etag string, plain bool) Result {
 	file := filepath.Join(c.o.Dir, filepath.FromSlash(l.rel))
-	if parts := multipartParts(etag); parts > 0 {
+	if parts := datasync.MultipartParts(etag); parts > 0 {
 		ps, err := c.partSize(ctx, key)
 		if err != nil {
 			return Result{Kind: Error, Path: l.rel, Detail: err.Error()}
@@ -247,16 +240,12 @@ func (c *comparer) md5Object(ctx context.Context, key string) (string, error) {
 		return "", fmt.Errorf("download %s: %w", key, err)
 	}
 	defer o.Close()
-	h := md5.New()
-	if _, err := io.Copy(h, o); err != nil {
+	etag, err := datasync.MD5ETag(o)
+	if err != nil {
 		return "", fmt.Errorf("download %s: %w", key, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return etag, nil
 }
-
-// metaPartSize is the user metadata in which the sync engine's egress
-// records the part size of a multipart upload.
-const metaPartSize = "Flotta-Part-Size"
 
 // partSize is the part size the object at key records, 0 when none.
 func (c *comparer) partSize(ctx context.Context, key string) (int64, error) {
@@ -265,7 +254,7 @@ func (c *comparer) partSize(ctx context.Context, key string) (int64, error) {
 		return 0, fmt.Errorf("stat %s: %w", key, err)
 	}
 	for k, v := range info.UserMetadata {
-		if strings.EqualFold(k, metaPartSize) {
+		if strings.EqualFold(k, datasync.MetaPartSize) {
 			if ps, err := strconv.ParseInt(v, 10, 64); err == nil && ps > 0 {
 				return ps, nil
 			}
@@ -274,120 +263,37 @@ func (c *comparer) partSize(ctx context.Context, key string) (int64, error) {
 	return 0, nil
 }
 
-// multipartParts is the number of parts a multipart ETag ("<md5>-N")
-// names, 0 for any other ETag.
-func multipartParts(etag string) int64 {
-	sum, n, ok := strings.Cut(etag, "-")
-	if !ok || !isMD5(sum) {
-		return 0
-	}
-	parts, err := strconv.ParseInt(n, 10, 64)
-	if err != nil || parts <= 0 {
-		return 0
-	}
-	return parts
-}
-
 // multipartETagFile is the ETag S3 gives the file at p uploaded in parts
-// of partSize: the MD5 of the parts' binary MD5s, "-", the number of parts.
+// of partSize.
 func multipartETagFile(p string, size, partSize int64) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	all, part := md5.New(), md5.New()
-	n := int64(0)
-	for off := int64(0); off < size; off += partSize {
-		part.Reset()
-		if _, err := io.Copy(part, io.LimitReader(f, min(partSize, size-off))); err != nil {
-			return "", fmt.Errorf("read %s: %w", p, err)
-		}
-		all.Write(part.Sum(nil))
-		n++
+	etag, err := datasync.MultipartETag(f, size, partSize)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
 	}
-	return hex.EncodeToString(all.Sum(nil)) + "-" + strconv.FormatInt(n, 10), nil
+	return etag, nil
 }
 
+// md5File is the ETag S3 gives the file at p uploaded in one PUT.
 func md5File(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	h := md5.New()
-	if _, err := io.Copy(h, f); err != nil {
+	etag, err := datasync.MD5ETag(f)
+	if err != nil {
 		return "", fmt.Errorf("read %s: %w", p, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return etag, nil
 }
 
-// isMD5 reports whether an ETag is a plain MD5 (32 hex digits), not a
-// multipart ETag ("<md5>-<parts>") or anything else.
-func isMD5(etag string) bool {
-	if len(etag) != 32 {
-		return false
-	}
-	_, err := hex.DecodeString(etag)
-	return err == nil
-}
-
-// localFile is a regular file under the directory.
+// localFile is a file a sync would upload.
 type localFile struct {
 	rel  string // slash separated, relative to the directory: the key suffix
 	size int64
-}
-
-// walk yields the regular files under root in object key order (byte order
-// of their slash-separated paths). It reads one directory at a time and
-// keeps only the unvisited entries of the directories above the current
-// one. Entries it cannot read are reported as errors through emit;
-// symbolic links, special files and temporary files of the engine are
-// counted as skipped.
-func walk(root string, emit func(Result)) iter.Seq[localFile] {
-	return func(yield func(localFile) bool) {
-		walkDir(root, "", emit, yield)
-	}
-}
-
-func walkDir(root, rel string, emit func(Result), yield func(localFile) bool) bool {
-	entries, err := os.ReadDir(filepath.Join(root, filepath.FromSlash(rel)))
-	if err != nil {
-		emit(Result{Kind: Error, Path: rel + "/", Detail: err.Error()})
-		return true
-	}
-	// Key order: a directory "a" sorts as "a/", so "a.txt" comes before
-	// everything under "a/" ('.' < '/') and "a0" after it.
-	sortName := func(e fs.DirEntry) string {
-		if e.IsDir() {
-			return e.Name() + "/"
-		}
-		return e.Name()
-	}
-	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(sortName(a), sortName(b)) })
-	for i, e := range entries {
-		entries[i] = nil // what was visited can go
-		p := path.Join(rel, e.Name())
-		switch {
-		case e.IsDir():
-			if !walkDir(root, p, emit, yield) {
-				return false
-			}
-		case strings.HasPrefix(e.Name(), keys.TempPrefix) || keys.IsConflictCopy(e.Name()) || !e.Type().IsRegular():
-			emit(Result{Kind: skipped, Path: p})
-		default:
-			fi, err := e.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // removed while walking
-			}
-			if err != nil {
-				emit(Result{Kind: Error, Path: p, Detail: err.Error()})
-				continue
-			}
-			if !yield(localFile{rel: p, size: fi.Size()}) {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -33,6 +33,8 @@
 //     directory; statLocal for change events;
 //   - march.go: item and scope, and the march of local files, journal rows
 //     and the listing in lock step;
+//   - marchdir.go: MarchDir and the ETag helpers, the walker, march and
+//     ETag rules exported for sync/check;
 //   - decide.go: the actions and the pure decision functions decideEgress and
 //     decideIngress (decide_test.go has their tables; dryrun_test.go runs
 //     every ingress decision as a dry run and as a real pass);

@@ -74,7 +74,7 @@ func (c *rowCursor) peek() (journal.Entry, bool) {
 
 // march walks up to three key-ordered streams in lock step (as rclone's
 // fs/march does with two) and yields one item per name. Any stream may be
-// nil. A remote listing that is not in key order (some servers list
+// nil (rows nil: no journal). A remote listing that is not in key order (some servers list
 // depth-first by directory) is tolerated: an object that arrives after its
 // name was passed is yielded on its own with late set, for the caller to
 // look the other sides up.
@@ -90,6 +90,9 @@ func march(local iter.Seq[localFile], rows *rowCursor, remote iter.Seq2[Object, 
 		last                  string // last name yielded
 		started               bool
 	)
+	if rows == nil {
+		rows = &rowCursor{done: true}
+	}
 	if local != nil {
 		var stop func()
 		nextLocal, stop = iter.Pull(local)

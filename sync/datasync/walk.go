@@ -44,7 +44,10 @@ type walker struct {
 	// conflictCopy is told of a conflict copy (keys.IsConflictCopy), which
 	// is skipped: egress never uploads one.
 	conflictCopy func(name string)
-	fault        func(dir string) error // test hook: fails reading dir (root ignores permissions)
+	// skipped, when set, is told of every entry passed over that is not a
+	// directory: symlink, special file, temporary file, conflict copy.
+	skipped func(name string)
+	fault   func(dir string) error // test hook: fails reading dir (root ignores permissions)
 }
 
 // walk yields the files under dir ("." for the whole tree) until yield
@@ -115,14 +118,17 @@ func (w *walker) walk(dir string, yield func(localFile) bool) bool {
 			if w.symlink != nil {
 				w.symlink(rel)
 			}
+			w.skip(rel)
 		case t.IsRegular():
 			if strings.HasPrefix(name, keys.TempPrefix) {
+				w.skip(rel)
 				continue // an ingress download in progress
 			}
 			if keys.IsConflictCopy(name) {
 				if w.conflictCopy != nil {
 					w.conflictCopy(rel)
 				}
+				w.skip(rel)
 				continue
 			}
 			if !utf8.ValidString(name) {
@@ -138,9 +144,17 @@ func (w *walker) walk(dir string, yield func(localFile) bool) bool {
 			if !yield(localFile{name: rel, stat: e.st}) {
 				return false
 			}
+		default: // device, pipe, socket
+			w.skip(rel)
 		}
 	}
 	return true
+}
+
+func (w *walker) skip(name string) {
+	if w.skipped != nil {
+		w.skipped(name)
+	}
 }
 
 // errUnusableName marks a local name that cannot become an object key.
