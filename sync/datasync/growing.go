@@ -56,6 +56,15 @@ type growState struct {
 	due   time.Time       // next snapshot
 	last  stablefile.Stat // the file when the last snapshot was read (zero: none yet)
 	torn  int             // snapshots in a row refused as changed
+	held  bool            // the watcher saw it written to and held open
+}
+
+// snapshotting reports whether g's file goes up as a snapshot: once it has
+// been held open (the watcher), has had a snapshot already, or has kept
+// changing for the whole bound. A file that only changed while it was read
+// once takes the normal path until then, so one that settles goes up whole.
+func (g growState) snapshotting(now time.Time) bool {
+	return g.held || g.last != (stablefile.Stat{}) || !now.Before(g.due)
 }
 
 // maxStaleness is the mapping's bound.
@@ -81,7 +90,10 @@ func (p *pass) markGrowing(name string) {
 		if r := p.ms.retry[name]; r != nil && r.first.Before(first) {
 			first = r.first
 		}
-		p.ms.growing[name] = &growState{since: first, due: time.Now()}
+		// Its first snapshot is due once it has kept changing for the
+		// whole bound: a file that settles before then goes up whole, as
+		// any settled file does.
+		p.ms.growing[name] = &growState{since: first, due: first.Add(p.maxStaleness())}
 	}
 }
 
@@ -104,7 +116,8 @@ func (p *pass) uploadGrowing(ctx context.Context, j job) (n int64, rec *journal.
 	if l == nil {
 		return 0, nil, nil, false
 	}
-	_, growing := p.growState(name)
+	gs, growing := p.growState(name)
+	growing = growing && gs.snapshotting(time.Now())
 	partRow := j.it.row != nil && j.it.row.PartSize > 0
 	replaced := partRow && j.it.row.Inode != l.Inode
 	rotation := replaced || p.rotationSource(name, l.Inode) != "" || p.hasRotated(name)
@@ -605,7 +618,7 @@ func (e *Engine) newlyGrowing(id string, names []string) []string {
 			continue
 		}
 		// Its first unsent write is at least MaxWait old.
-		ms.growing[n] = &growState{since: now.Add(-e.watchMaxWaitLocked(ms)), due: now.Add(e.watchMaxWaitLocked(ms))} // this batch sends it
+		ms.growing[n] = &growState{since: now.Add(-e.watchMaxWaitLocked(ms)), due: now.Add(e.watchMaxWaitLocked(ms)), held: true} // this batch sends it
 		out = append(out, n)
 	}
 	return out
