@@ -111,7 +111,7 @@ func (p *pass) uploadFile(ctx context.Context, j job) (int64, *journal.Record, e
 		}
 	}
 
-	if hook := p.e.beforeUpload; hook != nil {
+	if hook := p.e.hooks.beforeUpload; hook != nil {
 		hook(j.it.name)
 	}
 	if st.Size == 0 {
@@ -227,12 +227,12 @@ func (p *pass) openSettled(ctx context.Context, root *os.Root, rel string, partS
 			return nil, err
 		}
 		age := time.Since(r.Stat().Mtime())
-		if age >= p.e.settle {
+		if age >= p.e.hooks.settle {
 			return r, nil
 		}
 		r.Close()
 		select {
-		case <-time.After(p.e.settle - age):
+		case <-time.After(p.e.hooks.settle - age):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -100,7 +100,7 @@ func TestEgressFileRewrittenDuringUpload(t *testing.T) {
 				rewrite := func() { f.write("out/f", bytes.Repeat([]byte("b"), size)) } // same size
 				var once sync.Once
 				if when == "before body" {
-					f.eng.beforeUpload = func(string) { once.Do(rewrite) }
+					f.eng.hooks.beforeUpload = func(string) { once.Do(rewrite) }
 				} else {
 					fn := func() { once.Do(rewrite) }
 					f.midBody.Store(&fn)
@@ -113,7 +113,7 @@ func TestEgressFileRewrittenDuringUpload(t *testing.T) {
 				assert.False(t, st.OldestPending.IsZero())
 				assert.Zero(t, st.FilesLastPass)
 
-				f.eng.beforeUpload = nil
+				f.eng.hooks.beforeUpload = nil
 				f.midBody.Store(nil)
 				require.NoError(t, f.syncNow())
 				assert.Equal(t, bytes.Repeat([]byte("b"), size), f.mustGet("p/f"))

@@ -40,19 +40,7 @@ type Engine struct {
 	// rename (see executeReleasing): as many again as transfers at most.
 	commits chan struct{}
 
-	// test hooks
-	free           diskguard.FreeFunc
-	beforeUpload   func(rel string)
-	settle         time.Duration
-	backoffBase    time.Duration
-	backoffCeiling time.Duration
-	walkFault      func(dir string) error
-	onPass         func(id string, po PassOptions, partial bool)
-	now            func() time.Time // Run's clock
-	notifyTune     func(*s3wire.ListenConfig)
-	syncGroup      func(dir *safefs.Dir) error // replaces dir.SyncFS in group commits
-	beforeRemove   func(rel string)            // retention: just before a file is unlinked
-	onRound        func(id string, round int)  // an ordered pass starts another round
+	hooks hooks // test seams and tunables (hooks.go)
 
 	// newBackend makes the Backend of an endpoint (minio-go; tests swap in
 	// an in-memory bucket).
@@ -189,16 +177,13 @@ func New(opts Options, log *zap.Logger) (*Engine, error) {
 	}
 	e := &Engine{
 		opts: opts, log: log, jr: jr,
-		flow:           newFlow(opts.Concurrency, DefaultConcurrency, MinConcurrency, opts.MaxConcurrency),
-		commits:        make(chan struct{}, opts.MaxConcurrency),
-		free:           diskguard.Statfs,
-		settle:         50 * time.Millisecond,
-		backoffBase:    opts.Interval,
-		backoffCeiling: 30 * time.Minute,
-		maps:           map[string]*mapState{},
-		kick:           make(chan struct{}, 1),
-		reconfigured:   make(chan struct{}, 1),
-		now:            time.Now,
+		flow:    newFlow(opts.Concurrency, DefaultConcurrency, MinConcurrency, opts.MaxConcurrency),
+		commits: make(chan struct{}, opts.MaxConcurrency),
+		hooks: hooks{free: diskguard.Statfs, settle: 50 * time.Millisecond, backoffBase: opts.Interval,
+			backoffCeiling: 30 * time.Minute, now: time.Now},
+		maps:         map[string]*mapState{},
+		kick:         make(chan struct{}, 1),
+		reconfigured: make(chan struct{}, 1),
 	}
 	e.newBackend = func(ep *Endpoint) (Backend, error) {
 		cfg := s3client.Config{
@@ -407,14 +392,14 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-e.kick: // a prompt pass is owed, or a poll schedule got shorter
 			e.startPasses(ctx, &wg, true)
 		}
-		timer.Reset(e.untilFastPoll(e.now(), time.Until(round)))
+		timer.Reset(e.untilFastPoll(e.hooks.now(), time.Until(round)))
 	}
 }
 
 // startPasses starts a pass of every mapping that is due (only those owed a
 // prompt pass when onlyPrompt) and not busy with one.
 func (e *Engine) startPasses(ctx context.Context, wg *sync.WaitGroup, onlyPrompt bool) {
-	now := e.now()
+	now := e.hooks.now()
 	for _, ms := range e.mappings(nil) {
 		e.mu.Lock()
 		due := ms.prompt
@@ -692,7 +677,7 @@ func (e *Engine) passLocked(ctx context.Context, ms *mapState, force bool, po Pa
 	ms.mu.Unlock()
 	e.passes.Add(1)
 	e.runCount++
-	onPass := e.onPass
+	onPass := e.hooks.onPass
 	e.mu.Unlock()
 	if onPass != nil {
 		onPass(ms.id, po, names != nil)

@@ -138,7 +138,7 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 	f.configure(f.egress("e1", "out", "p"))
 	var active, most atomic.Int32
 	release := make(chan struct{})
-	f.eng.beforeUpload = func(string) {
+	f.eng.hooks.beforeUpload = func(string) {
 		// only the first pass uploads; hold it while others queue up
 		n := active.Add(1)
 		if n > most.Load() {
@@ -217,7 +217,7 @@ func TestPromptPassWaitsForThePassInFlight(t *testing.T) {
 	var active, most atomic.Int32
 	release := make(chan struct{})
 	var first atomic.Bool
-	f.eng.beforeUpload = func(string) {
+	f.eng.hooks.beforeUpload = func(string) {
 		n := active.Add(1)
 		if n > most.Load() {
 			most.Store(n)

@@ -58,8 +58,8 @@ func newGroupCommit(e *Engine, dir *safefs.Dir) *groupCommit {
 		return nil
 	}
 	g := &groupCommit{sync: dir.SyncFS, slots: make(chan struct{}, groupWaiters), gather: groupGatherFactor}
-	if e.syncGroup != nil {
-		g.sync = func() error { return e.syncGroup(dir) }
+	if e.hooks.syncGroup != nil {
+		g.sync = func() error { return e.hooks.syncGroup(dir) }
 	}
 	return g
 }

@@ -93,7 +93,7 @@ func TestIngressGroupCommit(t *testing.T) {
 		finalAtFirst  = -1
 		sealedAtFirst int
 	)
-	f.eng.syncGroup = func(dir *safefs.Dir) error {
+	f.eng.hooks.syncGroup = func(dir *safefs.Dir) error {
 		mu.Lock()
 		first := syncs == 0
 		syncs++
@@ -138,7 +138,7 @@ func TestIngressGroupCommitFailure(t *testing.T) {
 	want := putSmall(f, 40)
 	var fail bool
 	var calls int
-	f.eng.syncGroup = func(dir *safefs.Dir) error {
+	f.eng.hooks.syncGroup = func(dir *safefs.Dir) error {
 		calls++ // one syncer goroutine at a time
 		if fail {
 			return errors.New("injected write error")

@@ -40,7 +40,7 @@ func growingOnServer(t *testing.T, ep *Endpoint, client *minio.Client) {
 	eng, err := New(Options{StateDir: state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1}, zaptest.NewLogger(t))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = eng.Close() })
-	eng.settle = 0
+	eng.hooks.settle = 0
 	dir := filepath.Join(root, "logs")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	require.NoError(t, eng.Configure(ep, []Mapping{{ID: "logs", Direction: Egress, Root: root, LocalDir: dir, Bucket: bucket, Prefix: "remote/log"}}))

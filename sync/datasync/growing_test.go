@@ -106,13 +106,13 @@ func pattern(n int, seed byte) []byte {
 // normal upload refuses it, and it becomes a growing file.
 func makeGrowing(t *testing.T, f *memFixture, rel string) {
 	var once atomic.Bool
-	f.eng.beforeUpload = func(string) {
+	f.eng.hooks.beforeUpload = func(string) {
 		if once.CompareAndSwap(false, true) {
 			f.appendTo(rel, []byte("written while read\n"))
 		}
 	}
 	require.NoError(t, f.sync(PassOptions{}))
-	f.eng.beforeUpload = nil
+	f.eng.hooks.beforeUpload = nil
 	require.Equal(t, int64(1), f.status("logs").Pending, "refused as changed, pending")
 	ms := f.eng.mappings([]string{"logs"})[0]
 	_, growing := (&pass{ms: ms}).growState("app.log")

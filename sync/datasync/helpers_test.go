@@ -58,7 +58,7 @@ func (f *fixture) start() {
 	eng, err := New(f.opts, zaptest.NewLogger(f.t))
 	require.NoError(f.t, err)
 	f.eng = eng
-	f.eng.settle = 0
+	f.eng.hooks.settle = 0
 	f.t.Cleanup(func() { _ = eng.Close() })
 	if f.mapping != nil {
 		require.NoError(f.t, eng.Configure(f.ep, f.mapping))

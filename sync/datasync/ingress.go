@@ -86,7 +86,7 @@ func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 		if quota == 0 {
 			quota = p.e.opts.DefaultQuota
 		}
-		free := p.e.free
+		free := p.e.hooks.free
 		if dir == nil {
 			// A dry run of a directory not made yet: the file system of its
 			// nearest existing parent.
@@ -97,7 +97,7 @@ func (p *pass) newGuard(dir *safefs.Dir) func() (*diskguard.Guard, error) {
 					}
 					path = filepath.Dir(path)
 				}
-				return p.e.free(path)
+				return p.e.hooks.free(path)
 			}
 		}
 		guard = diskguard.New(diskguard.Config{Path: p.m.LocalDir, Quota: quota, Used: used,

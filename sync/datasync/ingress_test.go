@@ -153,7 +153,7 @@ func TestIngressQuota(t *testing.T) {
 
 func TestIngressMinimumFreeSpace(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.MinFreeBytes = 1000; o.MinFreePercent = -1 })
-	f.eng.free = func(string) (uint64, uint64, error) { return 1100, 1 << 20, nil }
+	f.eng.hooks.free = func(string) (uint64, uint64, error) { return 1100, 1 << 20, nil }
 	f.put("p/small", bytes.Repeat([]byte("s"), 50))
 	f.put("p/large", bytes.Repeat([]byte("l"), 500))
 	f.configure(f.ingress("i1", "in", "p"))

@@ -275,7 +275,7 @@ func (f *memFixture) start() {
 	f.t.Helper()
 	eng, err := New(f.opts, zaptest.NewLogger(f.t))
 	require.NoError(f.t, err)
-	eng.settle = 0
+	eng.hooks.settle = 0
 	eng.newBackend = func(*Endpoint) (Backend, error) { return f.be, nil }
 	f.eng = eng
 	f.t.Cleanup(func() { _ = eng.Close() })

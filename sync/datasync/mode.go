@@ -56,7 +56,7 @@ func (e *Engine) setMode(ids []string, push bool, reason string) {
 	if push {
 		next = IngressMode{Mode: ModePush}
 	}
-	now := e.now()
+	now := e.hooks.now()
 	e.mu.Lock()
 	var changed []string
 	for _, id := range ids {

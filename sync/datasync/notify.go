@@ -171,8 +171,8 @@ func (e *Engine) listenBucket(ctx context.Context, spec *listenSpec, noted *sync
 	for _, m := range spec.maps {
 		cfg.Prefixes = append(cfg.Prefixes, m.lp)
 	}
-	if e.notifyTune != nil {
-		e.notifyTune(&cfg)
+	if e.hooks.notifyTune != nil {
+		e.hooks.notifyTune(&cfg)
 	}
 	log := e.log.With(zap.String("bucket", spec.bucket), zap.Strings("mappings", spec.ids()))
 	backoff := listenMinBackoff

@@ -61,11 +61,11 @@ func newRunFixture(t *testing.T, srv *s3test.Server, opts ...func(*Options)) *ru
 	f.ep = &Endpoint{Host: srv.Host, Port: srv.Port, Region: s3test.Region, AccessKey: access, SecretKey: secret}
 	eng, err := New(f.opts, zaptest.NewLogger(t))
 	require.NoError(t, err)
-	eng.settle = 0
-	eng.notifyTune = func(c *s3wire.ListenConfig) {
+	eng.hooks.settle = 0
+	eng.hooks.notifyTune = func(c *s3wire.ListenConfig) {
 		c.Ping, c.MinBackoff, c.MaxBackoff = time.Second, 100*time.Millisecond, 500*time.Millisecond
 	}
-	eng.onPass = func(_ string, _ PassOptions, partial bool) {
+	eng.hooks.onPass = func(_ string, _ PassOptions, partial bool) {
 		if !partial {
 			f.mu.Lock()
 			f.full = append(f.full, time.Now())

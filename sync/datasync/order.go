@@ -130,8 +130,8 @@ func (p *pass) planOrdered(src source, send func(job) bool) error {
 		}
 		k := keyOf(&out[len(out)-1])
 		last = &k
-		if p.e.onRound != nil {
-			p.e.onRound(p.m.ID, round)
+		if p.e.hooks.onRound != nil {
+			p.e.hooks.onRound(p.m.ID, round)
 		}
 	}
 }

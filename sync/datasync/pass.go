@@ -151,7 +151,7 @@ func (p *pass) underProblem(name string) bool {
 
 func (p *pass) walker() *walker {
 	return &walker{root: p.dir.Root(), problem: p.problem, symlink: p.noteSymlink,
-		conflictCopy: p.noteConflictCopy, fault: p.e.walkFault}
+		conflictCopy: p.noteConflictCopy, fault: p.e.hooks.walkFault}
 }
 
 func (p *pass) noteSymlink(rel string) {
@@ -511,8 +511,8 @@ func (p *pass) failed(name string, transient bool) {
 		return
 	}
 	r.attempts++
-	d := p.e.backoffBase << min(r.attempts-1, 16)
-	d = min(d, p.e.backoffCeiling)
+	d := p.e.hooks.backoffBase << min(r.attempts-1, 16)
+	d = min(d, p.e.hooks.backoffCeiling)
 	r.next = time.Now().Add(d)
 }
 

@@ -58,8 +58,8 @@ type simClock struct {
 
 func newSimClock(f *memFixture) *simClock {
 	c := &simClock{f: f, now: time.Now()}
-	f.eng.now = func() time.Time { return c.now }
-	f.eng.onPass = func(_ string, _ PassOptions, partial bool) {
+	f.eng.hooks.now = func() time.Time { return c.now }
+	f.eng.hooks.onPass = func(_ string, _ PassOptions, partial bool) {
 		if !partial {
 			c.mu.Lock()
 			c.full = append(c.full, c.now)

@@ -76,7 +76,7 @@ func decideRetention(it item, cut retentionCut) decision {
 // system call wide; a writer that keeps a file open after it settled and
 // writes into it later is not covered (see docs/retention.md).
 func (p *pass) remove(_ context.Context, j job) outcome {
-	if hook := p.e.beforeRemove; hook != nil {
+	if hook := p.e.hooks.beforeRemove; hook != nil {
 		hook(j.it.name)
 	}
 	st, ok, _, err := statLocal(p.dir.Root(), j.it.name)
@@ -252,7 +252,7 @@ func floorDiv(a, b int64) int64 {
 // cannot be measured).
 func (p *pass) lacking() int64 {
 	floor := p.e.opts.MinFreeBytes
-	avail, total, err := p.e.free(p.m.LocalDir)
+	avail, total, err := p.e.hooks.free(p.m.LocalDir)
 	if err != nil {
 		return 0
 	}

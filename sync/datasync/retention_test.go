@@ -160,7 +160,7 @@ func TestUnitRemovalKeepsAFileRewrittenMeanwhile(t *testing.T) {
 	f.write("out/b", []byte("bravo"))
 	// The workload rewrites a after its upload was confirmed, just before
 	// its removal: the last stat sees it and keeps it.
-	f.eng.beforeRemove = func(rel string) {
+	f.eng.hooks.beforeRemove = func(rel string) {
 		if rel == "a" {
 			time.Sleep(5 * time.Millisecond)
 			f.write("out/a", []byte("version 2!"))
@@ -172,7 +172,7 @@ func TestUnitRemovalKeepsAFileRewrittenMeanwhile(t *testing.T) {
 	assert.Equal(t, int64(1), f.status("e").RemovedFiles)
 
 	// Its next pass uploads the new version, then removes it.
-	f.eng.beforeRemove = nil
+	f.eng.hooks.beforeRemove = nil
 	require.NoError(t, f.sync(PassOptions{}))
 	got, _ := f.be.data("dev/a")
 	assert.Equal(t, "version 2!", string(got))
@@ -304,7 +304,7 @@ func TestUnitShortOfSpace(t *testing.T) {
 	var avail atomic64
 	avail.set(500)
 	f := newMemFixture(t, func(o *Options) { o.MinFreeBytes = 1000 })
-	f.eng.free = func(string) (uint64, uint64, error) { return uint64(avail.get()), 1 << 30, nil }
+	f.eng.hooks.free = func(string) (uint64, uint64, error) { return uint64(avail.get()), 1 << 30, nil }
 	keep := f.egress("keep", "keep", "k")
 	keep.Retention.KeepBytes = 1 << 30 // generous: space shedding removes anyway
 	plain := f.egress("plain", "plain", "p")
@@ -313,7 +313,7 @@ func TestUnitShortOfSpace(t *testing.T) {
 	f.setMtime("keep/old", time.Now().Add(-time.Hour))
 	f.write("keep/new", bytes.Repeat([]byte("n"), 600))
 	f.write("plain/a", bytes.Repeat([]byte("p"), 600))
-	f.eng.beforeRemove = func(string) { avail.add(600) }
+	f.eng.hooks.beforeRemove = func(string) { avail.add(600) }
 	ctx := context.Background()
 
 	// 500 bytes lacking: the oldest uploaded file goes, and only it.
@@ -330,7 +330,7 @@ func TestUnitShortOfSpace(t *testing.T) {
 
 	// Still short once everything uploaded is gone, while the link fails:
 	// said too.
-	f.eng.beforeRemove = nil
+	f.eng.hooks.beforeRemove = nil
 	f.write("keep/unsent", []byte("not uploaded"))
 	f.be.failPut = func(string) error { return errors.New("link down") }
 	require.Error(t, f.eng.Sync(ctx, PassOptions{}, "keep"))
@@ -365,7 +365,7 @@ func TestUnitCatchUpOrder(t *testing.T) {
 			m.Order = tc.order
 			f.configure(m)
 			rounds := 0
-			f.eng.onRound = func(string, int) { rounds++ }
+			f.eng.hooks.onRound = func(string, int) { rounds++ }
 			base := time.Now().Add(-time.Hour)
 			// Names in an order that is neither time nor its reverse.
 			for _, i := range []int{3, 7, 0, 9, 1, 5, 8, 2, 6, 4} {
@@ -393,7 +393,7 @@ func TestUnitCatchUpOrderBoundedRounds(t *testing.T) {
 	m.Order = NewestFirst
 	f.configure(m)
 	rounds := 0
-	f.eng.onRound = func(string, int) { rounds++ }
+	f.eng.hooks.onRound = func(string, int) { rounds++ }
 	const n = 1000
 	base := time.Now().Add(-time.Hour)
 	rng := func(i int) int { return (i * 7919) % n } // a permutation of 0..n-1

@@ -102,7 +102,7 @@ func TestUnitOneBadEntryNeverStopsTheRest(t *testing.T) {
 	f.write("out/\xff\xfe", []byte("6")) // a name that is no key
 	var fault sync.Map
 	fault.Store("b", true)
-	f.eng.walkFault = func(dir string) error {
+	f.eng.hooks.walkFault = func(dir string) error {
 		if _, ok := fault.Load(dir); ok {
 			return fmt.Errorf("open %s: %w", dir, os.ErrPermission)
 		}
@@ -305,7 +305,7 @@ func TestUnitRunIntervals(t *testing.T) {
 	})
 	var mu sync.Mutex
 	full, reconciles := map[string]int{}, map[string]int{}
-	f.eng.onPass = func(id string, po PassOptions, partial bool) {
+	f.eng.hooks.onPass = func(id string, po PassOptions, partial bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		full[id]++

@@ -40,8 +40,6 @@ type watchSet struct {
 	byID map[string]*mappingWatch
 	// loops counts the goroutines reading watchers, for stopWatching.
 	loops sync.WaitGroup
-	// opts tunes the watchers (tests: settle time, limits).
-	opts watch.Options
 }
 
 // mappingWatch is the watcher of one egress mapping and its reader.
@@ -121,7 +119,7 @@ func (e *Engine) stopWatching() {
 // e.watchers.mu. It returns nil when no watcher can be made (the mapping
 // then keeps its passes every Interval).
 func (e *Engine) openWatch(id, dir string) *mappingWatch {
-	opts := e.watchers.opts
+	opts := e.hooks.watch
 	if opts.MaxWait == 0 {
 		opts.MaxWait = e.watchMaxWait(id)
 	}

@@ -34,7 +34,7 @@ func runEngine(t *testing.T, e *Engine) {
 // before Run and Configure).
 func countFullPasses(e *Engine, id string) *atomic.Int64 {
 	var n atomic.Int64
-	e.onPass = func(got string, _ PassOptions, partial bool) {
+	e.hooks.onPass = func(got string, _ PassOptions, partial bool) {
 		if got == id && !partial {
 			n.Add(1)
 		}
@@ -92,7 +92,7 @@ type uploadLog struct {
 
 func logUploads(e *Engine) *uploadLog {
 	l := &uploadLog{n: map[string]int{}}
-	e.beforeUpload = func(rel string) {
+	e.hooks.beforeUpload = func(rel string) {
 		l.mu.Lock()
 		l.n[rel]++
 		l.mu.Unlock()
@@ -110,7 +110,7 @@ const eventWait = 10 * time.Second // far below the hour a pass would take
 
 func TestWatchUploadsChangesWithoutAPass(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = time.Hour, time.Hour })
-	f.eng.watchers.opts.Settle = 500 * time.Millisecond
+	f.eng.hooks.watch.Settle = 500 * time.Millisecond
 	full := countFullPasses(f.eng, "e1")
 	uploads := logUploads(f.eng)
 	f.write("out/old", []byte("before Run"))
@@ -239,7 +239,7 @@ func TestWatchFollowsTheMappings(t *testing.T) {
 func TestWatchFallsBackToPasses(t *testing.T) {
 	t.Run("watch limit: passes every Interval", func(t *testing.T) {
 		f := newFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = 200*time.Millisecond, time.Hour })
-		f.eng.watchers.opts.MaxWatches = 2
+		f.eng.hooks.watch.MaxWatches = 2
 		full := countFullPasses(f.eng, "e1")
 		f.write("out/a/1", []byte("1"))
 		f.configure(f.egress("e1", "out", "p"))
@@ -263,8 +263,8 @@ func TestWatchFallsBackToPasses(t *testing.T) {
 
 	t.Run("too many pending files: one full pass", func(t *testing.T) {
 		f := newFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = time.Hour, time.Hour })
-		f.eng.watchers.opts.MaxPending = 3
-		f.eng.watchers.opts.Settle = time.Second // all ten are pending at once
+		f.eng.hooks.watch.MaxPending = 3
+		f.eng.hooks.watch.Settle = time.Second // all ten are pending at once
 		full := countFullPasses(f.eng, "e1")
 		require.NoError(t, os.MkdirAll(filepath.Join(f.root, "out"), 0o755))
 		f.configure(f.egress("e1", "out", "p"))
