@@ -17,16 +17,16 @@ func limitDirection(d Direction) bwlimit.Direction {
 	return bwlimit.Up
 }
 
-// throttled reports whether ms has a transfer in flight while the engine's
+// throttled reports whether mp has a transfer in flight while the engine's
 // bandwidth limit holds its direction back (a transfer waited for the
 // limiter within the last second). The limit is engine-wide: every transfer
 // in that direction shares it.
-func (e *Engine) throttled(ms *mapState, d Direction) bool {
-	return e.opts.Limiter != nil && ms.transfers.Load() > 0 && e.opts.Limiter.Throttling(limitDirection(d))
+func (e *Engine) throttled(mp *mapping, d Direction) bool {
+	return e.opts.Limiter != nil && mp.transfers.Load() > 0 && e.opts.Limiter.Throttling(limitDirection(d))
 }
 
-// countTransfers wraps be so that ms.transfers counts the uploads and
-// downloads of ms in flight (a download until its body is closed).
+// countTransfers wraps be so that mp.transfers counts the uploads and
+// downloads of mp in flight (a download until its body is closed).
 func countTransfers(be Backend, n *atomic.Int32) Backend {
 	return countingBackend{be, n}
 }

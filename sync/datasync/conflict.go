@@ -223,10 +223,11 @@ func (p *pass) noteConflictCopy(rel string) {
 	if p.m.Direction != Egress {
 		return
 	}
-	p.ms.mu.Lock()
-	first := !p.ms.conflictNoted
-	p.ms.conflictNoted = true
-	p.ms.mu.Unlock()
+	memo := &p.mp.memo
+	memo.mu.Lock()
+	first := !memo.conflictNoted
+	memo.conflictNoted = true
+	memo.mu.Unlock()
 	if first {
 		p.e.log.Warn("conflict copies are not uploaded (rename the file to upload it)", zap.String("mapping", p.m.ID),
 			zap.String("first", p.m.LocalDir+"/"+rel))

@@ -136,6 +136,7 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 	f := newFixture(t)
 	f.write("out/a", []byte("a"))
 	f.configure(f.egress("e1", "out", "p"))
+	passes := countPasses(f.eng)
 	var active, most atomic.Int32
 	release := make(chan struct{})
 	f.eng.hooks.beforeUpload = func(string) {
@@ -157,9 +158,7 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 	assert.Equal(t, int32(1), most.Load())
-	f.eng.mu.Lock()
-	defer f.eng.mu.Unlock()
-	assert.Equal(t, 3, f.eng.runCount, "SyncNow waits for a running pass, then runs its own")
+	assert.Equal(t, int64(3), passes.full.Load(), "SyncNow waits for a running pass, then runs its own")
 }
 
 // TestConfigureStartsPromptPasses: with an hour between passes, a mapping
@@ -167,6 +166,7 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 // pass within seconds, not an interval later.
 func TestConfigureStartsPromptPasses(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.NoWatch = true }) // Interval: 1h; only passes move files
+	passes := countPasses(f.eng)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.eng.Run(ctx) }()
@@ -189,14 +189,10 @@ func TestConfigureStartsPromptPasses(t *testing.T) {
 	assert.False(t, uploaded("p/c")(), "an unchanged mapping keeps its interval")
 
 	// Same configuration again: nothing owed.
-	f.eng.mu.Lock()
-	runs := f.eng.runCount
-	f.eng.mu.Unlock()
+	runs := passes.full.Load()
 	f.configure(f.egress("e1", "out", "p"), f.egress("e2", "out2", "q"))
 	time.Sleep(300 * time.Millisecond)
-	f.eng.mu.Lock()
-	assert.Equal(t, runs, f.eng.runCount, "an unchanged configuration starts no pass")
-	f.eng.mu.Unlock()
+	assert.Equal(t, runs, passes.full.Load(), "an unchanged configuration starts no pass")
 
 	// New credentials (here: a new address for the same server): every mapping.
 	ep := *f.ep

@@ -80,27 +80,27 @@ func (p *pass) markGrowing(name string) {
 	if p.e.opts.MaxStaleness < 0 {
 		return
 	}
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	if p.ms.growing == nil {
-		p.ms.growing = map[string]*growState{}
+	p.mp.memo.mu.Lock()
+	defer p.mp.memo.mu.Unlock()
+	if p.mp.memo.growing == nil {
+		p.mp.memo.growing = map[string]*growState{}
 	}
-	if g := p.ms.growing[name]; g == nil {
+	if g := p.mp.memo.growing[name]; g == nil {
 		first := p.started
-		if r := p.ms.retry[name]; r != nil && r.first.Before(first) {
-			first = r.first
+		if f, ok := p.firstFailed(name); ok && f.Before(first) {
+			first = f
 		}
 		// Its first snapshot is due once it has kept changing for the
 		// whole bound: a file that settles before then goes up whole, as
 		// any settled file does.
-		p.ms.growing[name] = &growState{since: first, due: first.Add(p.maxStaleness())}
+		p.mp.memo.growing[name] = &growState{since: first, due: first.Add(p.maxStaleness())}
 	}
 }
 
 func (p *pass) growState(name string) (growState, bool) {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	g := p.ms.growing[name]
+	p.mp.memo.mu.Lock()
+	defer p.mp.memo.mu.Unlock()
+	g := p.mp.memo.growing[name]
 	if g == nil {
 		return growState{}, false
 	}
@@ -128,8 +128,8 @@ func (p *pass) uploadGrowing(ctx context.Context, j job) (n int64, rec *journal.
 		// Rotations are done one at a time: the renamed file's upload and
 		// the new file's (which copies the renamed one first) must not
 		// both copy.
-		p.ms.rotMu.Lock()
-		defer p.ms.rotMu.Unlock()
+		p.mp.memo.rotMu.Lock()
+		defer p.mp.memo.rotMu.Unlock()
 		if rr, done := p.takeRotated(name, *l); done {
 			return -1, rr, nil, true
 		}
@@ -139,8 +139,8 @@ func (p *pass) uploadGrowing(ctx context.Context, j job) (n int64, rec *journal.
 	}
 	start := time.Now()
 	n, rec, err = p.snapshot(ctx, j)
-	p.ms.mu.Lock()
-	g := p.ms.growing[name]
+	p.mp.memo.mu.Lock()
+	g := p.mp.memo.growing[name]
 	switch {
 	case err == nil && g != nil:
 		st := stablefile.Stat{Size: rec.Size, MtimeNs: rec.MtimeNs, CtimeNs: rec.CtimeNs, Inode: rec.Inode}
@@ -160,7 +160,7 @@ func (p *pass) uploadGrowing(ctx context.Context, j job) (n int64, rec *journal.
 		// comes back at the next bound, not every second.
 		g.due = time.Now().Add(p.maxStaleness())
 	}
-	p.ms.mu.Unlock()
+	p.mp.memo.mu.Unlock()
 	return n, rec, err, true
 }
 
@@ -210,11 +210,7 @@ func (p *pass) snapshot(ctx context.Context, j job) (int64, *journal.Record, err
 		if err := r.Verify(); err != nil {
 			return 0, nil, fmt.Errorf("upload %s: %w", key, err)
 		}
-		if saved > 0 {
-			p.ms.mu.Lock()
-			p.ms.status.BytesSavedByPartCopy += saved
-			p.ms.mu.Unlock()
-		}
+		p.savedByPartCopy.Add(saved)
 		p.noteInode(name, st.Inode)
 		p.confirmSnapshot(name, st, rec)
 		return sent, rec, nil
@@ -386,20 +382,20 @@ func (p *pass) assemble(ctx context.Context, pa partAssembler, r *stablefile.Rea
 // noteInode remembers which name an inode was uploaded under in parts, to
 // recognise it when it is renamed (rotation).
 func (p *pass) noteInode(name string, ino uint64) {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	if p.ms.byInode == nil {
-		p.ms.byInode = map[uint64]string{}
+	p.mp.memo.mu.Lock()
+	defer p.mp.memo.mu.Unlock()
+	if p.mp.memo.byInode == nil {
+		p.mp.memo.byInode = map[uint64]string{}
 	}
-	p.ms.byInode[ino] = name
+	p.mp.memo.byInode[ino] = name
 }
 
 // rotationSource returns the other name inode was last uploaded under, ""
 // when none (or the same name).
 func (p *pass) rotationSource(name string, ino uint64) string {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	old := p.ms.byInode[ino]
+	p.mp.memo.mu.Lock()
+	defer p.mp.memo.mu.Unlock()
+	old := p.mp.memo.byInode[ino]
 	if old == name || path.Dir(old) != path.Dir(name) {
 		return ""
 	}
@@ -407,22 +403,22 @@ func (p *pass) rotationSource(name string, ino uint64) string {
 }
 
 func (p *pass) hasRotated(name string) bool {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	_, ok := p.ms.rotated[name]
+	p.mp.memo.mu.Lock()
+	defer p.mp.memo.mu.Unlock()
+	_, ok := p.mp.memo.rotated[name]
 	return ok
 }
 
 // takeRotated returns the row of a rotated file already copied to its new
 // key in this run (when the file is still as copied).
 func (p *pass) takeRotated(name string, l stablefile.Stat) (*journal.Record, bool) {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	r, ok := p.ms.rotated[name]
+	p.mp.memo.mu.Lock()
+	defer p.mp.memo.mu.Unlock()
+	r, ok := p.mp.memo.rotated[name]
 	if !ok {
 		return nil, false
 	}
-	delete(p.ms.rotated, name)
+	delete(p.mp.memo.rotated, name)
 	if !sameStat(&r, &l) {
 		return nil, false
 	}
@@ -463,22 +459,24 @@ func (e *Engine) growLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		for _, ms := range e.mappings(nil) {
-			names := e.dueGrowing(ms)
+		list, _ := e.mappings(nil)
+		for _, mp := range list {
+			names := mp.dueGrowing()
 			if len(names) == 0 {
 				continue
 			}
-			if err := e.Changed(ctx, ms.id, names); err != nil && ctx.Err() == nil {
-				e.log.Debug("snapshot of growing files failed", zap.String("mapping", ms.id), zap.Error(err))
+			if err := e.Changed(ctx, mp.id, names); err != nil && ctx.Err() == nil {
+				e.log.Debug("snapshot of growing files failed", zap.String("mapping", mp.id), zap.Error(err))
 			}
 		}
 	}
 }
 
-// dueGrowing returns the growing files of ms whose snapshot is due.
-func (e *Engine) dueGrowing(ms *mapState) []string {
+// dueGrowing returns the growing files of mp whose snapshot is due.
+func (mp *mapping) dueGrowing() []string {
+	m := mp.config()
+	ms := &mp.memo
 	ms.mu.Lock()
-	m := ms.m
 	var due []string
 	now := time.Now()
 	for name, g := range ms.growing {
@@ -517,15 +515,17 @@ func (e *Engine) dueGrowing(ms *mapState) []string {
 
 // oldestUnsent is when the oldest change of ms not in the bucket was made:
 // growing files since their last snapshot started, pending files since they
-// were first seen; zero when none. The caller holds ms.mu.
-func (ms *mapState) oldestUnsent() time.Time {
+// were first seen (as st, its published status, says); zero when none.
+func (mp *mapping) oldestUnsent(st *MappingStatus) time.Time {
 	var oldest time.Time
-	for _, g := range ms.growing {
+	mp.memo.mu.Lock()
+	for _, g := range mp.memo.growing {
 		if oldest.IsZero() || g.since.Before(oldest) {
 			oldest = g.since
 		}
 	}
-	if p := ms.status.OldestPending; !p.IsZero() && ms.status.Pending > 0 && (oldest.IsZero() || p.Before(oldest)) {
+	mp.memo.mu.Unlock()
+	if p := st.OldestPending; !p.IsZero() && st.Pending > 0 && (oldest.IsZero() || p.Before(oldest)) {
 		oldest = p
 	}
 	return oldest
@@ -559,35 +559,32 @@ func (p *pass) copyRotatedFirst(ctx context.Context, name string, ino uint64) {
 			p.e.log.Debug("server-side copy of a rotated file failed", zap.String("mapping", p.m.ID), zap.String("path", other), zap.Error(err))
 			return
 		}
-		p.w.Add(journal.Entry{Key: p.way.rowPrefix + other, Record: *rec})
-		p.stats.moved(n)
-		p.ms.mu.Lock()
-		if p.ms.rotated == nil {
-			p.ms.rotated = map[string]journal.Record{}
+		// Recorded now, as the renamed file's own upload would be (its own
+		// job, later in the pass, finds it done: see takeRotated).
+		p.tell(note{j: job{it: item{name: other, local: &st}, d: decision{actUpload, "rotated"}}, out: outcome{bytes: n, row: rec, ahead: true}})
+		p.mp.memo.mu.Lock()
+		if p.mp.memo.rotated == nil {
+			p.mp.memo.rotated = map[string]journal.Record{}
 		}
-		p.ms.rotated[other] = *rec
-		p.ms.mu.Unlock()
+		p.mp.memo.rotated[other] = *rec
+		p.mp.memo.mu.Unlock()
 		return
 	}
 }
 
 func (p *pass) rotationSourceOf(ino uint64) string {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	return p.ms.byInode[ino]
+	p.mp.memo.mu.Lock()
+	defer p.mp.memo.mu.Unlock()
+	return p.mp.memo.byInode[ino]
 }
 
 // watchMaxWait is how long the watcher of mapping id lets a file held open
 // be written to before it reports it (watch.Options.MaxWait): the mapping's
 // staleness less a margin for the snapshot's upload. Zero when off.
-func (e *Engine) watchMaxWait(id string) time.Duration {
+func (e *Engine) watchMaxWait(mp *mapping) time.Duration {
 	d := e.opts.MaxStaleness
-	if list := e.mappings([]string{id}); len(list) > 0 {
-		list[0].mu.Lock()
-		if ms := list[0].m.MaxStaleness; ms > 0 {
-			d = ms
-		}
-		list[0].mu.Unlock()
+	if ms := mp.config().MaxStaleness; ms > 0 {
+		d = ms
 	}
 	if d <= 0 {
 		return 0
@@ -601,11 +598,13 @@ func (e *Engine) newlyGrowing(id string, names []string) []string {
 	if len(names) == 0 || e.opts.MaxStaleness < 0 {
 		return nil
 	}
-	list := e.mappings([]string{id})
-	if len(list) == 0 {
+	list, err := e.mappings([]string{id})
+	if err != nil {
 		return nil
 	}
-	ms := list[0]
+	mp := list[0]
+	wait := max(e.watchMaxWait(mp), time.Second)
+	ms := &mp.memo
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.growing == nil {
@@ -618,16 +617,8 @@ func (e *Engine) newlyGrowing(id string, names []string) []string {
 			continue
 		}
 		// Its first unsent write is at least MaxWait old.
-		ms.growing[n] = &growState{since: now.Add(-e.watchMaxWaitLocked(ms)), due: now.Add(e.watchMaxWaitLocked(ms)), held: true} // this batch sends it
+		ms.growing[n] = &growState{since: now.Add(-wait), due: now.Add(wait), held: true} // this batch sends it
 		out = append(out, n)
 	}
 	return out
-}
-
-func (e *Engine) watchMaxWaitLocked(ms *mapState) time.Duration {
-	d := e.opts.MaxStaleness
-	if ms.m.MaxStaleness > 0 {
-		d = ms.m.MaxStaleness
-	}
-	return max(d-min(d/4, 5*time.Second), time.Second)
 }

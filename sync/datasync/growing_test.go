@@ -114,13 +114,15 @@ func makeGrowing(t *testing.T, f *memFixture, rel string) {
 	require.NoError(t, f.sync(PassOptions{}))
 	f.eng.hooks.beforeUpload = nil
 	require.Equal(t, int64(1), f.status("logs").Pending, "refused as changed, pending")
-	ms := f.eng.mappings([]string{"logs"})[0]
-	_, growing := (&pass{ms: ms}).growState("app.log")
+	list, err := f.eng.mappings([]string{"logs"})
+	require.NoError(t, err)
+	mp := list[0]
+	_, growing := (&pass{mp: mp}).growState("app.log")
 	require.True(t, growing, "a file that changed while read is growing")
 	// It goes up as snapshots once it has kept changing for the bound.
-	ms.mu.Lock()
-	ms.growing["app.log"].due = time.Now()
-	ms.mu.Unlock()
+	mp.memo.mu.Lock()
+	mp.memo.growing["app.log"].due = time.Now()
+	mp.memo.mu.Unlock()
 }
 
 func TestGrowingFileOnlyNewBytesTravel(t *testing.T) {
@@ -323,10 +325,7 @@ func TestRewrittenMiddleIsNeverUploadedTorn(t *testing.T) {
 		}
 	}
 	f.be.beforeParts = nil
-	ms := f.eng.mappings([]string{"logs"})[0]
-	ms.mu.Lock()
-	ms.retry = map[string]*retryState{} // skip the backoff
-	ms.mu.Unlock()
+	f.eng.inspect(t, "logs", func(ls *loopState) { clear(ls.retry) }) // skip the backoff
 	require.NoError(t, f.sync(PassOptions{}))
 	local, _ := os.ReadFile(filepath.Join(f.root, "logs/app.log"))
 	obj, _ := f.be.data("remote/log/app.log")

@@ -36,9 +36,10 @@ func (p *pass) openIngress() error {
 		return fmt.Errorf("target directory: %w", err)
 	}
 	p.dir = dir
-	p.ms.mu.Lock()
-	swept := p.ms.swept
-	p.ms.mu.Unlock()
+	memo := &p.mp.memo
+	memo.mu.Lock()
+	swept := memo.swept
+	memo.mu.Unlock()
 	if !swept && !p.po.DryRun {
 		// Once per engine: remove temp files a crash left behind.
 		n, err := dir.Sweep()
@@ -48,9 +49,9 @@ func (p *pass) openIngress() error {
 		if n > 0 {
 			p.e.log.Info("removed temporary files left by an interrupted download", zap.String("mapping", p.m.ID), zap.Int("files", n))
 		}
-		p.ms.mu.Lock()
-		p.ms.swept = true
-		p.ms.mu.Unlock()
+		memo.mu.Lock()
+		memo.swept = true
+		memo.mu.Unlock()
 	}
 	if p.w != nil {
 		p.w.BeforeCommit = dir.SyncDirs

@@ -38,9 +38,8 @@ type IngressMode struct {
 	Since  time.Time `json:"since,omitzero"`   // when this mode and reason began
 }
 
-// ingressMode is the mode of ms as Status shows it (the caller holds e.mu).
-func (e *Engine) ingressMode(ms *mapState) *IngressMode {
-	m := ms.mode
+// ingressMode is an ingress mapping's mode as Status shows it.
+func (e *Engine) ingressMode(m IngressMode) *IngressMode {
 	if m.Mode == "" {
 		m = IngressMode{Mode: ModePoll, Reason: ReasonStarting}
 		if e.opts.NoNotify {
@@ -52,23 +51,26 @@ func (e *Engine) ingressMode(ms *mapState) *IngressMode {
 
 // setMode records the ingress mode of the mappings ids and logs a change.
 func (e *Engine) setMode(ids []string, push bool, reason string) {
-	next := IngressMode{Mode: ModePoll, Reason: reason}
+	next := IngressMode{Mode: ModePoll, Reason: reason, Since: e.hooks.now()}
 	if push {
-		next = IngressMode{Mode: ModePush}
+		next = IngressMode{Mode: ModePush, Since: next.Since}
 	}
-	now := e.hooks.now()
-	e.mu.Lock()
 	var changed []string
 	for _, id := range ids {
-		ms := e.maps[id]
-		if ms == nil || ms.mode.Mode == next.Mode && ms.mode.Reason == next.Reason {
+		e.mu.Lock()
+		mp := e.maps[id]
+		e.mu.Unlock()
+		if mp == nil {
 			continue
 		}
-		next.Since = now
-		ms.mode = next
-		changed = append(changed, id)
+		reply := make(chan bool, 1)
+		if !mp.send(msgMode{mode: next, reply: reply}) {
+			continue
+		}
+		if ok, _ := wait(mp, reply); ok {
+			changed = append(changed, id)
+		}
 	}
-	e.mu.Unlock()
 	if len(changed) == 0 {
 		return
 	}

@@ -66,19 +66,14 @@ func (a *listenSpec) ids() []string {
 func (e *Engine) listenSpecs() map[string]*listenSpec {
 	e.mu.Lock()
 	ep := e.ep
-	maps := make([]*mapState, 0, len(e.maps))
-	for _, ms := range e.maps {
-		maps = append(maps, ms)
-	}
+	list := e.list()
 	e.mu.Unlock()
 	out := map[string]*listenSpec{}
 	if ep == nil {
 		return out
 	}
-	for _, ms := range maps {
-		ms.mu.Lock()
-		m := ms.m
-		ms.mu.Unlock()
+	for _, mp := range list {
+		m := mp.config()
 		if m.Direction != Ingress {
 			continue
 		}
@@ -353,30 +348,20 @@ func (e *Engine) runApplier(ctx context.Context, a *applier) {
 // its full pass is then a safety net every WatchedInterval; when the stream
 // stops, the mapping polls from its base interval.
 func (e *Engine) setNotified(id string, healthy bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ms := e.maps[id]
-	if ms == nil || ms.watched == healthy {
-		return
-	}
-	ms.watched = healthy
-	if !healthy {
-		ms.poll = pollState{}
+	e.tell(id, msgWatched{healthy: healthy, stream: true})
+}
+
+// passSoon asks for a full pass of the mappings at once (after the pass in
+// flight, if any), as for a new mapping.
+func (e *Engine) passSoon(ids []string) {
+	for _, id := range ids {
+		e.tell(id, msgPassSoon{})
 	}
 }
 
-// passSoon asks Run for a full pass of the mappings at once (after the pass
-// in flight, if any), as for a new mapping.
-func (e *Engine) passSoon(ids []string) {
-	e.mu.Lock()
-	for _, id := range ids {
-		if ms := e.maps[id]; ms != nil {
-			ms.prompt = true
-		}
-	}
-	e.mu.Unlock()
-	e.wake()
-}
+// pollBase brings a mapping back to its base schedule with a full pass at
+// once: its notifications stopped, or one could not be applied.
+func (e *Engine) pollBase(id string) { e.tell(id, msgPollBase{}) }
 
 // lookupObject fills it.remote with the object of an ingress item as the
 // server has it now (a HEAD); nil when there is none.

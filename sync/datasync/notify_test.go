@@ -96,11 +96,7 @@ func (f *runFixture) fullPasses() int {
 	return len(f.full)
 }
 
-func (f *runFixture) notified() bool {
-	f.eng.mu.Lock()
-	defer f.eng.mu.Unlock()
-	return f.eng.maps["in"].watched
-}
+func (f *runFixture) notified() bool { return watched(f.eng, "in") }
 
 // waitFile waits up to limit for rel (under root) to hold data and returns
 // how long it took.

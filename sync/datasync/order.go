@@ -117,8 +117,8 @@ func (p *pass) planOrdered(src source, send func(job) bool) error {
 			out[i] = heap.Pop(h).(job)
 		}
 		for i := range out {
-			if !p.due(out[i].it.name) {
-				p.stats.addPending()
+			if !p.po.DryRun && !p.due(out[i].it.name) {
+				p.tell(note{j: out[i], out: outcome{pending: true}})
 				continue
 			}
 			if !send(out[i]) {

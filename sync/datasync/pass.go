@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,7 +32,7 @@ import (
 // pass is the context of one pass of one mapping.
 type pass struct {
 	e       *Engine
-	ms      *mapState
+	mp      *mapping
 	m       Mapping
 	be      Backend
 	force   bool
@@ -58,6 +59,26 @@ type pass struct {
 	problemMu sync.Mutex
 	problems  []string // names the walker could not read: nothing under them is assumed gone
 	tooMany   bool
+
+	// before is the retry backoff as the pass started (its loop's, which
+	// does not change while the pass runs): the planner and the transfers
+	// read it. retry are the changes the recorder makes (nil: forget the
+	// name), handed back to the loop when the pass ends.
+	before map[string]*retryState
+	retry  map[string]*retryState
+	// notes carries outcomes to the recorder while run runs.
+	notes chan note
+	// savedByPartCopy counts what growing files' transfers copied
+	// server-side instead of sending.
+	savedByPartCopy atomic.Int64
+}
+
+// note is one outcome for the recorder: a job's, or a name the walker
+// could not read.
+type note struct {
+	j          job
+	out        outcome
+	unreadable bool
 }
 
 // strategy is what a direction adds to the one pass skeleton.
@@ -98,11 +119,16 @@ type job struct {
 	d  decision
 }
 
-// outcome is what a transfer did.
+// outcome is what was done about a job: a transfer's result, or, for the
+// actions that need none (prune, refused earlier, not due yet, a dry run),
+// what the planner concluded.
 type outcome struct {
-	bytes int64           // moved; -1 when an existing copy was adopted
-	row   *journal.Record // to store; nil for none
-	prune bool            // drop the row
+	pending bool            // not tried in this pass (its backoff, or the pass stopped)
+	dry     bool            // a dry run's: nothing was done
+	ahead   bool            // done ahead of its own job (a rotated file): that job accounts it
+	bytes   int64           // moved; -1 when an existing copy was adopted
+	row     *journal.Record // to store; nil for none
+	prune   bool            // drop the row
 	// conflict names the conflict copy the local version was kept as
 	// (ingress), "" when there was none.
 	conflict string
@@ -116,7 +142,7 @@ type outcome struct {
 const maxProblems = 4096
 
 func (p *pass) problem(wp walkProblem) {
-	p.stats.unreadableOne()
+	p.tell(note{j: job{it: item{name: wp.name}}, unreadable: true})
 	p.problemMu.Lock()
 	if len(p.problems) < maxProblems {
 		p.problems = append(p.problems, wp.name)
@@ -155,10 +181,11 @@ func (p *pass) walker() *walker {
 }
 
 func (p *pass) noteSymlink(rel string) {
-	p.ms.mu.Lock()
-	first := !p.ms.symlinkNoted
-	p.ms.symlinkNoted = true
-	p.ms.mu.Unlock()
+	memo := &p.mp.memo
+	memo.mu.Lock()
+	first := !memo.symlinkNoted
+	memo.symlinkNoted = true
+	memo.mu.Unlock()
 	if first {
 		p.e.log.Info("symlinks are not followed nor uploaded", zap.String("mapping", p.m.ID),
 			zap.String("first", p.m.LocalDir+"/"+rel))
@@ -278,12 +305,45 @@ func (p *pass) lookupLocal(it *item) {
 }
 
 // run is the one pass skeleton of both directions: plan (src and decide) in
-// one goroutine, execute (bounded transfers) in others, record every outcome.
+// one goroutine, execute (bounded transfers) in others, and record every
+// outcome in one more: the recorder, the one writer of the journal rows,
+// the pass statistics and the retry backoff. Actions that move no data
+// (prunes, refusals, names not due, a dry run's) go from the planner to the
+// recorder without taking a transfer slot.
 func (p *pass) run(ctx context.Context, src source) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	p.notes = make(chan note, 64)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		for n := range p.notes {
+			if n.unreadable {
+				p.stats.unreadableOne()
+				continue
+			}
+			if p.record(n.j, n.out) {
+				cancel(n.out.err)
+			}
+		}
+	}()
 	jobs := make(chan job)
 	send := func(j job) bool {
+		if p.po.DryRun {
+			// The executor that does nothing.
+			p.tell(note{j: j, out: p.dryRun(j)})
+			return true
+		}
+		if j.d.act == actRefuse {
+			// Refused: no transfer, no slot taken.
+			n := p.sizeOf(j.it)
+			p.po.Progress.planned(n)
+			p.po.Progress.begin()
+			out := p.dryRun(j)
+			p.po.Progress.end(n, out.err)
+			p.tell(note{j: j, out: out})
+			return ctx.Err() == nil
+		}
 		p.po.Progress.planned(p.sizeOf(j.it))
 		select {
 		case jobs <- j:
@@ -306,22 +366,18 @@ func (p *pass) run(ctx context.Context, src source) error {
 	}()
 	executeReleasing(ctx, p.e, jobs, func(j job, release func()) (int64, error) {
 		if ctx.Err() != nil {
-			p.stats.addPending()
+			p.tell(note{j: j, out: outcome{pending: true}})
 			return 0, nil
 		}
-		var out outcome
 		p.po.Progress.begin()
-		if j.d.act == actRefuse {
-			out.err = p.refusal(j)
-		} else {
-			out = p.way.transfer(ctx, j, release)
-		}
+		out := p.way.transfer(ctx, j, release)
 		p.po.Progress.end(p.sizeOf(j.it), out.err)
-		if p.record(j, out) {
-			cancel(out.err)
-		}
+		p.tell(note{j: j, out: out})
 		return out.bytes, out.err
 	})
+	close(p.notes)
+	<-recorded
+	p.notes = nil
 	var flushErr error
 	if !p.po.DryRun {
 		flushErr = p.w.Flush()
@@ -341,6 +397,9 @@ func (p *pass) run(ctx context.Context, src source) error {
 	return nil
 }
 
+// tell hands an outcome to the recorder.
+func (p *pass) tell(n note) { p.notes <- n }
+
 // decideOne completes the scope of an item and decides on it.
 func (p *pass) decideOne(it *item, sc scope) decision {
 	if sc.localWalked && it.local == nil && p.underProblem(it.name) {
@@ -350,41 +409,28 @@ func (p *pass) decideOne(it *item, sc scope) decision {
 	return p.way.decide(it, sc)
 }
 
-// plan decides on one item and does what needs no transfer (prunes,
-// reports, dry runs); it returns the job to run, if any. checkDue leaves a
-// job whose retry backoff has not passed pending (an ordered pass checks it
-// when the job's turn comes).
+// plan decides on one item. It returns the job to execute, if any; what
+// needs no executor (a skip, a prune, a name refused earlier, a job whose
+// retry backoff has not passed) goes to the recorder at once. checkDue
+// leaves a job whose backoff has not passed pending (an ordered pass checks
+// it when the job's turn comes).
 func (p *pass) plan(it item, sc scope, checkDue bool) (job, bool) {
 	d := p.decideOne(&it, sc)
 	if p.ledger != nil && !p.removing {
 		p.ledger.see(it, d)
 	}
-	switch d.act {
-	case actSkip:
+	j := job{it: it, d: d}
+	switch {
+	case d.act == actSkip:
 		return job{}, false
-	case actRefused:
-		p.stats.refuse(fmt.Errorf("%w %q (refused earlier)", keys.ErrHostile, p.lp+it.name))
-		p.report(it, d)
+	case d.act == actRefused || d.act == actPrune:
+		p.tell(note{j: j})
 		return job{}, false
-	case actPrune:
-		p.report(it, d)
-		if p.po.DryRun {
-			return job{}, false
-		}
-		p.w.Add(journal.Entry{Key: p.way.rowPrefix + it.name, Delete: true})
-		p.succeeded(it.name)
-		p.stats.prunedOne()
+	case checkDue && !p.po.DryRun && d.act != actRefuse && !p.due(it.name):
+		p.tell(note{j: j, out: outcome{pending: true}})
 		return job{}, false
 	}
-	if p.po.DryRun {
-		p.dryRun(job{it: it, d: d}) // in key order, nothing executed
-		return job{}, false
-	}
-	if checkDue && d.act != actRefuse && !p.due(it.name) {
-		p.stats.addPending()
-		return job{}, false
-	}
-	return job{it: it, d: d}, true
+	return j, true
 }
 
 // record is the one place an outcome is written down: journal row, pass
@@ -393,21 +439,42 @@ func (p *pass) plan(it item, sc scope, checkDue bool) (job, bool) {
 func (p *pass) record(j job, out outcome) (serverDown bool) {
 	name, key := j.it.name, p.lp+j.it.name
 	err := out.err
+	switch {
+	case j.d.act == actRefused:
+		p.stats.refuse(fmt.Errorf("%w %q (refused earlier)", keys.ErrHostile, key))
+		p.report(j.it, j.d)
+		return false
+	case j.d.act == actPrune:
+		p.report(j.it, j.d)
+		if !p.po.DryRun {
+			p.writeRow(journal.Entry{Key: p.way.rowPrefix + name, Delete: true})
+			p.succeeded(name)
+			p.stats.prunedOne()
+		}
+		return false
+	case out.pending:
+		p.stats.addPending()
+		return false
+	case out.dry && err == nil:
+		p.stats.addPending() // what the real run would move
+		p.report(j.it, j.d)
+		return false
+	}
 	if errors.Is(err, s3client.ErrServerSilent) {
 		p.stalled(name)
 	}
 	switch {
 	case err == nil:
 		if out.row != nil {
-			p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Record: *out.row})
+			p.writeRow(journal.Entry{Key: p.way.rowPrefix + name, Record: *out.row})
 		} else if out.prune {
-			p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Delete: true})
+			p.writeRow(journal.Entry{Key: p.way.rowPrefix + name, Delete: true})
 		}
 		p.succeeded(name)
 		if out.bytes >= 0 && out.row != nil {
 			p.stats.moved(out.bytes)
 		}
-		if out.row != nil && p.ledger != nil && !p.removing {
+		if out.row != nil && p.ledger != nil && !p.removing && !out.ahead {
 			p.ledger.uploaded(out.row)
 		}
 		if out.removed {
@@ -428,13 +495,17 @@ func (p *pass) record(j job, out outcome) (serverDown bool) {
 		// once per version of the object.
 		p.stats.refuse(err)
 		p.report(j.it, j.d)
-		o := j.it.remote0()
-		p.w.Add(journal.Entry{Key: p.way.rowPrefix + name, Record: journal.Record{Size: o.Size, ETag: o.ETag, Refused: true}})
-		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
+		if !p.po.DryRun {
+			o := j.it.remote0()
+			p.writeRow(journal.Entry{Key: p.way.rowPrefix + name, Record: journal.Record{Size: o.Size, ETag: o.ETag, Refused: true}})
+			p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
+		}
 	case errors.Is(err, diskguard.ErrQuota) || errors.Is(err, diskguard.ErrFreeSpace):
 		p.stats.refuse(err) // retried every pass
 		p.reportAs(j.it, "disk-guard", err.Error())
-		p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
+		if !p.po.DryRun {
+			p.e.log.Warn("object not written", zap.String("mapping", p.m.ID), zap.String("key", key), zap.Error(err))
+		}
 	case errors.Is(err, stablefile.ErrChanged) && !errors.Is(err, errTorn):
 		if p.m.Direction == Egress {
 			p.markGrowing(name) // sent as snapshots from now on
@@ -485,27 +556,40 @@ func (d Direction) verb() string {
 	return "download"
 }
 
+// writeRow adds a journal row to the pass's batch (none in a dry run).
+func (p *pass) writeRow(en journal.Entry) {
+	if p.w != nil {
+		p.w.Add(en)
+	}
+}
+
 // due reports whether name may be tried now (its backoff has passed).
 func (p *pass) due(name string) bool {
 	if p.force {
 		return true
 	}
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	r := p.ms.retry[name]
+	r := p.before[name]
 	return r == nil || !p.started.Before(r.next)
+}
+
+// retryOf is the recorder's copy of name's backoff, made on first use.
+func (p *pass) retryOf(name string) *retryState {
+	if r, ok := p.retry[name]; ok && r != nil {
+		return r
+	}
+	r := &retryState{first: p.started}
+	if old := p.before[name]; old != nil {
+		cp := *old
+		r = &cp
+	}
+	p.retry[name] = r
+	return r
 }
 
 // failed records a failure of name and schedules its next try with
 // exponential backoff; transient says the next pass may try again at once.
 func (p *pass) failed(name string, transient bool) {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	r := p.ms.retry[name]
-	if r == nil {
-		r = &retryState{first: p.started}
-		p.ms.retry[name] = r
-	}
+	r := p.retryOf(name)
 	if transient {
 		r.next = time.Time{}
 		return
@@ -517,31 +601,36 @@ func (p *pass) failed(name string, transient bool) {
 }
 
 // stalled records that a try of name timed out on the link.
-func (p *pass) stalled(name string) {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	r := p.ms.retry[name]
-	if r == nil {
-		r = &retryState{first: p.started}
-		p.ms.retry[name] = r
-	}
-	r.stalls++
-}
+func (p *pass) stalled(name string) { p.retryOf(name).stalls++ }
 
-// stalls is the number of tries of name that timed out on the link.
+// stalls is the number of earlier tries of name that timed out on the link.
 func (p *pass) stalls(name string) int {
-	p.ms.mu.Lock()
-	defer p.ms.mu.Unlock()
-	if r := p.ms.retry[name]; r != nil {
+	if r := p.before[name]; r != nil {
 		return r.stalls
 	}
 	return 0
 }
 
+// firstFailed is when name first failed, if it has.
+func (p *pass) firstFailed(name string) (time.Time, bool) {
+	if r, ok := p.retry[name]; ok {
+		if r == nil {
+			return time.Time{}, false
+		}
+		return r.first, true
+	}
+	if r := p.before[name]; r != nil {
+		return r.first, true
+	}
+	return time.Time{}, false
+}
+
 func (p *pass) succeeded(name string) {
-	p.ms.mu.Lock()
-	delete(p.ms.retry, name)
-	p.ms.mu.Unlock()
+	if _, ok := p.before[name]; ok {
+		p.retry[name] = nil
+	} else {
+		delete(p.retry, name)
+	}
 }
 
 // PassOptions change what one pass does.
@@ -584,11 +673,14 @@ func (p *pass) report(it item, d decision) {
 	p.po.Report(Planned{Action: d.act.String(), Key: p.lp + it.name, Path: it.name, Size: p.sizeOf(it), Why: d.why})
 }
 
-// dryRun reports what a job would do; it reads (the disk guard measures the
-// directory) but writes nothing.
-func (p *pass) dryRun(j job) {
-	d := j.d
-	if d.act == actDownload || d.act == actConflict {
+// dryRun is the executor of the jobs that move no data: a dry run's (it
+// reads, the disk guard measures the directory, but writes nothing) and a
+// refusal's.
+func (p *pass) dryRun(j job) outcome {
+	if j.d.act == actRefuse {
+		return outcome{dry: p.po.DryRun, err: p.refusal(j)}
+	}
+	if j.d.act == actDownload || j.d.act == actConflict {
 		if _, err := keys.Rel(p.m.Prefix, j.it.remote0().Key); err == nil {
 			guard, err := p.guard()
 			if err == nil {
@@ -603,20 +695,11 @@ func (p *pass) dryRun(j job) {
 				}
 			}
 			if err != nil {
-				p.stats.refuse(err)
-				d = decision{actSkip, err.Error()}
-				p.reportAs(j.it, "disk-guard", d.why)
-				return
+				return outcome{dry: true, err: err}
 			}
 		}
 	}
-	switch d.act {
-	case actRefuse:
-		p.stats.refuse(fmt.Errorf("%w %q", keys.ErrHostile, p.lp+j.it.name))
-	default:
-		p.stats.addPending()
-	}
-	p.report(j.it, d)
+	return outcome{dry: true}
 }
 
 func (p *pass) reportAs(it item, act, why string) {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,42 +48,63 @@ func TestNextPoll(t *testing.T) {
 	}
 }
 
-// simClock drives Run's rounds (startPasses every Interval plus up to 10%
-// jitter, as Run does) on a fake clock.
+// simClock drives the mappings' schedules on a simulated clock: a round is
+// every loop acting as if its timer fired, then the clock jumps to the next
+// pass due.
 type simClock struct {
+	t    *testing.T
 	f    *memFixture
-	now  time.Time
+	at   atomic.Pointer[time.Time]
 	mu   sync.Mutex
 	full []time.Time // when full passes of the mapping started
 }
 
 func newSimClock(f *memFixture) *simClock {
-	c := &simClock{f: f, now: time.Now()}
-	f.eng.hooks.now = func() time.Time { return c.now }
+	c := &simClock{t: f.t, f: f}
+	c.set(time.Now())
 	f.eng.hooks.onPass = func(_ string, _ PassOptions, partial bool) {
 		if !partial {
 			c.mu.Lock()
-			c.full = append(c.full, c.now)
+			c.full = append(c.full, c.now())
 			c.mu.Unlock()
 		}
 	}
+	simulateClock(f.t, f.eng, &c.at)
 	return c
+}
+
+func (c *simClock) now() time.Time  { return *c.at.Load() }
+func (c *simClock) set(t time.Time) { c.at.Store(&t) }
+
+func (c *simClock) fullPasses() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.full)
 }
 
 // runFor runs rounds for d of simulated time; until, when set, stops earlier.
 func (c *simClock) runFor(d time.Duration, until func() bool) {
-	ctx := context.Background()
-	end := c.now.Add(d)
-	iv := c.f.eng.opts.Interval
-	for c.now.Before(end) {
-		var wg sync.WaitGroup
-		c.f.eng.startPasses(ctx, &wg, false)
-		wg.Wait()
+	end := c.now().Add(d)
+	for c.now().Before(end) {
+		c.step()
 		if until != nil && until() {
 			return
 		}
-		c.now = c.now.Add(c.f.eng.untilFastPoll(c.now, iv+time.Duration(rand.Int64N(int64(iv)/10+1))))
 	}
+}
+
+// step runs a round, then moves the clock to the next pass due.
+func (c *simClock) step() {
+	c.f.eng.simRound()
+	next := c.f.eng.simNextDue(c.t)
+	c.set(maxTime(next, c.now().Add(time.Millisecond)))
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // An idle ingress mapping on a server without notifications, over a
@@ -93,9 +115,9 @@ func (c *simClock) runFor(d time.Duration, until func() bool) {
 func TestIdleIngressRequestsPerDay(t *testing.T) {
 	day := func(pollMax time.Duration) (int64, *simClock, *memFixture) {
 		f := newMemFixture(t, func(o *Options) { o.Interval = DefaultInterval; o.PollMax = pollMax; o.ReconcileInterval = 0 })
+		c := newSimClock(f)
 		f.be.put("in/a.txt", []byte("a"))
 		f.configure(f.ingress("in", "in", "in"))
-		c := newSimClock(f)
 		c.runFor(time.Minute, nil) // the first download
 		require.Equal(t, int64(1), f.status("in").FilesTotal)
 		before := f.be.requests()
@@ -108,20 +130,21 @@ func TestIdleIngressRequestsPerDay(t *testing.T) {
 	assert.LessOrEqual(t, adaptive, int64(500))
 	assert.GreaterOrEqual(t, fixed, int64(5000))
 
-	// At the cap now: a new object waits at most the cap (plus jitter and
-	// a round), then passes come every round again.
-	put := c.now
+	// At the cap now: a new object put just after a pass waits at most the
+	// cap (plus jitter), then the polls are fast again.
+	f.eng.simRound() // the pass due now
+	put := c.now()
 	f.be.put("in/b.txt", []byte("b"))
 	arrived := func() bool { _, err := os.Stat(filepath.Join(f.root, "in", "b.txt")); return err == nil }
 	c.runFor(10*time.Minute, arrived)
 	require.True(t, arrived())
-	latency := c.now.Sub(put)
+	latency := c.now().Sub(put)
 	t.Logf("object put at the cap arrived after %s (simulated)", latency)
 	assert.LessOrEqual(t, latency, DefaultPollMax*11/10+2*DefaultInterval)
-	n := len(c.full)
-	c.now = c.now.Add(DefaultInterval)
+	n := c.fullPasses()
+	c.set(c.now().Add(DefaultInterval))
 	c.runFor(time.Second, nil)
-	assert.Equal(t, n+1, len(c.full), "after a change, the next pass one base interval later")
+	assert.Equal(t, n+1, c.fullPasses(), "after a change, a pass at the next round")
 }
 
 // More keys announced than maxEventBatch while a batch is applied: one full
@@ -129,9 +152,7 @@ func TestIdleIngressRequestsPerDay(t *testing.T) {
 func TestEventFloodBecomesAFullPass(t *testing.T) {
 	f := newMemFixture(t)
 	f.configure(f.ingress("in", "in", "in"))
-	f.eng.mu.Lock()
-	f.eng.maps["in"].prompt = false
-	f.eng.mu.Unlock()
+	f.eng.inspect(t, "in", func(ls *loopState) { ls.sched.prompt = false })
 	a := &applier{id: "in", wake: make(chan struct{}, 1)}
 	for i := range maxEventBatch + 1 {
 		a.add(fmt.Sprintf("k%05d", i))
@@ -140,9 +161,9 @@ func TestEventFloodBecomesAFullPass(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); f.eng.runApplier(ctx, a) }()
 	waitFor(t, "full pass asked for", 5*time.Second, func() bool {
-		f.eng.mu.Lock()
-		defer f.eng.mu.Unlock()
-		return f.eng.maps["in"].prompt
+		var prompt bool
+		f.eng.inspect(t, "in", func(ls *loopState) { prompt = ls.sched.prompt })
+		return prompt
 	})
 	cancel()
 	<-done
@@ -155,34 +176,35 @@ func TestEventFloodBecomesAFullPass(t *testing.T) {
 // object waits about 1 s; after the burst the waits grow back to the cap.
 func TestBurstIsPolledFast(t *testing.T) {
 	f := newMemFixture(t, func(o *Options) { o.Interval = DefaultInterval; o.PollMax = DefaultPollMax; o.ReconcileInterval = 0 })
-	f.configure(f.ingress("in", "in", "in"))
 	c := newSimClock(f)
+	f.configure(f.ingress("in", "in", "in"))
 	c.runFor(time.Hour, nil) // idle: polling at the cap
-	c.runFor(time.Nanosecond, nil)
-	start := c.now    // a round after the last one
-	const burst = 420 // 7 min: longer than the wait at the cap
+	f.eng.simRound()         // the pass due now
+	start := c.now()         // just after a pass
+	const burst = 420        // 7 min: longer than the wait at the cap
 	put := make([]time.Time, burst)
 	var lat []time.Duration
 	seen := -1 // the objects up to seen have arrived
 	next := 0
-	ctx := context.Background()
-	for seen < burst-1 && c.now.Sub(start) < 15*time.Minute {
-		for ; next < burst && !start.Add(time.Duration(next)*time.Second).After(c.now); next++ {
+	for seen < burst-1 && c.now().Sub(start) < 15*time.Minute {
+		for ; next < burst && !start.Add(time.Duration(next)*time.Second).After(c.now()); next++ {
 			put[next] = start.Add(time.Duration(next) * time.Second)
 			f.be.put(fmt.Sprintf("in/%03d", next), []byte("x"))
 		}
-		var wg sync.WaitGroup
-		f.eng.startPasses(ctx, &wg, false)
-		wg.Wait()
+		f.eng.simRound()
 		for seen < next-1 {
 			if _, err := os.Stat(filepath.Join(f.root, "in", fmt.Sprintf("%03d", seen+1))); err != nil {
 				break
 			}
 			seen++
-			lat = append(lat, c.now.Sub(put[seen]))
+			lat = append(lat, c.now().Sub(put[seen]))
 		}
-		iv := f.eng.opts.Interval
-		c.now = c.now.Add(f.eng.untilFastPoll(c.now, iv+time.Duration(rand.Int64N(int64(iv)/10+1))))
+		// The next pass due, or the next put, whichever comes first.
+		at := maxTime(f.eng.simNextDue(t), c.now().Add(time.Millisecond))
+		if next < burst {
+			at = minTime(at, start.Add(time.Duration(next)*time.Second))
+		}
+		c.set(at)
 	}
 	require.Len(t, lat, burst)
 	first := lat[0]
@@ -203,9 +225,9 @@ func TestBurstIsPolledFast(t *testing.T) {
 	assert.LessOrEqual(t, during[len(during)-1], DefaultPollFast*11/10+10*time.Millisecond)
 
 	// After the burst the waits double back up to the cap.
-	before := len(c.full)
+	before := c.fullPasses()
 	c.runFor(10*time.Minute, nil)
-	passes := len(c.full) - before
+	passes := c.fullPasses() - before
 	t.Logf("passes in the 10 min after the burst: %d", passes)
 	assert.LessOrEqual(t, passes, 12) // 2+4+...+256 s, then every 5 min
 	assert.GreaterOrEqual(t, passes, 7)

@@ -2,10 +2,6 @@ package datasync
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -74,11 +70,9 @@ func (e *Engine) updateWatchers() {
 		e.mu.Lock()
 		syncOn := e.ep != nil && !e.closed
 		e.mu.Unlock()
-		for _, ms := range e.mappings(nil) {
-			ms.mu.Lock()
-			m := ms.m
-			ms.mu.Unlock()
-			if syncOn && m.Direction == Egress {
+		list, _ := e.mappings(nil)
+		for _, mp := range list {
+			if m := mp.config(); syncOn && m.Direction == Egress {
 				want[m.ID] = m.LocalDir
 			}
 		}
@@ -121,7 +115,12 @@ func (e *Engine) stopWatching() {
 func (e *Engine) openWatch(id, dir string) *mappingWatch {
 	opts := e.hooks.watch
 	if opts.MaxWait == 0 {
-		opts.MaxWait = e.watchMaxWait(id)
+		e.mu.Lock()
+		mp := e.maps[id]
+		e.mu.Unlock()
+		if mp != nil {
+			opts.MaxWait = e.watchMaxWait(mp)
+		}
 	}
 	w, err := watch.New(dir, opts, e.log.With(zap.String("mapping", id)))
 	if err != nil {
@@ -177,41 +176,13 @@ func (e *Engine) readWatch(mw *mappingWatch) {
 	}
 }
 
-// watchHealth passes the watcher's health, and whether something failed, on
-// to the scheduler, unless the watcher was replaced or closed.
+// watchHealth passes the watcher's health on to the mapping's loop, unless
+// the watcher was replaced or closed; the loop adds whether something failed
+// (mapping.owed).
 func (e *Engine) watchHealth(mw *mappingWatch) {
-	owed := e.owed(mw.id, mw.dir)
 	e.watchers.mu.Lock()
 	defer e.watchers.mu.Unlock()
 	if e.watchers.byID[mw.id] == mw {
-		e.SetWatched(mw.id, mw.w.Healthy() && !owed)
+		e.tell(mw.id, msgWatched{healthy: mw.w.Healthy(), fromWatcher: true})
 	}
-}
-
-// owed reports whether an egress mapping has failures to retry: files whose
-// upload failed (it forgets those that are gone: nothing is owed for them,
-// and no pass would clear them, the march never sees them again), or a pass
-// that ended without success. A pass in flight is neither: its attempt is
-// newer than its success until it ends.
-func (e *Engine) owed(id, dir string) bool {
-	list := e.mappings([]string{id})
-	if len(list) == 0 {
-		return false
-	}
-	ms := list[0]
-	ms.mu.Lock()
-	for name := range ms.retry {
-		if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(name))); errors.Is(err, fs.ErrNotExist) {
-			delete(ms.retry, name)
-		}
-	}
-	retries := len(ms.retry) > 0
-	attempt, success := ms.status.LastAttempt, ms.status.LastSuccess
-	ms.mu.Unlock()
-	// Passes hold ms.pass and record their outcome before they let it go.
-	inFlight := !ms.pass.TryLock()
-	if !inFlight {
-		ms.pass.Unlock()
-	}
-	return retries || (!inFlight && attempt.After(success))
 }

@@ -42,14 +42,6 @@ func countFullPasses(e *Engine, id string) *atomic.Int64 {
 	return &n
 }
 
-// watched reports whether the scheduler treats the mapping as watched.
-func watched(e *Engine, id string) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ms := e.maps[id]
-	return ms != nil && ms.watched
-}
-
 // inotifyFDs counts this process's inotify instances.
 func inotifyFDs(t *testing.T) int {
 	t.Helper()
@@ -298,11 +290,11 @@ func TestWatchFailedUploadsBringThePassesBack(t *testing.T) {
 	require.Eventually(t, func() bool { return watched(f.eng, "e1") && f.status("e1").LastSuccess.After(time.Time{}) },
 		eventWait, 10*time.Millisecond)
 
+	n := full.Load()
 	f.srv.Stop()
 	f.write("out/a", []byte("a"))
 	require.Eventually(t, func() bool { return !watched(f.eng, "e1") }, eventWait, 10*time.Millisecond,
 		"a file waits for its retry: passes every Interval")
-	n := full.Load()
 	f.srv.Restart()
 	require.Eventually(t, func() bool { _, err := f.get("p/a"); return err == nil }, eventWait, 20*time.Millisecond)
 	assert.Greater(t, full.Load(), n, "a full pass retried it")
@@ -385,10 +377,7 @@ func TestClosedEngineDoesNotSpin(t *testing.T) {
 
 	require.NoError(t, f.eng.Close())
 	// What a notification stream that ends with the engine does.
-	f.eng.mu.Lock()
-	f.eng.maps["e1"].prompt = true
-	f.eng.mu.Unlock()
-	f.eng.wake()
+	f.eng.passSoon([]string{"e1"})
 	time.Sleep(300 * time.Millisecond)
 	failed := logs.FilterMessage("sync pass failed").Len()
 	assert.LessOrEqual(t, failed, 1, "passes tried after Close")

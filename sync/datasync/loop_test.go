@@ -1,0 +1,106 @@
+package datasync
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Test helpers that talk to the mappings' service loops, as the engine does:
+// by message.
+
+// inspect runs fn in the service loop of mapping id (to read or set its state).
+func (e *Engine) inspect(t *testing.T, id string, fn func(*loopState)) {
+	t.Helper()
+	e.mu.Lock()
+	mp := e.maps[id]
+	e.mu.Unlock()
+	require.NotNil(t, mp, "mapping %s", id)
+	done := make(chan struct{})
+	require.True(t, mp.send(msgInspect{fn: fn, done: done}), "mapping %s: loop ended", id)
+	<-done
+}
+
+// watched reports whether the schedule treats the mapping as watched.
+func watched(e *Engine, id string) bool {
+	e.mu.Lock()
+	mp := e.maps[id]
+	e.mu.Unlock()
+	if mp == nil {
+		return false
+	}
+	var w bool
+	done := make(chan struct{})
+	if !mp.send(msgInspect{fn: func(ls *loopState) { w = ls.sched.watched }, done: done}) {
+		return false
+	}
+	<-done
+	return w
+}
+
+// simRound is one round of the simulated clock: every loop acts as if its
+// timer fired at hooks.now(), and the passes it starts are waited for.
+func (e *Engine) simRound() {
+	e.mu.Lock()
+	list := e.list()
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, mp := range list {
+		reply := make(chan struct{})
+		if mp.send(msgTick{reply: reply}) {
+			wg.Go(func() { wait(mp, reply) })
+		}
+	}
+	wg.Wait()
+}
+
+// simNextDue is when the first loop's next scheduled pass is due.
+func (e *Engine) simNextDue(t *testing.T) time.Time {
+	e.mu.Lock()
+	list := e.list()
+	e.mu.Unlock()
+	var next time.Time
+	for _, mp := range list {
+		e.inspect(t, mp.id, func(ls *loopState) {
+			at, _ := ls.sched.due(&e.opts, e.hooks.now())
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
+		})
+	}
+	return next
+}
+
+// simulateClock puts the engine's schedule on the simulated clock now,
+// with Run running (its loops schedule passes only then). Call it before
+// Configure: the loops read what it sets.
+func simulateClock(t *testing.T, e *Engine, now *atomic.Pointer[time.Time]) {
+	t.Helper()
+	e.hooks.manual = true
+	e.hooks.now = func() time.Time { return *now.Load() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	e.opts.NoWatch, e.opts.NoNotify = true, true
+	e.opts.MaxStaleness = -1
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// passCounter counts the passes an engine starts (hooks.onPass).
+type passCounter struct{ full, partial atomic.Int64 }
+
+func countPasses(e *Engine) *passCounter {
+	c := &passCounter{}
+	e.hooks.onPass = func(_ string, _ PassOptions, partial bool) {
+		if partial {
+			c.partial.Add(1)
+		} else {
+			c.full.Add(1)
+		}
+	}
+	return c
+}
