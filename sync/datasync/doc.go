@@ -6,6 +6,12 @@
 // events miss (Run), and, now and then, a reconcile that compares each side
 // with the other (PassOptions.Reconcile).
 //
+// Each mapping is owned by one goroutine, its service loop (mapping.go): it
+// holds the mapping's schedule, status, ingress mode and retry backoff, and
+// everyone else (the Engine's methods, the watchers, the notification
+// streams, the passes it starts) sends it messages. Status reads the
+// snapshot the loop publishes.
+//
 // A pass is plan then execute: a walker yields the local files in key order,
 // the journal (sync/journal) its rows in the same order, the bucket's listing
 // its objects in the same order; the march walks the three in lock step and
@@ -17,10 +23,19 @@
 // The files, one job each (doc.go is this comment):
 //   - types.go: the public types: Direction, Endpoint, Mapping, Retention,
 //     Order, Options and their defaults, MappingStatus;
-//   - engine.go: the Engine: New, Configure, Run and its rounds, SyncNow,
-//     Sync, Changed, SetWatched, Status, RemoveAll, Close; running one pass of
-//     a mapping (passLocked, finishPass), the pass statistics, the bounded
-//     executor (executeReleasing) and serverWide errors;
+//   - engine.go: the Engine and its API: New, Configure, Run, SyncNow, Sync,
+//     Changed, SetWatched, Status, RemoveAll, Close (each a message to the
+//     mappings' loops); config.go: validation of a Mapping;
+//   - mapping.go: a mapping's service loop, its messages and its state (the
+//     one place a mapping's state changes), and memo, what passes share;
+//   - schedule.go: when a mapping's next full pass is due (interval, jitter,
+//     watched, adaptive poll, reconcile, prompt);
+//   - runpass.go: one pass of a mapping as its loop asks for it (runPass,
+//     prepare), the pass statistics, and finishPass, which writes them into
+//     the loop's status;
+//   - transfer.go: the bounded executor (executeReleasing), copy buffers and
+//     serverWide errors;
+//   - hooks.go: every test seam and tunable of the Engine, in one struct;
 //   - backend.go: the Backend interface over the bucket (list in key order,
 //     stat, put, get, ranged get) and its minio-go implementation;
 //   - multipart.go: multipart uploads the engine drives itself, resuming an
@@ -39,8 +54,9 @@
 //     decideIngress (decide_test.go has their tables; dryrun_test.go runs
 //     every ingress decision as a dry run and as a real pass);
 //   - pass.go: the one pass skeleton of both directions (sources of a full
-//     pass or of a change event, plan, execute, record), the per-file retry
-//     backoff, PassOptions and dry runs;
+//     pass or of a change event, plan, execute, and the recorder, the one
+//     writer of every outcome), the per-file retry backoff, PassOptions and
+//     dry runs (the same plan, an executor that does nothing);
 //   - egress.go: the upload transfer: settled files, adoption of objects that
 //     already hold the file's content, confirmation for retention;
 //   - ingress.go: the download transfer: the target directory, the disk
@@ -62,7 +78,7 @@
 //     memory;
 //   - watchers.go: the inotify watchers of egress sources while Run runs
 //     (sync/watch), and their health, which sets the safety-net interval;
-//   - poll.go: the adaptive polling schedule of ingress mappings;
+//   - poll.go: the adaptive poll step of ingress mappings (nextPoll);
 //   - notify.go: push-based ingress: one bucket-notification stream per
 //     bucket (sync/s3wire), its events applied through Changed;
 //   - mode.go: the ingress mode in the status (push or poll, and why);
