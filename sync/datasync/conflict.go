@@ -13,6 +13,7 @@ import (
 
 	"github.com/project-flotta/flotta-device-worker/sync/journal"
 	"github.com/project-flotta/flotta-device-worker/sync/keys"
+	"github.com/project-flotta/flotta-device-worker/sync/safefs"
 	"github.com/project-flotta/flotta-device-worker/sync/stablefile"
 )
 
@@ -56,7 +57,16 @@ func (pl *ingressPlanner) decide(it *item, sc scope) decision {
 	if pl.p.po.Restore && pl.restorable(it, sc) {
 		sc.localWalked = true // looked at, and not there: deleted locally
 	}
-	return decideIngress(*it, sc, pl.p.m.Prefix)
+	d := decideIngress(*it, sc, pl.p.m.Prefix)
+	if (d.act == actDownload || d.act == actConflict || d.act == actAdopt) && pl.p.dir != nil {
+		// A name to be written: is its path safe? (One openat2 of its
+		// directory, kept open for the download.)
+		if _, err := pl.p.dir.Existing(it.name); errors.Is(err, safefs.ErrUnsafe) {
+			it.unsafe = err
+			d = decideIngress(*it, sc, pl.p.m.Prefix)
+		}
+	}
+	return d
 }
 
 // checkLocalFile reads what decideLocal needs of the local file, only when
@@ -113,6 +123,9 @@ func (pl *ingressPlanner) parentObject(name string) string {
 
 // refusal is the error of a job refused for its key.
 func (p *pass) refusal(j job) error {
+	if j.it.unsafe != nil {
+		return j.it.unsafe
+	}
 	key := j.it.remote.Key
 	if _, err := keys.Rel(p.m.Prefix, key); err != nil {
 		return err

@@ -106,6 +106,15 @@ func sameObject(r *journal.Record, o *Object) bool {
 // Ingress never deletes local files: a row whose object is gone is pruned
 // and the file stays.
 func decideIngress(it item, sc scope, prefix string) decision {
+	d := decideObject(it, sc, prefix)
+	if it.unsafe != nil && (d.act == actDownload || d.act == actConflict || d.act == actAdopt) {
+		return decision{actRefuse, "its path cannot be written safely"}
+	}
+	return d
+}
+
+// decideObject is decideIngress before the path's safety is known.
+func decideObject(it item, sc scope, prefix string) decision {
 	l, r, o := it.local, it.row, it.remote
 	if o == nil {
 		switch {

@@ -124,6 +124,24 @@ func TestUnitIngressDecisionsDryRunAndRun(t *testing.T) {
 			f.be.put("cfg/k/x", []byte("v1"))
 			require.NoError(t, f.sync(PassOptions{}))
 		}, []string{"refused k/x"}},
+		{"a symlinked parent: refuse", 0, false, func(f *memFixture) {
+			require.NoError(t, os.MkdirAll(filepath.Join(f.root, "in"), 0o755))
+			require.NoError(t, os.Symlink(t.TempDir(), filepath.Join(f.root, "in", "d")))
+			f.be.put("cfg/d/k", []byte("v1"))
+		}, []string{"refuse d/k"}},
+		{"a parent that is a file: refuse", 0, false, func(f *memFixture) {
+			f.write("in/d", []byte("a file"))
+			f.be.put("cfg/d/k", []byte("v1"))
+		}, []string{"refuse d/k"}},
+		{"a directory where the file goes: refuse", 0, false, func(f *memFixture) {
+			f.write("in/k/x", []byte("a file"))
+			f.be.put("cfg/k", []byte("v1"))
+		}, []string{"refuse k"}},
+		{"refused for its path earlier", 0, false, func(f *memFixture) {
+			f.write("in/d", []byte("a file"))
+			f.be.put("cfg/d/k", []byte("v1"))
+			require.NoError(t, f.sync(PassOptions{}))
+		}, []string{"refused d/k"}},
 		{"disk guard", 10, false, func(f *memFixture) {
 			f.be.put("cfg/k", []byte("0123456789ab"))
 		}, []string{"disk-guard k"}},

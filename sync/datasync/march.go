@@ -26,6 +26,10 @@ type item struct {
 	// ingress's version mark with its current size and mtime.
 	localSum    string
 	localMarked bool
+	// unsafe (ingress, set by the planner for a name to be written): why
+	// its path cannot be written safely (a symlinked parent, a parent
+	// that is a file, a directory where the file goes); nil when it can.
+	unsafe error
 }
 
 // scope says which sides a pass looked at, so that absence means something.
