@@ -25,7 +25,7 @@
 //     Order, Options and their defaults, MappingStatus;
 //   - engine.go: the Engine and its API: New, Configure, Run, SyncNow, Sync,
 //     Changed, SetWatched, Status, RemoveAll, Close (each a message to the
-//     mappings' loops); config.go: validation of a Mapping;
+//     mappings' loops); config.go: Configure and the validation of a Mapping;
 //   - mapping.go: a mapping's service loop, its messages and its state (the
 //     one place a mapping's state changes), and memo, what passes share;
 //   - schedule.go: when a mapping's next full pass is due (interval, jitter,

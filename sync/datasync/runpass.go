@@ -178,8 +178,9 @@ func (p *pass) prepare(ep *Endpoint, partial bool) error {
 	return nil
 }
 
-// passStats collects what one pass did. The pass's recorder is its one
-// writer (pass.record); it is read once the recorder is done.
+// passStats collects what one pass did. While run runs, the recorder is its
+// one writer (pass.record); then runPass adds what the retention left
+// (kept, short), and the loop reads it once the pass has ended.
 type passStats struct {
 	files      int64
 	bytes      int64
