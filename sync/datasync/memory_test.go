@@ -9,7 +9,9 @@ import (
 	"io"
 	"iter"
 	"maps"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +42,10 @@ type memBackend struct {
 	gets    atomic.Int64
 	failPut func(key string) error // when set, may fail a Put
 	deny    error                  // when set, every call fails with it (wrong credentials)
+	// down, while set, makes every call fail as a server that does not
+	// answer does: a *url.Error wrapping a refused connection (the
+	// conformance suite checks that the minio-go Backend says the same).
+	down atomic.Bool
 	// PutParts (growing_test.go): bytes uploaded and copied server-side,
 	// and a server without UploadPartCopy.
 	sent, copied atomic.Int64
@@ -71,6 +78,16 @@ func (b *memBackend) hasBucket(name string) bool {
 	return false
 }
 
+// unavailable is the error of every call while the twin refuses them all:
+// down (unreachable), or deny (wrong credentials).
+func (b *memBackend) unavailable(method, key string) error {
+	if b.down.Load() {
+		return &url.Error{Op: method, URL: "http://memory:1/" + bucket + "/" + key,
+			Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+	}
+	return b.deny
+}
+
 func (b *memBackend) requests() int64 {
 	return b.pages.Load() + b.stats.Load() + b.puts.Load() + b.gets.Load()
 }
@@ -82,8 +99,8 @@ var errNoSuchBucket = minio.ErrorResponse{StatusCode: http.StatusNotFound, Code:
 func (b *memBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
 	b.lists.Add(1)
 	return func(yield func(Object, error) bool) {
-		if b.deny != nil {
-			yield(Object{}, b.deny)
+		if err := b.unavailable("Get", prefix); err != nil {
+			yield(Object{}, err)
 			return
 		}
 		if !b.hasBucket(bucket) {
@@ -120,8 +137,8 @@ func (b *memBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[
 
 func (b *memBackend) Stat(_ context.Context, bucket, key string) (Object, error) {
 	b.stats.Add(1)
-	if b.deny != nil {
-		return Object{}, b.deny
+	if err := b.unavailable("Head", key); err != nil {
+		return Object{}, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -134,8 +151,8 @@ func (b *memBackend) Stat(_ context.Context, bucket, key string) (Object, error)
 
 func (b *memBackend) Put(_ context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (string, error) {
 	b.puts.Add(1)
-	if b.deny != nil {
-		return "", b.deny
+	if err := b.unavailable("Put", key); err != nil {
+		return "", err
 	}
 	data, err := io.ReadAll(r)
 	if err != nil {
@@ -172,8 +189,8 @@ func (b *memBackend) GetRange(_ context.Context, bucket, key, matchETag string, 
 	if b.onGet != nil {
 		b.onGet()
 	}
-	if b.deny != nil {
-		return nil, b.deny
+	if err := b.unavailable("Get", key); err != nil {
+		return nil, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
