@@ -27,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -265,6 +266,8 @@ func memMultipartETag(data []byte, partSize int64) string {
 }
 
 // memFixture is an engine on an in-memory bucket: no server, runs under -short.
+// The twin has no notification stream (notify_test.go has them on MinIO):
+// its engines only poll.
 type memFixture struct {
 	t     *testing.T
 	be    *memBackend
@@ -273,12 +276,14 @@ type memFixture struct {
 	state string
 	opts  Options
 	maps  []Mapping
+	ep    *Endpoint   // what configure passes (memEndpoint; a copy to change it)
+	log   *zap.Logger // the engine's logger, when not the test's (set before restart)
 }
 
 func newMemFixture(t *testing.T, opts ...func(*Options)) *memFixture {
 	t.Helper()
-	f := &memFixture{t: t, be: newMemBackend(), root: t.TempDir(), state: t.TempDir()}
-	f.opts = Options{StateDir: f.state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1}
+	f := &memFixture{t: t, be: newMemBackend(), root: t.TempDir(), state: t.TempDir(), ep: memEndpoint}
+	f.opts = Options{StateDir: f.state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1, NoNotify: true}
 	for _, o := range opts {
 		o(&f.opts)
 	}
@@ -290,21 +295,40 @@ var memEndpoint = &Endpoint{Host: "memory", Port: 1, AccessKey: "a", SecretKey: 
 
 func (f *memFixture) start() {
 	f.t.Helper()
-	eng, err := New(f.opts, zaptest.NewLogger(f.t))
+	log := f.log
+	if log == nil {
+		log = zaptest.NewLogger(f.t)
+	}
+	eng, err := New(f.opts, log)
 	require.NoError(f.t, err)
 	eng.hooks.settle = 0
 	eng.newBackend = func(*Endpoint) (Backend, error) { return f.be, nil }
 	f.eng = eng
 	f.t.Cleanup(func() { _ = eng.Close() })
 	if f.maps != nil {
-		require.NoError(f.t, eng.Configure(memEndpoint, f.maps))
+		require.NoError(f.t, eng.Configure(f.ep, f.maps))
 	}
+}
+
+// restart closes the engine and starts another on the same state directory.
+func (f *memFixture) restart() {
+	f.t.Helper()
+	require.NoError(f.t, f.eng.Close())
+	f.start()
 }
 
 func (f *memFixture) configure(ms ...Mapping) {
 	f.t.Helper()
 	f.maps = ms
-	require.NoError(f.t, f.eng.Configure(memEndpoint, ms))
+	require.NoError(f.t, f.eng.Configure(f.ep, ms))
+}
+
+// newEndpoint makes the next configure name another endpoint (the same
+// twin): what new credentials or a new address do to the engine.
+func (f *memFixture) newEndpoint() {
+	ep := *f.ep
+	ep.Host += "'"
+	f.ep = &ep
 }
 
 func (f *memFixture) egress(id, sub, prefix string) Mapping {
@@ -314,6 +338,8 @@ func (f *memFixture) egress(id, sub, prefix string) Mapping {
 func (f *memFixture) ingress(id, sub, prefix string) Mapping {
 	return Mapping{ID: id, Direction: Ingress, Root: f.root, LocalDir: filepath.Join(f.root, sub), Bucket: bucket, Prefix: prefix}
 }
+
+func (f *memFixture) syncNow() error { return f.sync(PassOptions{}) }
 
 func (f *memFixture) sync(po PassOptions) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -336,6 +362,26 @@ func (f *memFixture) write(rel string, data []byte) {
 	p := filepath.Join(f.root, rel)
 	require.NoError(f.t, os.MkdirAll(filepath.Dir(p), 0o755))
 	require.NoError(f.t, os.WriteFile(p, data, 0o644))
+}
+
+func (f *memFixture) read(rel string) []byte {
+	f.t.Helper()
+	b, err := os.ReadFile(filepath.Join(f.root, rel))
+	require.NoError(f.t, err)
+	return b
+}
+
+// has reports whether the bucket holds key.
+func (f *memFixture) has(key string) bool {
+	_, ok := f.be.data(key)
+	return ok
+}
+
+func (f *memFixture) mustGet(key string) []byte {
+	f.t.Helper()
+	b, ok := f.be.data(key)
+	require.True(f.t, ok, "no object %s", key)
+	return b
 }
 
 func (f *memFixture) rows(id string) int {
