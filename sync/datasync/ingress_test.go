@@ -191,11 +191,7 @@ func TestIngressInterruptedDownload(t *testing.T) {
 	data := bytes.Repeat([]byte("d"), 1<<20)
 	f.put("p/big", data)
 	f.configure(f.ingress("i1", "in", "p"))
-	wrap := f.opts.WrapTransport
-	f.eng.opts.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return wrap(&cutBody{next: rt, n: 1000}) }
-	f.ep.Port = f.srv.Port // force a new client with the cutting transport
-	f.eng.ep = nil
-	require.NoError(t, f.eng.Configure(f.ep, f.mapping))
+	f.interpose(func(rt http.RoundTripper) http.RoundTripper { return &cutBody{next: rt, n: 1000} })
 
 	require.Error(t, f.syncNow())
 	assert.NoFileExists(t, filepath.Join(f.root, "in/big"))
@@ -205,6 +201,7 @@ func TestIngressInterruptedDownload(t *testing.T) {
 
 	// A crash leaves a temp file behind; the next engine removes it.
 	require.NoError(t, os.WriteFile(filepath.Join(f.root, "in", ".flotta-tmp-deadbeef"), data[:1000], 0o644))
+	f.wrap.Store(nil) // the link is whole again
 	f.restartEngine()
 	require.NoError(t, f.syncNow())
 	assert.Equal(t, data, f.read("in/big"))
