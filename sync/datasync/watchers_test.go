@@ -47,19 +47,23 @@ func countFullPasses(e *Engine, id string) *atomic.Int64 {
 // an hour, a watched mapping gets no full pass, an unwatched one gets one
 // every Interval.
 
-// quiet reports whether no full pass (counted by full) started during five
+// quiet reports whether no full pass (counted by full) started during four
 // Intervals: the mapping is watched.
 func quiet(full *atomic.Int64, interval time.Duration) bool {
 	n := full.Load()
-	time.Sleep(5 * interval)
+	time.Sleep(4 * interval)
 	return full.Load() == n
 }
 
-// passing reports whether full passes come every Interval, at least two in
-// six Intervals: the mapping is not watched.
+// passing reports whether full passes come every Interval, two within six
+// Intervals: the mapping is not watched.
 func passing(full *atomic.Int64, interval time.Duration) bool {
 	n := full.Load()
-	time.Sleep(6 * interval)
+	for end := time.Now().Add(6 * interval); time.Now().Before(end); time.Sleep(interval / 10) {
+		if full.Load() >= n+2 {
+			return true
+		}
+	}
 	return full.Load() >= n+2
 }
 
@@ -129,7 +133,7 @@ func (l *uploadLog) count(rel string) int {
 const eventWait = 10 * time.Second // far below the hour a pass would take
 
 // watchInterval is the Interval of the tests that observe the schedule.
-const watchInterval = 200 * time.Millisecond
+const watchInterval = 150 * time.Millisecond
 
 func TestWatchUploadsChangesWithoutAPass(t *testing.T) {
 	f := newMemFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = watchInterval, time.Hour })
@@ -208,7 +212,8 @@ func TestWatchSourceCreatedLater(t *testing.T) {
 		f.configure(f.egress("e1", "later", "p"))
 		runEngine(t, f.eng)
 		require.Eventually(t, func() bool { return f.status("e1").LastSuccess.After(time.Time{}) }, eventWait, 10*time.Millisecond)
-		assert.True(t, passing(full, watchInterval), "nothing to watch yet: passes every Interval")
+		require.Eventually(t, func() bool { return passing(full, watchInterval) }, eventWait, 10*time.Millisecond,
+			"nothing to watch yet: passes every Interval")
 		f.write("later/a", []byte("a"))
 		require.Eventually(t, func() bool { return f.has("p/a") }, eventWait, 20*time.Millisecond)
 		require.Eventually(t, func() bool { return quiet(full, watchInterval) }, eventWait, 10*time.Millisecond,
@@ -278,7 +283,7 @@ func TestWatchFallsBackToPasses(t *testing.T) {
 		f.configure(f.egress("e1", "out", "p"))
 		runEngine(t, f.eng)
 		require.Eventually(t, func() bool { return f.has("p/a/1") }, eventWait, 20*time.Millisecond)
-		time.Sleep(time.Second) // five Intervals
+		time.Sleep(5 * watchInterval)
 		assert.Equal(t, int64(1), full.Load(), "watched: no full pass before WatchedInterval")
 
 		// A third directory is more than the watcher may watch.
