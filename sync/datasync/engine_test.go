@@ -137,9 +137,9 @@ func TestConfigureDropsRemovedMappingsAndSyncOff(t *testing.T) {
 	assert.Equal(t, requests, f.be.requests(), "sync off: no request")
 }
 
-// passCounter counts the passes (full or partial) that start from now on;
+// countAllPasses counts the passes (full or partial) that start from now on;
 // set it before Run and Configure.
-func passCounter(e *Engine) *atomic.Int64 {
+func countAllPasses(e *Engine) *atomic.Int64 {
 	var n atomic.Int64
 	e.hooks.onPass = func(string, PassOptions, bool) { n.Add(1) }
 	return &n
@@ -149,7 +149,7 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 	f := newMemFixture(t)
 	f.write("out/a", []byte("a"))
 	f.configure(f.egress("e1", "out", "p"))
-	passes := passCounter(f.eng)
+	passes := countAllPasses(f.eng)
 	var active, most atomic.Int32
 	release := make(chan struct{})
 	f.eng.hooks.beforeUpload = func(string) {
@@ -179,7 +179,7 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 // pass within seconds, not an interval later.
 func TestConfigureStartsPromptPasses(t *testing.T) {
 	f := newMemFixture(t, func(o *Options) { o.NoWatch = true }) // Interval: 1h; only passes move files
-	passes := passCounter(f.eng)
+	passes := countAllPasses(f.eng)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.eng.Run(ctx) }()

@@ -311,6 +311,8 @@ func TestWatchFallsBackToPasses(t *testing.T) {
 			f.write(filepath.Join("out", string(rune('a'+i))), []byte{byte('a' + i)})
 		}
 		require.Eventually(t, func() bool { return len(f.be.keys()) == 10 }, eventWait, 20*time.Millisecond)
+		// The last rescan asked for may still be on its way: a second without one.
+		require.Eventually(t, func() bool { return quiet(full, 250*time.Millisecond) }, eventWait, 10*time.Millisecond)
 		// Each time more than MaxPending files wait, the watcher drops them
 		// and asks for one rescan: ten files make one to three, and requests
 		// that arrive during a pass in flight fold into the next one.
