@@ -188,6 +188,7 @@ func TestWatchUploadsChangesWithoutAPass(t *testing.T) {
 func TestWatchSourceCreatedLater(t *testing.T) {
 	t.Run("a rescan once it appears", func(t *testing.T) {
 		f := newMemFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = time.Hour, time.Hour })
+		f.eng.hooks.watch.RetryInterval = 100 * time.Millisecond // how often the missing root is looked for
 		full := countFullPasses(f.eng, "e1")
 		f.configure(f.egress("e1", "later", "p"))
 		runEngine(t, f.eng)
@@ -207,6 +208,7 @@ func TestWatchSourceCreatedLater(t *testing.T) {
 	})
 	t.Run("passes every Interval until then", func(t *testing.T) {
 		f := newMemFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = watchInterval, time.Hour })
+		f.eng.hooks.watch.RetryInterval = 100 * time.Millisecond // how often the missing root is looked for
 		full := countFullPasses(f.eng, "e1")
 		f.configure(f.egress("e1", "later", "p"))
 		runEngine(t, f.eng)
