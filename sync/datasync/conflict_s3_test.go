@@ -45,7 +45,7 @@ func TestIngressConflictCopyOnS3(t *testing.T) {
 
 // TestMtimeMetadataOnS3: what egress uploads carries the file's mtime in
 // X-Amz-Meta-Mtime, and ingress gives the file that mtime back, read from
-// the GET response (no HEAD).
+// the GET response (no HEAD); an object without it gives its LastModified.
 func TestMtimeMetadataOnS3(t *testing.T) {
 	f := newFixture(t)
 	f.write("out/a.txt", []byte("alpha"))
@@ -64,4 +64,14 @@ func TestMtimeMetadataOnS3(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(f.root, "in/a.txt"))
 	require.NoError(t, err)
 	assert.True(t, fi.ModTime().Equal(mt), "mtime %v, want %v", fi.ModTime(), mt)
+
+	// An object without the metadata (another client put it): its
+	// LastModified, as the server lists it and answers a HEAD.
+	f.put("p/plain", []byte("plain"))
+	require.NoError(t, f.syncNow())
+	info, err = f.stat("p/plain")
+	require.NoError(t, err)
+	fi, err = os.Stat(filepath.Join(f.root, "in/plain"))
+	require.NoError(t, err)
+	assert.True(t, fi.ModTime().Equal(info.LastModified), "mtime %v, LastModified %v", fi.ModTime(), info.LastModified)
 }

@@ -31,13 +31,6 @@ func conflictCopies(t *testing.T, dir string) []string {
 	return out
 }
 
-func (f *memFixture) read(rel string) []byte {
-	f.t.Helper()
-	b, err := os.ReadFile(filepath.Join(f.root, rel))
-	require.NoError(f.t, err)
-	return b
-}
-
 func TestUnitIngressConflictCopy(t *testing.T) {
 	f := newMemFixture(t)
 	f.configure(f.ingress("i", "in", "cfg"), f.egress("e", "in", "back"))

@@ -3,12 +3,17 @@ package datasync
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/assert"
@@ -55,10 +60,19 @@ var lossyServer = map[string]bool{"TestBackendContract/versitygw": true}
 type contractCase struct {
 	name string
 	run  func(t *testing.T, be Backend, bkt string)
-	// denied, when set, runs with a Backend of the same bucket whose
-	// credentials the server refuses instead.
-	denied bool
+	// on says which Backend the case runs with: a working one, one of the
+	// same bucket whose credentials the server refuses, or one whose
+	// server does not answer (the twin's down switch).
+	on contractBackend
 }
+
+type contractBackend int
+
+const (
+	working contractBackend = iota
+	denied
+	unreachable
+)
 
 var contract = []contractCase{
 	{"list order and pagination", func(t *testing.T, be Backend, bkt string) {
@@ -96,7 +110,7 @@ var contract = []contractCase{
 			}
 			assert.Equal(t, exp, got, "prefix %q", prefix)
 		}
-	}, false},
+	}, working},
 	{"user metadata", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		_, err := be.Put(ctx, bkt, "m/k", strings.NewReader("v"), 1, PutOptions{Meta: map[string]string{"Mtime": "1700000000.5"}})
@@ -111,7 +125,7 @@ var contract = []contractCase{
 		mb, ok := body.(metaBody)
 		require.True(t, ok, "a body carries its user metadata")
 		assert.Equal(t, "1700000000.5", metaValue(mb.UserMeta(), "mtime"))
-	}, false},
+	}, working},
 	{"conditional and ranged GET", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		etag, err := be.Put(ctx, bkt, "g/k", strings.NewReader("0123456789"), 10, PutOptions{})
@@ -123,14 +137,14 @@ var contract = []contractCase{
 		require.Error(t, err)
 		assert.ErrorIs(t, err, s3wire.Precondition)
 		assert.ErrorIs(t, movedOr(err), errObjectMoved, "a changed object is 'moved', not a failure: %v", err)
-	}, false},
+	}, working},
 	{"missing object", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		_, err := be.Stat(ctx, bkt, "none/k")
 		assert.ErrorIs(t, err, ErrNotFound)
 		_, err = be.Get(ctx, bkt, "none/k", "")
 		assert.ErrorIs(t, err, ErrNotFound)
-	}, false},
+	}, working},
 	{"missing bucket", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		for _, err := range be.List(ctx, "no-such-bucket-"+strings.ToLower(bkt), "") {
@@ -140,7 +154,7 @@ var contract = []contractCase{
 			return
 		}
 		t.Fatal("a listing of a missing bucket yielded nothing")
-	}, false},
+	}, working},
 	{"wrong credentials", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		for _, err := range be.List(ctx, bkt, "") {
@@ -154,7 +168,39 @@ var contract = []contractCase{
 		assert.ErrorIs(t, err, s3wire.AccessDenied)
 		_, err = be.Put(ctx, bkt, "k", strings.NewReader("v"), 1, PutOptions{})
 		assert.ErrorIs(t, err, s3wire.AccessDenied)
-	}, true},
+	}, denied},
+	{"server down", func(t *testing.T, be Backend, bkt string) {
+		// Every call fails at once, as a connection error: serverWide stops
+		// the pass, and it is neither a missing object nor a refusal.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		check := func(op string, err error) {
+			t.Helper()
+			if !assert.Error(t, err, op) {
+				return
+			}
+			var ue *url.Error
+			assert.True(t, errors.As(err, &ue), "%s: a *url.Error in the chain: %#v", op, err)
+			assert.True(t, serverWide(err), "%s: server-wide: %v", op, err)
+			assert.NotErrorIs(t, err, ErrNotFound, op)
+			assert.NotErrorIs(t, err, s3wire.AccessDenied, op)
+		}
+		// At once: each call's retries take a while.
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			n := 0
+			for _, err := range be.List(ctx, bkt, "") {
+				check("list", err)
+				n++
+				break
+			}
+			assert.Equal(t, 1, n, "a listing of a server that is down yields its error")
+		})
+		wg.Go(func() { _, err := be.Stat(ctx, bkt, "k"); check("stat", err) })
+		wg.Go(func() { _, err := be.Get(ctx, bkt, "k", ""); check("get", err) })
+		wg.Go(func() { _, err := be.Put(ctx, bkt, "k", strings.NewReader("v"), 1, PutOptions{}); check("put", err) })
+		wg.Wait()
+	}, unreachable},
 	{"multipart ETag", func(t *testing.T, be Backend, bkt string) {
 		ctx := context.Background()
 		data := bytes.Repeat([]byte("0123456789abcdef"), (11<<20)/16) // 11 MiB: 3 parts of 5 MiB
@@ -169,7 +215,7 @@ var contract = []contractCase{
 			assert.Equal(t, etag, o.ETag)
 		}
 		assert.Equal(t, len(data), len(readAll(t)(be.Get(ctx, bkt, "mp/k", etag))))
-	}, false},
+	}, working},
 }
 
 // readAll reads a body that Get returned with its error.
@@ -187,24 +233,45 @@ func readAll(t *testing.T) func(io.ReadCloser, error) string {
 func TestMain(m *testing.M) { s3test.Main(m) }
 
 func TestBackendContract(t *testing.T) {
-	// newBackend returns a Backend and its bucket, and one whose
-	// credentials are refused.
-	run := func(t *testing.T, newBackend func(t *testing.T) (Backend, Backend, string)) {
+	// newBackend returns the Backends of contractBackend and the bucket;
+	// run runs the cases on the Backends only wants.
+	run := func(t *testing.T, only func(contractBackend) bool, newBackend func(t *testing.T) ([3]Backend, string)) {
 		for _, c := range contract {
+			if !only(c.on) {
+				continue
+			}
 			t.Run(c.name, func(t *testing.T) {
-				be, denied, bkt := newBackend(t)
-				if c.denied {
-					be = denied
-				}
-				c.run(t, be, bkt)
+				be, bkt := newBackend(t)
+				c.run(t, be[c.on], bkt)
 			})
 		}
 	}
+	all := func(contractBackend) bool { return true }
 	t.Run("memory", func(t *testing.T) {
-		run(t, func(*testing.T) (Backend, Backend, string) {
+		run(t, all, func(*testing.T) ([3]Backend, string) {
 			denied := newMemBackend()
 			denied.deny = s3wire.Classify(minio.ErrorResponse{StatusCode: http.StatusForbidden, Code: "AccessDenied"})
-			return newMemBackend(), denied, bucket
+			down := newMemBackend()
+			down.down.Store(true)
+			return [3]Backend{newMemBackend(), denied, down}, bucket
+		})
+	})
+	minioBackendOf := func(t *testing.T, ep *Endpoint) Backend {
+		cfg := s3client.Config{Host: ep.Host, Port: ep.Port, Region: ep.Region, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey}
+		client, rt, err := s3client.NewWithTransport(cfg)
+		require.NoError(t, err)
+		put, err := s3client.NewSingleTry(cfg, rt)
+		require.NoError(t, err)
+		return newMinioBackend(client, put, rt, ep)
+	}
+	// A server that does not answer is the same whatever server it was:
+	// the minio-go Backend on a port nothing listens on (its retries take
+	// seconds, once).
+	t.Run("unreachable", func(t *testing.T) {
+		ep := &Endpoint{Host: "127.0.0.1", Port: closedPort(t), Region: s3test.Region, AccessKey: "a", SecretKey: "s"}
+		down := minioBackendOf(t, ep)
+		run(t, func(on contractBackend) bool { return on == unreachable }, func(*testing.T) ([3]Backend, string) {
+			return [3]Backend{nil, nil, down}, bucket
 		})
 	})
 	for _, server := range s3test.Matrix() {
@@ -212,25 +279,27 @@ func TestBackendContract(t *testing.T) {
 			srv := server.Start(t, s3test.WithBuckets(bucket))
 			access, secret := srv.Credentials()
 			ep := &Endpoint{Host: srv.Host, Port: srv.Port, Region: s3test.Region, AccessKey: access, SecretKey: secret}
-			backend := func(ep *Endpoint) Backend {
-				cfg := s3client.Config{Host: ep.Host, Port: ep.Port, Region: ep.Region, AccessKey: ep.AccessKey, SecretKey: ep.SecretKey}
-				client, rt, err := s3client.NewWithTransport(cfg)
-				require.NoError(t, err)
-				put, err := s3client.NewSingleTry(cfg, rt)
-				require.NoError(t, err)
-				return newMinioBackend(client, put, rt, ep)
-			}
-			be := backend(ep)
+			be := minioBackendOf(t, ep)
 			wrong := *ep
 			wrong.SecretKey += "-wrong"
-			denied := backend(&wrong)
+			denied := minioBackendOf(t, &wrong)
 			n := 0
-			run(t, func(t *testing.T) (Backend, Backend, string) {
+			run(t, func(on contractBackend) bool { return on != unreachable }, func(t *testing.T) ([3]Backend, string) {
 				n++
 				b := fmt.Sprintf("contract-%d", n) // a bucket per behaviour
 				require.NoError(t, srv.MakeBucket(context.Background(), b))
-				return be, denied, b
+				return [3]Backend{be, denied, nil}, b
 			})
 		})
 	}
+}
+
+// closedPort is a local port nothing listens on: connections are refused.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	return port
 }

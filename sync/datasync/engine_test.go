@@ -35,13 +35,17 @@ func TestCredentialRotation(t *testing.T) {
 	assert.False(t, f.status("e1").LastSuccess.IsZero())
 }
 
+// TestServerDownThenBack: a pass against a server that does not answer
+// fails as a whole for every mapping and says so; once the server is back
+// the next pass moves everything. (That a real server's refused connection
+// is the same error as the twin's: the "server down" contract case.)
 func TestServerDownThenBack(t *testing.T) {
-	f := newFixture(t)
-	f.put("in/obj", []byte("from the server"))
+	f := newMemFixture(t)
+	f.be.put("in/obj", []byte("from the server"))
 	f.write("out/a", []byte("a"))
 	f.write("out/b", []byte("b"))
 	f.configure(f.egress("e1", "out", "p"), f.ingress("i1", "dl", "in"))
-	f.srv.Stop()
+	f.be.down.Store(true)
 
 	require.Error(t, f.syncNow())
 	for _, id := range []string{"e1", "i1"} {
@@ -49,8 +53,9 @@ func TestServerDownThenBack(t *testing.T) {
 		assert.NotEmpty(t, st.LastError, id)
 		assert.True(t, st.LastSuccess.IsZero(), id)
 	}
+	assert.Equal(t, []string{"in/obj"}, f.be.keys(), "nothing uploaded")
 
-	f.srv.Restart()
+	f.be.down.Store(false)
 	require.NoError(t, f.syncNow())
 	assert.Equal(t, []byte("a"), f.mustGet("p/a"))
 	assert.Equal(t, []byte("b"), f.mustGet("p/b"))
@@ -88,13 +93,13 @@ func TestTLSWithPrivateCA(t *testing.T) {
 }
 
 func TestRunSyncsEveryIntervalAndRemoveAll(t *testing.T) {
-	f := newFixture(t, func(o *Options) { o.Interval = 50 * time.Millisecond })
+	f := newMemFixture(t, func(o *Options) { o.Interval = 50 * time.Millisecond })
 	f.configure(f.egress("e1", "out", "p"))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.eng.Run(ctx) }()
 	f.write("out/late", []byte("written while running"))
-	require.Eventually(t, func() bool { _, err := f.get("p/late"); return err == nil }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return f.has("p/late") }, 10*time.Second, 20*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
 
@@ -113,7 +118,7 @@ func TestRunSyncsEveryIntervalAndRemoveAll(t *testing.T) {
 }
 
 func TestConfigureDropsRemovedMappingsAndSyncOff(t *testing.T) {
-	f := newFixture(t)
+	f := newMemFixture(t)
 	f.write("out/a", []byte("a"))
 	f.configure(f.egress("e1", "out", "p"), f.egress("e2", "out", "q"))
 	require.NoError(t, f.syncNow())
@@ -124,19 +129,27 @@ func TestConfigureDropsRemovedMappingsAndSyncOff(t *testing.T) {
 	assert.ErrorIs(t, f.eng.SyncNow(context.Background(), "e1"), ErrUnknownMapping)
 
 	// No endpoint: sync off, passes do nothing.
-	require.NoError(t, f.eng.Configure(nil, f.mapping))
-	f.count.Reset()
+	require.NoError(t, f.eng.Configure(nil, f.maps))
+	requests := f.be.requests()
 	f.write("out/b", []byte("b"))
 	require.NoError(t, f.syncNow())
-	_, err = f.get("q/b")
-	assert.Error(t, err)
+	assert.False(t, f.has("q/b"))
+	assert.Equal(t, requests, f.be.requests(), "sync off: no request")
+}
+
+// countAllPasses counts the passes (full or partial) that start from now on;
+// set it before Run and Configure.
+func countAllPasses(e *Engine) *atomic.Int64 {
+	var n atomic.Int64
+	e.hooks.onPass = func(string, PassOptions, bool) { n.Add(1) }
+	return &n
 }
 
 func TestNeverTwoPassesOfOneMapping(t *testing.T) {
-	f := newFixture(t)
+	f := newMemFixture(t)
 	f.write("out/a", []byte("a"))
 	f.configure(f.egress("e1", "out", "p"))
-	passes := countPasses(f.eng)
+	passes := countAllPasses(f.eng)
 	var active, most atomic.Int32
 	release := make(chan struct{})
 	f.eng.hooks.beforeUpload = func(string) {
@@ -158,22 +171,20 @@ func TestNeverTwoPassesOfOneMapping(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 	assert.Equal(t, int32(1), most.Load())
-	assert.Equal(t, int64(3), passes.full.Load(), "SyncNow waits for a running pass, then runs its own")
+	assert.Equal(t, int64(3), passes.Load(), "SyncNow waits for a running pass, then runs its own")
 }
 
 // TestConfigureStartsPromptPasses: with an hour between passes, a mapping
 // added while Run runs, and every mapping after an endpoint change, gets a
 // pass within seconds, not an interval later.
 func TestConfigureStartsPromptPasses(t *testing.T) {
-	f := newFixture(t, func(o *Options) { o.NoWatch = true }) // Interval: 1h; only passes move files
-	passes := countPasses(f.eng)
+	f := newMemFixture(t, func(o *Options) { o.NoWatch = true }) // Interval: 1h; only passes move files
+	passes := countAllPasses(f.eng)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.eng.Run(ctx) }()
 	defer func() { cancel(); require.NoError(t, <-done) }()
-	uploaded := func(key string) func() bool {
-		return func() bool { _, err := f.get(key); return err == nil }
-	}
+	uploaded := func(key string) func() bool { return func() bool { return f.has(key) } }
 	time.Sleep(100 * time.Millisecond) // Run's first round found nothing to do
 
 	f.write("out/a", []byte("a"))
@@ -189,15 +200,13 @@ func TestConfigureStartsPromptPasses(t *testing.T) {
 	assert.False(t, uploaded("p/c")(), "an unchanged mapping keeps its interval")
 
 	// Same configuration again: nothing owed.
-	runs := passes.full.Load()
+	runs := passes.Load()
 	f.configure(f.egress("e1", "out", "p"), f.egress("e2", "out2", "q"))
 	time.Sleep(300 * time.Millisecond)
-	assert.Equal(t, runs, passes.full.Load(), "an unchanged configuration starts no pass")
+	assert.Equal(t, runs, passes.Load(), "an unchanged configuration starts no pass")
 
-	// New credentials (here: a new address for the same server): every mapping.
-	ep := *f.ep
-	ep.Host = "localhost"
-	f.ep = &ep
+	// New credentials (here: a new address for the same bucket): every mapping.
+	f.newEndpoint()
 	f.write("out2/d", []byte("d"))
 	f.configure(f.egress("e1", "out", "p"), f.egress("e2", "out2", "q"))
 	require.Eventually(t, uploaded("p/c"), 5*time.Second, 20*time.Millisecond, "changed endpoint: prompt pass of e1")
@@ -207,7 +216,7 @@ func TestConfigureStartsPromptPasses(t *testing.T) {
 // TestPromptPassWaitsForThePassInFlight: a mapping busy with a pass when its
 // endpoint changes gets another pass right after it, never two at once.
 func TestPromptPassWaitsForThePassInFlight(t *testing.T) {
-	f := newFixture(t, func(o *Options) { o.NoWatch = true }) // only passes move files
+	f := newMemFixture(t, func(o *Options) { o.NoWatch = true }) // only passes move files
 	f.write("out/a", []byte("a"))
 	f.configure(f.egress("e1", "out", "p"))
 	var active, most atomic.Int32
@@ -230,12 +239,10 @@ func TestPromptPassWaitsForThePassInFlight(t *testing.T) {
 	require.Eventually(t, first.Load, 5*time.Second, 10*time.Millisecond, "Run's first round")
 
 	f.write("out/b", []byte("b"))
-	ep := *f.ep
-	ep.Host = "localhost"
-	f.ep = &ep
+	f.newEndpoint()
 	f.configure(f.egress("e1", "out", "p")) // while the first pass is held
 	time.Sleep(200 * time.Millisecond)
 	close(release)
-	require.Eventually(t, func() bool { _, err := f.get("p/b"); return err == nil }, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return f.has("p/b") }, 5*time.Second, 20*time.Millisecond)
 	assert.Equal(t, int32(1), most.Load())
 }

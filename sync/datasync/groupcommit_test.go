@@ -55,21 +55,21 @@ func unnamedOpen(t *testing.T, dir string) int {
 
 // putSmall puts n small objects under in/ in three directories, and one
 // object too big for a group; it returns what each local file must hold.
-func putSmall(f *fixture, n int) map[string][]byte {
+func putSmall(f *memFixture, n int) map[string][]byte {
 	want := map[string][]byte{}
 	for i := range n {
 		rel := fmt.Sprintf("d%d/o%03d", i%3, i)
 		b := bytes.Repeat([]byte{byte(i)}, 1000+i*7)
-		f.put("in/"+rel, b)
+		f.be.put("in/"+rel, b)
 		want[rel] = b
 	}
 	big := bytes.Repeat([]byte("big"), (groupMaxSize+1024)/3)
-	f.put("in/big", big)
+	f.be.put("in/big", big)
 	want["big"] = big
 	return want
 }
 
-func checkLocal(t *testing.T, f *fixture, want map[string][]byte) {
+func checkLocal(t *testing.T, f *memFixture, want map[string][]byte) {
 	t.Helper()
 	for rel, b := range want {
 		require.Equal(t, b, f.read(filepath.Join("in", rel)), rel)
@@ -83,7 +83,7 @@ func checkLocal(t *testing.T, f *fixture, want map[string][]byte) {
 // their final names), for a syncfs that covers them, and only then are
 // linked or renamed in place; many share one syncfs.
 func TestIngressGroupCommit(t *testing.T) {
-	f := newFixture(t)
+	f := newMemFixture(t)
 	const n = 300
 	want := putSmall(f, n)
 	in := filepath.Join(f.root, "in")
@@ -134,7 +134,7 @@ func TestIngressGroupCommit(t *testing.T) {
 // gets its final name, no temporary file stays, the pass fails, and the next
 // pass downloads them all.
 func TestIngressGroupCommitFailure(t *testing.T) {
-	f := newFixture(t)
+	f := newMemFixture(t)
 	want := putSmall(f, 40)
 	var fail bool
 	var calls int

@@ -26,6 +26,9 @@ import (
 // the part MD5s and "-N". refuseCopy models a server without UploadPartCopy.
 func (b *memBackend) PutParts(_ context.Context, bucket, key string, parts []Part, meta map[string]string) (string, error) {
 	b.puts.Add(1)
+	if err := b.unavailable("Put", key); err != nil {
+		return "", err
+	}
 	if b.beforeParts != nil {
 		b.beforeParts()
 	}

@@ -32,6 +32,9 @@ type fixture struct {
 	opts  Options
 	// midBody, when set, runs once a PUT request body has been partly sent.
 	midBody atomic.Pointer[func()]
+	// wrap, when set, sits between the engine's client and its transport
+	// (interpose).
+	wrap    atomic.Pointer[func(http.RoundTripper) http.RoundTripper]
 	ep      *Endpoint
 	mapping []Mapping
 }
@@ -42,6 +45,9 @@ func newFixture(t *testing.T, opts ...func(*Options)) *fixture {
 	f := &fixture{t: t, srv: srv, root: t.TempDir(), state: t.TempDir(), count: &s3client.Counter{}}
 	f.opts = Options{StateDir: f.state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+			if w := f.wrap.Load(); w != nil {
+				rt = (*w)(rt)
+			}
 			return f.count.Wrap(&bodyHook{next: rt, f: f})
 		}}
 	for _, o := range opts {
@@ -182,13 +188,17 @@ func (b *hookedBody) Read(p []byte) (int, error) {
 }
 
 // interpose puts w between the engine's client and its transport (under the
-// request counter) by rebuilding the client.
+// request counter): the engine makes a new client for the endpoint, which
+// the fixture names by another address of the same server.
 func (f *fixture) interpose(w func(http.RoundTripper) http.RoundTripper) {
 	f.t.Helper()
-	base := f.opts.WrapTransport
-	f.eng.opts.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return base(w(rt)) }
-	f.eng.mu.Lock()
-	f.eng.ep = nil
-	f.eng.mu.Unlock()
+	f.wrap.Store(&w)
+	ep := *f.ep
+	if ep.Host == "localhost" {
+		ep.Host = f.srv.Host
+	} else {
+		ep.Host = "localhost"
+	}
+	f.ep = &ep
 	require.NoError(f.t, f.eng.Configure(f.ep, f.mapping))
 }

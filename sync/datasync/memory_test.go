@@ -9,7 +9,9 @@ import (
 	"io"
 	"iter"
 	"maps"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/project-flotta/flotta-device-worker/sync/s3wire"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -39,6 +43,10 @@ type memBackend struct {
 	gets    atomic.Int64
 	failPut func(key string) error // when set, may fail a Put
 	deny    error                  // when set, every call fails with it (wrong credentials)
+	// down, while set, makes every call fail as a server that does not
+	// answer does: a *url.Error wrapping a refused connection (the
+	// conformance suite checks that the minio-go Backend says the same).
+	down atomic.Bool
 	// PutParts (growing_test.go): bytes uploaded and copied server-side,
 	// and a server without UploadPartCopy.
 	sent, copied atomic.Int64
@@ -71,6 +79,16 @@ func (b *memBackend) hasBucket(name string) bool {
 	return false
 }
 
+// unavailable is the error of every call while the twin refuses them all:
+// down (unreachable), or deny (wrong credentials).
+func (b *memBackend) unavailable(method, key string) error {
+	if b.down.Load() {
+		return &url.Error{Op: method, URL: "http://memory:1/" + bucket + "/" + key,
+			Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+	}
+	return b.deny
+}
+
 func (b *memBackend) requests() int64 {
 	return b.pages.Load() + b.stats.Load() + b.puts.Load() + b.gets.Load()
 }
@@ -82,8 +100,8 @@ var errNoSuchBucket = minio.ErrorResponse{StatusCode: http.StatusNotFound, Code:
 func (b *memBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[Object, error] {
 	b.lists.Add(1)
 	return func(yield func(Object, error) bool) {
-		if b.deny != nil {
-			yield(Object{}, b.deny)
+		if err := b.unavailable("Get", prefix); err != nil {
+			yield(Object{}, err)
 			return
 		}
 		if !b.hasBucket(bucket) {
@@ -120,8 +138,8 @@ func (b *memBackend) List(ctx context.Context, bucket, prefix string) iter.Seq2[
 
 func (b *memBackend) Stat(_ context.Context, bucket, key string) (Object, error) {
 	b.stats.Add(1)
-	if b.deny != nil {
-		return Object{}, b.deny
+	if err := b.unavailable("Head", key); err != nil {
+		return Object{}, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -134,8 +152,8 @@ func (b *memBackend) Stat(_ context.Context, bucket, key string) (Object, error)
 
 func (b *memBackend) Put(_ context.Context, bucket, key string, r io.Reader, size int64, o PutOptions) (string, error) {
 	b.puts.Add(1)
-	if b.deny != nil {
-		return "", b.deny
+	if err := b.unavailable("Put", key); err != nil {
+		return "", err
 	}
 	data, err := io.ReadAll(r)
 	if err != nil {
@@ -172,8 +190,8 @@ func (b *memBackend) GetRange(_ context.Context, bucket, key, matchETag string, 
 	if b.onGet != nil {
 		b.onGet()
 	}
-	if b.deny != nil {
-		return nil, b.deny
+	if err := b.unavailable("Get", key); err != nil {
+		return nil, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -248,6 +266,8 @@ func memMultipartETag(data []byte, partSize int64) string {
 }
 
 // memFixture is an engine on an in-memory bucket: no server, runs under -short.
+// The twin has no notification stream (notify_test.go has them on MinIO):
+// its engines only poll.
 type memFixture struct {
 	t     *testing.T
 	be    *memBackend
@@ -256,12 +276,14 @@ type memFixture struct {
 	state string
 	opts  Options
 	maps  []Mapping
+	ep    *Endpoint   // what configure passes (memEndpoint; a copy to change it)
+	log   *zap.Logger // the engine's logger, when not the test's (set before restart)
 }
 
 func newMemFixture(t *testing.T, opts ...func(*Options)) *memFixture {
 	t.Helper()
-	f := &memFixture{t: t, be: newMemBackend(), root: t.TempDir(), state: t.TempDir()}
-	f.opts = Options{StateDir: f.state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1}
+	f := &memFixture{t: t, be: newMemBackend(), root: t.TempDir(), state: t.TempDir(), ep: memEndpoint}
+	f.opts = Options{StateDir: f.state, Interval: time.Hour, MinFreeBytes: -1, MinFreePercent: -1, NoNotify: true}
 	for _, o := range opts {
 		o(&f.opts)
 	}
@@ -273,21 +295,40 @@ var memEndpoint = &Endpoint{Host: "memory", Port: 1, AccessKey: "a", SecretKey: 
 
 func (f *memFixture) start() {
 	f.t.Helper()
-	eng, err := New(f.opts, zaptest.NewLogger(f.t))
+	log := f.log
+	if log == nil {
+		log = zaptest.NewLogger(f.t)
+	}
+	eng, err := New(f.opts, log)
 	require.NoError(f.t, err)
 	eng.hooks.settle = 0
 	eng.newBackend = func(*Endpoint) (Backend, error) { return f.be, nil }
 	f.eng = eng
 	f.t.Cleanup(func() { _ = eng.Close() })
 	if f.maps != nil {
-		require.NoError(f.t, eng.Configure(memEndpoint, f.maps))
+		require.NoError(f.t, eng.Configure(f.ep, f.maps))
 	}
+}
+
+// restart closes the engine and starts another on the same state directory.
+func (f *memFixture) restart() {
+	f.t.Helper()
+	require.NoError(f.t, f.eng.Close())
+	f.start()
 }
 
 func (f *memFixture) configure(ms ...Mapping) {
 	f.t.Helper()
 	f.maps = ms
-	require.NoError(f.t, f.eng.Configure(memEndpoint, ms))
+	require.NoError(f.t, f.eng.Configure(f.ep, ms))
+}
+
+// newEndpoint makes the next configure name another endpoint (the same
+// twin): what new credentials or a new address do to the engine.
+func (f *memFixture) newEndpoint() {
+	ep := *f.ep
+	ep.Host += "'"
+	f.ep = &ep
 }
 
 func (f *memFixture) egress(id, sub, prefix string) Mapping {
@@ -297,6 +338,8 @@ func (f *memFixture) egress(id, sub, prefix string) Mapping {
 func (f *memFixture) ingress(id, sub, prefix string) Mapping {
 	return Mapping{ID: id, Direction: Ingress, Root: f.root, LocalDir: filepath.Join(f.root, sub), Bucket: bucket, Prefix: prefix}
 }
+
+func (f *memFixture) syncNow() error { return f.sync(PassOptions{}) }
 
 func (f *memFixture) sync(po PassOptions) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -319,6 +362,26 @@ func (f *memFixture) write(rel string, data []byte) {
 	p := filepath.Join(f.root, rel)
 	require.NoError(f.t, os.MkdirAll(filepath.Dir(p), 0o755))
 	require.NoError(f.t, os.WriteFile(p, data, 0o644))
+}
+
+func (f *memFixture) read(rel string) []byte {
+	f.t.Helper()
+	b, err := os.ReadFile(filepath.Join(f.root, rel))
+	require.NoError(f.t, err)
+	return b
+}
+
+// has reports whether the bucket holds key.
+func (f *memFixture) has(key string) bool {
+	_, ok := f.be.data(key)
+	return ok
+}
+
+func (f *memFixture) mustGet(key string) []byte {
+	f.t.Helper()
+	b, ok := f.be.data(key)
+	require.True(f.t, ok, "no object %s", key)
+	return b
 }
 
 func (f *memFixture) rows(id string) int {

@@ -219,6 +219,7 @@ func TestUnitIngressAdoptsAndGuards(t *testing.T) {
 	f.be.put("cfg/big", []byte("0123456789ab"))
 	require.NoError(t, f.sync(PassOptions{}))
 	assert.Zero(t, f.be.gets.Load(), "identical file adopted, big one refused by the quota")
+	assert.Equal(t, int64(1), f.be.requests(), "an identical local file is kept: LIST only")
 	st := f.status("i")
 	assert.Equal(t, int64(1), st.Refused)
 	assert.Contains(t, st.LastError, "quota")
