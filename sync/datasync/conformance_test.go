@@ -233,6 +233,7 @@ func readAll(t *testing.T) func(io.ReadCloser, error) string {
 func TestMain(m *testing.M) { s3test.Main(m) }
 
 func TestBackendContract(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	// newBackend returns the Backends of contractBackend and the bucket;
 	// run runs the cases on the Backends only wants.
 	run := func(t *testing.T, only func(contractBackend) bool, newBackend func(t *testing.T) ([3]Backend, string)) {

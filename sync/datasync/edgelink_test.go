@@ -21,6 +21,7 @@ import (
 // through. The answer is awaited at the floor rate, so the pass moves every
 // file, and the objects are the files.
 func TestEgressThroughABufferingLink(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	f := newFixture(t, func(o *Options) {
 		o.Timeouts = s3client.Timeouts{Dial: time.Second, TLSHandshake: time.Second, Progress: time.Second, FloorRate: 64 << 10}
 	})

@@ -22,6 +22,7 @@ import (
 // differ. flotta-sync check's comparison (sync/check) must agree with the
 // journal after each step.
 func TestGrowingFilesOnServers(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	servers := []struct {
 		name  string
 		start func(t testing.TB, opts ...s3test.Option) *s3test.Server

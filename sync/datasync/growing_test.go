@@ -249,6 +249,7 @@ func TestFirstSnapshotCopiesThePartsOfTheWholeUpload(t *testing.T) {
 // the bucket at least every MaxStaleness while Run runs: the watcher hears
 // its writes, and snapshots follow.
 func TestLogHeldOpenReachesTheBucketWithinMaxStaleness(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	const staleness = 2 * time.Second
 	f := newMemFixture(t, func(o *Options) { o.MaxStaleness = staleness; o.Interval = time.Hour })
 	require.NoError(t, os.MkdirAll(filepath.Join(f.root, "logs"), 0o755))

@@ -21,6 +21,12 @@ import (
 
 const bucket = "device-bucket"
 
+// waitingTests: the tests that spend seconds waiting (a server starting, a
+// deadline, a staleness bound, a notification stream judged silent) call
+// t.Parallel(), so that they wait side by side once the others have run
+// (two at a time on two cores). None of them reads process-wide state
+// (inotify descriptors, package variables) that another test changes.
+
 // fixture is an engine talking to a fresh versitygw through a counting transport.
 type fixture struct {
 	t     *testing.T

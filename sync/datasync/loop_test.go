@@ -89,18 +89,3 @@ func simulateClock(t *testing.T, e *Engine, now *atomic.Pointer[time.Time]) {
 	go func() { done <- e.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
-
-// passCounter counts the passes an engine starts (hooks.onPass).
-type passCounter struct{ full, partial atomic.Int64 }
-
-func countPasses(e *Engine) *passCounter {
-	c := &passCounter{}
-	e.hooks.onPass = func(_ string, _ PassOptions, partial bool) {
-		if partial {
-			c.partial.Add(1)
-		} else {
-			c.full.Add(1)
-		}
-	}
-	return c
-}

@@ -128,6 +128,7 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 // once, long before the poll interval (an hour here); a removed object's
 // row is pruned and its file kept; keys outside the prefix are not fetched.
 func TestMinIOPushNotifiedIngressDownloadsAtOnce(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	f := newRunFixture(t, s3test.StartMinIOPush(t, s3test.WithBuckets(bucket)))
 	waitFor(t, "stream up", 10*time.Second, f.notified)
 	waitFor(t, "first passes", 10*time.Second, func() bool { return f.fullPasses() >= 2 }) // at start, and once the stream is up
@@ -164,6 +165,7 @@ func TestMinIOPushNotifiedIngressDownloadsAtOnce(t *testing.T) {
 // and the mapping polls, adaptively: idle passes grow to the cap, a new
 // object arrives within it, and the base interval comes back.
 func TestNoNotificationsFallsBackToAdaptivePolling(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	const interval, pollMax = 100 * time.Millisecond, 800 * time.Millisecond
 	f := newRunFixture(t, s3test.Start(t, s3test.WithBuckets(bucket)), func(o *Options) { o.Interval, o.PollMax = interval, pollMax })
 	time.Sleep(4 * time.Second)
@@ -192,6 +194,7 @@ func TestNoNotificationsFallsBackToAdaptivePolling(t *testing.T) {
 // the stream comes back, a full pass catches up with what was put while it
 // was down, and events flow again.
 func TestMinIOPushRestartResyncsThenEventsAgain(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	m := s3test.StartMinIOPush(t, s3test.WithBuckets(bucket))
 	f := newRunFixture(t, m)
 	waitFor(t, "stream up", 10*time.Second, f.notified)
@@ -220,6 +223,7 @@ func TestMinIOPushRestartResyncsThenEventsAgain(t *testing.T) {
 // FLOTTA_INGRESS_NOTIFY=off (Options.NoNotify): no stream is opened and
 // ingress polls even on MinIO.
 func TestNotifyOffOpensNoStream(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	f := newRunFixture(t, s3test.StartMinIO(t, s3test.WithBuckets(bucket)), func(o *Options) { o.NoNotify = true; o.Interval = 2 * time.Second; o.PollMax = 2 * time.Second })
 	waitFor(t, "first pass", 10*time.Second, func() bool { return f.fullPasses() >= 1 })
 	f.put("in/a.txt", []byte("a"))
@@ -236,6 +240,7 @@ func TestNotifyOffOpensNoStream(t *testing.T) {
 // it polls and why, and once a poll has found an object the next ones come
 // PollFast later, so the rest of a burst arrives quickly.
 func TestMinIOAsReleasedPollsAndSaysWhy(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	const fast = 300 * time.Millisecond
 	f := newRunFixture(t, s3test.StartMinIO(t, s3test.WithBuckets(bucket)), func(o *Options) {
 		o.Interval, o.PollMax, o.PollFast = 5*time.Second, 10*time.Second, fast

@@ -137,6 +137,7 @@ func (b *trickle) Close() error { return b.r.Close() }
 // that stops half way fails within a few timeouts. (Gaps well under the
 // timeout: a loaded machine oversleeps.)
 func TestDownloadDeadlinesAreOnProgress(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	quick := s3client.Timeouts{Dial: time.Second, TLSHandshake: time.Second, Progress: time.Second}
 	f := newFixture(t, func(o *Options) { o.Timeouts = quick })
 	body := bytes.Repeat([]byte("z"), 60<<10)

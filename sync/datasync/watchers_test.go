@@ -136,6 +136,7 @@ const eventWait = 10 * time.Second // far below the hour a pass would take
 const watchInterval = 100 * time.Millisecond
 
 func TestWatchUploadsChangesWithoutAPass(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	f := newMemFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = time.Hour, time.Hour })
 	f.eng.hooks.watch.Settle = 500 * time.Millisecond
 	full := countFullPasses(f.eng, "e1")
@@ -276,6 +277,7 @@ func TestWatchFollowsTheMappings(t *testing.T) {
 }
 
 func TestWatchFallsBackToPasses(t *testing.T) {
+	t.Parallel() // mostly waits: see waitingTests
 	t.Run("watch limit: passes every Interval", func(t *testing.T) {
 		f := newMemFixture(t, func(o *Options) { o.Interval, o.WatchedInterval = watchInterval, time.Hour })
 		f.eng.hooks.watch.MaxWatches = 2
