@@ -221,4 +221,3 @@ func tempFiles(t *testing.T, dir string) []string {
 }
 
 func minioStat() minio.StatObjectOptions     { return minio.StatObjectOptions{} }
-func minioRemove() minio.RemoveObjectOptions { return minio.RemoveObjectOptions{} }
