@@ -220,4 +220,4 @@ func tempFiles(t *testing.T, dir string) []string {
 	return out
 }
 
-func minioStat() minio.StatObjectOptions     { return minio.StatObjectOptions{} }
+func minioStat() minio.StatObjectOptions { return minio.StatObjectOptions{} }
