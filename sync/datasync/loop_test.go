@@ -89,3 +89,66 @@ func simulateClock(t *testing.T, e *Engine, now *atomic.Pointer[time.Time]) {
 	go func() { done <- e.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
+
+// A merged pass goes on while one of its callers waits, and stops when the
+// last gives up.
+func TestAnyLive(t *testing.T) {
+	a, cancelA := context.WithCancel(context.Background())
+	b, cancelB := context.WithCancel(context.Background())
+	ctx, release := anyLive([]context.Context{a, b})
+	cancelA()
+	time.Sleep(10 * time.Millisecond)
+	require.NoError(t, ctx.Err(), "b still waits")
+	cancelB()
+	require.Eventually(t, func() bool { return ctx.Err() != nil }, time.Second, time.Millisecond)
+	release()
+
+	// Released before its callers end: no callback left on them.
+	c, cancelC := context.WithCancel(context.Background())
+	defer cancelC()
+	ctx, release = anyLive([]context.Context{c, context.Background()})
+	release()
+	require.Error(t, ctx.Err(), "released")
+}
+
+// Changes seen while a pass runs wait in the mapping's loop and go
+// together into the next pass: three callers, one pass after the first.
+func TestChangesSeenDuringAPassGoTogether(t *testing.T) {
+	f := newMemFixture(t)
+	f.write("out/a", []byte("a"))
+	f.configure(f.egress("e1", "out", "p"))
+	var partial atomic.Int64
+	f.eng.hooks.onPass = func(_ string, _ PassOptions, p bool) {
+		if p {
+			partial.Add(1)
+		}
+	}
+	hold, held := make(chan struct{}), make(chan struct{}, 1)
+	f.eng.hooks.beforeUpload = func(rel string) {
+		if rel == "a" {
+			held <- struct{}{}
+			<-hold
+		}
+	}
+	ctx := t.Context()
+	errs := make(chan error, 4)
+	go func() { errs <- f.eng.Changed(ctx, "e1", []string{"a"}) }()
+	<-held // the first pass runs, and waits
+	for _, name := range []string{"b", "c", "d"} {
+		f.write("out/"+name, []byte(name))
+		go func() { errs <- f.eng.Changed(ctx, "e1", []string{name}) }()
+	}
+	require.Eventually(t, func() bool {
+		n := 0
+		f.eng.inspect(t, "e1", func(ls *loopState) { n = len(ls.changes) })
+		return n == 3
+	}, 5*time.Second, time.Millisecond, "the three wait in the loop")
+	close(hold)
+	for range 4 {
+		require.NoError(t, <-errs)
+	}
+	require.Equal(t, int64(2), partial.Load(), "the first pass, then one for the three")
+	for _, k := range []string{"p/a", "p/b", "p/c", "p/d"} {
+		require.True(t, f.has(k), k)
+	}
+}

@@ -351,22 +351,29 @@ func mergeChanges(ls *loopState) (passReq, []chan error, bool) {
 }
 
 // anyLive is a context that ends when all of ctxs have ended: a merged pass
-// goes on while one of its callers still waits.
-func anyLive(ctxs []context.Context) (context.Context, context.CancelFunc) {
+// goes on while one of its callers still waits. release forgets it (the
+// callers' contexts may live long: a watcher's, Run's).
+func anyLive(ctxs []context.Context) (ctx context.Context, release func()) {
 	if len(ctxs) == 1 {
 		return ctxs[0], func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var left atomic.Int32
 	left.Store(int32(len(ctxs)))
+	stops := make([]func() bool, 0, len(ctxs))
 	for _, c := range ctxs {
-		context.AfterFunc(c, func() {
+		stops = append(stops, context.AfterFunc(c, func() {
 			if left.Add(-1) == 0 {
 				cancel()
 			}
-		})
+		}))
 	}
-	return ctx, cancel
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
 }
 
 // start runs a pass in a goroutine of its own; it reports in passDone.

@@ -44,6 +44,7 @@ var serverMayRefuse = map[string]bool{"double//slash": true, "back\\slash": true
 // TestGetMatchesMinioGo: on both servers the project supports, every key
 // comes back with its content and its user metadata, as minio-go gets it.
 func TestGetMatchesMinioGo(t *testing.T) {
+	t.Parallel() // mostly waits for its servers to start; nothing here is shared
 	for _, server := range s3test.Matrix() {
 		name := server.Name
 		t.Run(name, func(t *testing.T) {

@@ -102,6 +102,7 @@ var awkwardKeys = []string{
 // The listing matches minio-go's on both servers the project supports, page
 // boundaries included.
 func TestListMatchesMinioGo(t *testing.T) {
+	t.Parallel() // mostly waits for its servers to start; nothing here is shared
 	for _, server := range s3test.Matrix() {
 		name := server.Name
 		t.Run(name, func(t *testing.T) {
