@@ -337,8 +337,8 @@ func (e *Engine) runApplier(ctx context.Context, a *applier) {
 			continue
 		}
 		if err := e.Changed(ctx, a.id, rels); err != nil && ctx.Err() == nil {
-			// Retried by a full pass at the next round.
-			e.log.Debug("announced objects not all applied; full pass next round", zap.String("mapping", a.id), zap.Error(err))
+			// Retried by a full pass, owed at once.
+			e.log.Debug("announced objects not all applied; a full pass follows", zap.String("mapping", a.id), zap.Error(err))
 			e.pollBase(a.id)
 		}
 	}

@@ -144,7 +144,7 @@ func TestIdleIngressRequestsPerDay(t *testing.T) {
 	n := c.fullPasses()
 	c.set(c.now().Add(DefaultInterval))
 	c.runFor(time.Second, nil)
-	assert.Equal(t, n+1, c.fullPasses(), "after a change, a pass at the next round")
+	assert.Equal(t, n+1, c.fullPasses(), "after a change, the next pass comes fast")
 }
 
 // More keys announced than maxEventBatch while a batch is applied: one full
