@@ -61,7 +61,9 @@ func (pl *ingressPlanner) decide(it *item, sc scope) decision {
 	if (d.act == actDownload || d.act == actConflict || d.act == actAdopt) && pl.p.dir != nil {
 		// A name to be written: is its path safe? (One openat2 of its
 		// directory, kept open for the download.)
-		if _, err := pl.p.dir.Existing(it.name); errors.Is(err, safefs.ErrUnsafe) {
+		n, err := pl.p.dir.Existing(it.name)
+		it.checked, it.existing = err == nil, n
+		if errors.Is(err, safefs.ErrUnsafe) {
 			it.unsafe = err
 			d = decideIngress(*it, sc, pl.p.m.Prefix)
 		}

@@ -130,9 +130,11 @@ func (p *pass) downloadObject(ctx context.Context, j job, release func()) (_ int
 	if err != nil {
 		return 0, nil, "", err
 	}
-	existing, err := dir.Existing(rel)
-	if err != nil {
-		return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
+	existing := j.it.existing // the plan looked (checkLocal re-checks the file before the rename)
+	if !j.it.checked {
+		if existing, err = dir.Existing(rel); err != nil {
+			return 0, nil, "", fmt.Errorf("download %s: %w", obj.Key, err)
+		}
 	}
 	rec := journal.Record{Size: obj.Size, ETag: obj.ETag}
 	if j.d.act == actAdopt {

@@ -26,10 +26,14 @@ type item struct {
 	// ingress's version mark with its current size and mtime.
 	localSum    string
 	localMarked bool
-	// unsafe (ingress, set by the planner for a name to be written): why
-	// its path cannot be written safely (a symlinked parent, a parent
-	// that is a file, a directory where the file goes); nil when it can.
-	unsafe error
+	// checked, unsafe and existing (ingress, set by the planner for a name
+	// to be written): whether its path was looked at; why it cannot be
+	// written safely (a symlinked parent, a parent that is a file, a
+	// directory where the file goes), nil when it can; and the size of the
+	// file it replaces (the disk guard's reservation).
+	checked  bool
+	unsafe   error
+	existing int64
 }
 
 // scope says which sides a pass looked at, so that absence means something.
